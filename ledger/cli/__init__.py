@@ -1,0 +1,21 @@
+"""The `ledger` command line: a thin layer over the library; arguments are checked first."""
+
+from __future__ import annotations
+
+import typer
+
+from ledger.cli import emit, keys
+
+app = typer.Typer(
+    name="ledger",
+    help="Signed, hash-chained audit ledger of deployments, in-place mutations and approvals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(keys.app, name="keys")
+app.add_typer(emit.app, name="emit")
+
+
+def main() -> None:
+    app()

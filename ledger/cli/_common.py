@@ -1,0 +1,134 @@
+"""Shared CLI pieces: option types read from the environment, output, and error reporting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from ledger.errors import ConfigurationError, LedgerError
+from ledger.kafka import DEFAULT_TOPIC, KafkaSettings
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+"""Messages and progress go to stderr; results go to stdout."""
+out = Console(highlight=False, soft_wrap=True)
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        envvar="LEDGER_BOOTSTRAP",
+        help="Kafka bootstrap servers, host:port[,host:port].",
+        show_envvar=True,
+    ),
+]
+Topic = Annotated[
+    str,
+    typer.Option("--topic", envvar="LEDGER_TOPIC", help="Event topic.", show_envvar=True),
+]
+DbPath = Annotated[
+    Path,
+    typer.Option("--db", envvar="LEDGER_DB", help="Ledger DuckDB file.", show_envvar=True),
+]
+KeyringPath = Annotated[
+    Path,
+    typer.Option(
+        "--keyring", envvar="LEDGER_KEYRING", help="Keyring JSON file.", show_envvar=True
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+SecurityProtocol = Annotated[
+    str | None,
+    typer.Option(help="Kafka security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).",
+                 envvar="LEDGER_KAFKA_SECURITY_PROTOCOL"),
+]
+SaslMechanism = Annotated[
+    str | None,
+    typer.Option(help="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).",
+                 envvar="LEDGER_KAFKA_SASL_MECHANISM"),
+]
+SslCafile = Annotated[
+    Path | None, typer.Option(help="CA bundle for TLS.", envvar="LEDGER_KAFKA_SSL_CAFILE")
+]
+
+DEFAULT_DB = Path("ledger.duckdb")
+DEFAULT_KEYRING = Path("keyring.json")
+
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_KEYRING",
+    "DEFAULT_TOPIC",
+    "Bootstrap",
+    "DbPath",
+    "JsonFlag",
+    "KeyringPath",
+    "SaslMechanism",
+    "SecurityProtocol",
+    "SslCafile",
+    "Topic",
+    "console",
+    "out",
+    "fail",
+    "kafka_settings",
+    "parse_time",
+    "print_json",
+    "reporting_errors",
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def reporting_errors() -> Iterator[None]:
+    """Turn domain errors into one clear line and exit code 2 (1 is kept for 'check failed')."""
+    try:
+        yield
+    except LedgerError as exc:
+        fail(exc.message)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def parse_time(value: str, option: str) -> datetime:
+    """RFC 3339 with an explicit offset, or 'now'."""
+    if value == "now":
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option}: {value!r} is not an RFC 3339 time such as 2026-11-20T14:03:00Z")
+    if moment.tzinfo is None:
+        fail(f"{option}: {value!r} needs an explicit UTC offset, e.g. 2026-11-20T14:03:00Z")
+    return moment.astimezone(UTC)
+
+
+def kafka_settings(
+    bootstrap: str | None,
+    topic: str,
+    security_protocol: str | None = None,
+    sasl_mechanism: str | None = None,
+    ssl_cafile: Path | None = None,
+) -> KafkaSettings:
+    if not bootstrap:
+        raise ConfigurationError(
+            "no Kafka bootstrap server: pass --bootstrap host:port or set LEDGER_BOOTSTRAP"
+        )
+    overrides: dict[str, str | None] = {
+        "security_protocol": security_protocol,
+        "sasl_mechanism": sasl_mechanism,
+        "ssl_cafile": str(ssl_cafile) if ssl_cafile else None,
+    }
+    return KafkaSettings.from_env(bootstrap, topic, overrides)

@@ -1,0 +1,47 @@
+"""Events to and from their signed payload bytes (Avro single-object encoding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.errors import OversizeError
+from ledger.events import Event, event_from_mapping
+from ledger.wire import SchemaSet, default_schemas
+
+__all__ = ["MAX_PAYLOAD_BYTES", "decode_event", "encode_event"]
+
+MAX_PAYLOAD_BYTES = 48 * 1024
+"""Events are small facts; anything larger is a mistake or an attack."""
+
+
+def encode_event(event: Event, schemas: SchemaSet | None = None) -> bytes:
+    """The exact bytes a producer signs; refuses an oversize event naming its largest field."""
+    record: dict[str, Any] = event.model_dump(mode="python")
+    # The data union branch is named by the data model (DeploymentData, MutationData, ...).
+    record["data"] = (f"dev.ledger.{type(event.data).__name__}", record["data"])
+    payload = (schemas or default_schemas()).encode("Event", record)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        field, size = _largest_field(event.to_json_dict())
+        raise OversizeError(
+            f"event encodes to {len(payload):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit;"
+            f" largest field: {field} ({size:,} bytes)"
+        )
+    return payload
+
+
+def decode_event(payload: bytes, schemas: SchemaSet | None = None) -> Event:
+    """Decode and validate signed payload bytes; raises a domain error on any defect."""
+    return event_from_mapping((schemas or default_schemas()).decode("Event", payload))
+
+
+def _largest_field(values: dict[str, Any], prefix: str = "") -> tuple[str, int]:
+    best = ("", 0)
+    for name, value in values.items():
+        found = (
+            _largest_field(value, f"{prefix}{name}.")
+            if isinstance(value, dict)
+            else (f"{prefix}{name}", len(str(value).encode()))
+        )
+        if found[1] > best[1]:
+            best = found
+    return best

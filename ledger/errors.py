@@ -1,0 +1,167 @@
+"""One error root with precise subclasses.
+
+Every refusal carries a stable machine ``reason`` (stored in the quarantine table and
+printed in JSON output) and a sentence a person can act on. Verification failures are
+never generic: each check of the verification checklist has its own class.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error this library raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(LedgerError):
+    """A missing or unusable setting, file or argument."""
+
+    reason = "configuration"
+
+
+class TransportError(LedgerError):
+    """Kafka could not be reached, or did not acknowledge a message."""
+
+    reason = "transport"
+
+
+class LocalBrokerUnavailable(ConfigurationError):
+    """No bootstrap server is configured and the bundled broker is not installed."""
+
+    reason = "no_local_broker"
+
+
+# --- events and their encoding ------------------------------------------------------------
+
+
+class RejectedMessage(LedgerError):
+    """A message that must not enter the chain; it is quarantined with this reason."""
+
+    reason = "rejected"
+
+
+class OversizeError(RejectedMessage):
+    reason = "oversize"
+
+
+class MalformedEnvelopeError(RejectedMessage):
+    """The bytes are not an envelope this ledger can read."""
+
+    reason = "malformed_envelope"
+
+
+class UnknownSchemaError(RejectedMessage):
+    """Single-object encoding names a schema fingerprint this build does not know."""
+
+    reason = "unknown_schema"
+
+
+class MalformedPayloadError(RejectedMessage):
+    """The signed payload does not decode with its writer schema."""
+
+    reason = "malformed_payload"
+
+
+class InvalidEventError(RejectedMessage):
+    """The event decodes but breaks the event contract; ``field`` names the culprit."""
+
+    reason = "invalid_event"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnpinnedImageError(InvalidEventError):
+    """An image given by tag rather than by digest: a tag is not evidence."""
+
+    reason = "unpinned_image"
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+class SignatureError(RejectedMessage):
+    """Root of signature failures."""
+
+    reason = "signature"
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+class UnsignedError(SignatureError):
+    reason = "unsigned"
+
+
+class WrongPayloadTypeError(SignatureError):
+    reason = "wrong_payload_type"
+
+
+class UnknownKeyError(SignatureError):
+    reason = "unknown_key"
+
+
+class BadSignatureError(SignatureError):
+    reason = "bad_signature"
+
+
+# --- authorization of a valid signature -----------------------------------------------------
+
+
+class AuthorizationError(SignatureError):
+    """The signature is genuine but the key may not vouch for this event."""
+
+    reason = "unauthorized"
+
+
+class KeyNotAllowedForTypeError(AuthorizationError):
+    reason = "key_not_allowed_type"
+
+
+class KeyNotAllowedForSourceError(AuthorizationError):
+    reason = "key_not_allowed_source"
+
+
+class KeyNotYetValidError(AuthorizationError):
+    reason = "key_not_yet_valid"
+
+
+class KeyExpiredError(AuthorizationError):
+    reason = "key_expired"
+
+
+class KeyRevokedError(AuthorizationError):
+    reason = "key_revoked"
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+
+class ConflictingDuplicateError(RejectedMessage):
+    """An event id already chained, arriving again with different signed content."""
+
+    reason = "conflicting_duplicate"
+
+
+class LedgerLockedError(LedgerError):
+    """Another process holds the ledger file for writing."""
+
+    reason = "locked"
+
+
+class ChainBrokenError(LedgerError):
+    """Verification of the stored chain failed; carries the evidence."""
+
+    reason = "chain_broken"
+
+    def __init__(self, message: str, seq: int, check: str) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.check = check

@@ -1,0 +1,299 @@
+"""The event contract: strict pydantic models for deployment, mutation and approval events.
+
+Field names here are a public contract (producers, stored payloads and third-party
+verifiers rely on them): fields may be added, never renamed. Validation is strict and
+every refusal names the field, so a producer learns at emit time what the consumer would
+otherwise quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, NewType, TypeAlias
+
+import uuid6
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ledger.errors import InvalidEventError, UnpinnedImageError
+
+__all__ = [
+    "EVENT_TYPES",
+    "ApprovalGrantedData",
+    "ApprovalRevokedData",
+    "ApprovalRevokedEvent",
+    "ApprovalGrantedEvent",
+    "ClassificationData",
+    "ClassificationEvent",
+    "DeploymentData",
+    "DeploymentEvent",
+    "DeploymentFailedData",
+    "DeploymentFailedEvent",
+    "Event",
+    "Instances",
+    "MutationData",
+    "MutationEvent",
+    "RollbackData",
+    "RollbackEvent",
+    "event_from_json",
+    "event_from_mapping",
+    "new_event_id",
+]
+
+ImageRef = NewType("ImageRef", str)
+"""An OCI reference pinned by digest: ``name@sha256:<64 hex>``."""
+
+ContentDigest = NewType("ContentDigest", str)
+"""A content digest: ``sha256:<64 hex>``."""
+
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _check_image(value: str) -> ImageRef:
+    if not _IMAGE_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "unpinned_image",
+            "image '{value}' is not pinned by digest (expected name@sha256:<64 hex>);"
+            " a tag is not evidence",
+            {"value": value},
+        )
+    return ImageRef(value)
+
+
+def _check_digest(value: str) -> ContentDigest:
+    if not _DIGEST_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "bad_digest", "'{value}' is not a digest of the form sha256:<64 hex>", {"value": value}
+        )
+    return ContentDigest(value)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Image = Annotated[str, AfterValidator(_check_image)]
+Digest = Annotated[str, AfterValidator(_check_digest)]
+UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Name = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length=1, max_length=128)
+]
+EventId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", min_length=1, max_length=128)
+]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "deployment.started",
+    "deployment.succeeded",
+    "deployment.failed",
+    "deployment.rolled_back",
+    "mutation.applied",
+    "approval.granted",
+    "approval.revoked",
+    "service.classified",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Instances(_Strict):
+    total: int = Field(ge=1, le=1_000_000)
+    updated: int = Field(ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _updated_within_total(self) -> Instances:
+        if self.updated > self.total:
+            raise ValueError(f"updated ({self.updated}) exceeds total ({self.total})")
+        return self
+
+
+class DeploymentData(_Strict):
+    image: Image
+    change_ref: Text | None = None
+    commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{7,64}$")] | None = None
+    run_url: LongText | None = None
+    strategy: Literal["blue_green", "rolling", "canary", "recreate"] | None = None
+    instances: Instances | None = None
+
+
+class DeploymentFailedData(_Strict):
+    image: Image
+    change_ref: Text | None = None
+    reason: LongText | None = None
+    instances: Instances | None = None
+
+
+class RollbackData(_Strict):
+    image: Image
+    from_image: Image | None = None
+    change_ref: Text | None = None
+    reason: LongText | None = None
+
+
+class MutationData(_Strict):
+    target_kind: Literal["config", "flag", "secret", "file", "package", "patch", "infra"]
+    target: Text
+    hash: Digest | None = Field(description="Digest of the new content; null: target removed.")
+    previous_hash: Digest | None = None
+    tool: Name
+    method: Literal["pipeline", "manual"]
+    instance: Text | None = None
+    change_ref: Text | None = None
+
+
+class ApprovalGrantedData(_Strict):
+    change_ref: Text
+    approver: Text
+    image: Image | None = None
+    hash: Digest | None = None
+    valid_until: UtcTime | None = None
+
+
+class ApprovalRevokedData(_Strict):
+    change_ref: Text
+    reason: LongText | None = None
+
+
+class ClassificationData(_Strict):
+    state: Literal["stateless", "stateful"]
+    criticality: Literal["low", "medium", "high"]
+    model: Literal["immutable", "mutable"]
+
+
+class _EventBase(_Strict):
+    id: EventId
+    time: UtcTime
+    source: Text
+    actor: Text
+    service: Name
+    environment: Name
+
+    @property
+    def partition_key(self) -> bytes:
+        """Kafka message key: one service/environment keeps its order in one partition."""
+        return f"{self.service}/{self.environment}".encode()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form of the contract (times as RFC 3339 in UTC)."""
+        out: dict[str, Any] = self.model_dump(mode="json", exclude_none=False)
+        return out
+
+
+class DeploymentEvent(_EventBase):
+    type: Literal["deployment.started", "deployment.succeeded"]
+    data: DeploymentData
+
+
+class DeploymentFailedEvent(_EventBase):
+    type: Literal["deployment.failed"]
+    data: DeploymentFailedData
+
+
+class RollbackEvent(_EventBase):
+    type: Literal["deployment.rolled_back"]
+    data: RollbackData
+
+
+class MutationEvent(_EventBase):
+    type: Literal["mutation.applied"]
+    data: MutationData
+
+
+class ApprovalGrantedEvent(_EventBase):
+    type: Literal["approval.granted"]
+    data: ApprovalGrantedData
+
+
+class ApprovalRevokedEvent(_EventBase):
+    type: Literal["approval.revoked"]
+    data: ApprovalRevokedData
+
+
+class ClassificationEvent(_EventBase):
+    type: Literal["service.classified"]
+    data: ClassificationData
+
+
+Event: TypeAlias = Annotated[
+    DeploymentEvent
+    | DeploymentFailedEvent
+    | RollbackEvent
+    | MutationEvent
+    | ApprovalGrantedEvent
+    | ApprovalRevokedEvent
+    | ClassificationEvent,
+    Field(discriminator="type"),
+]
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def new_event_id() -> str:
+    """A UUIDv7: unique and ordered by creation time."""
+    return str(uuid6.uuid7())
+
+
+def event_from_mapping(raw: Mapping[str, Any]) -> Event:
+    """Validate a JSON-shaped mapping into an event, or raise a domain error naming the field.
+
+    ``id`` and ``time`` are filled in when absent (a new UUIDv7, the current time).
+    """
+    values = dict(raw)
+    values.setdefault("id", new_event_id())
+    values.setdefault("time", datetime.now(UTC))
+    try:
+        return _EVENT_ADAPTER.validate_python(values)
+    except ValidationError as exc:
+        raise _domain_error(exc) from None
+
+
+def event_from_json(text: str | bytes) -> Event:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEventError(f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidEventError("an event must be a JSON object")
+    return event_from_mapping(raw)
+
+
+def _domain_error(exc: ValidationError) -> InvalidEventError:
+    """Turn pydantic's report into one precise domain error (the first problem, by field)."""
+    first = exc.errors(include_url=False)[0]
+    # Skip the discriminator tag (e.g. 'deployment.succeeded') that pydantic puts in the path.
+    parts = [str(p) for p in first["loc"] if not (isinstance(p, str) and p in EVENT_TYPES)]
+    field = ".".join(parts) or None
+    message = first["msg"]
+    if first["type"] == "union_tag_invalid":
+        field = "type"
+        message = f"unknown event type; expected one of: {', '.join(EVENT_TYPES)}"
+    elif first["type"] == "missing":
+        message = "is required"
+    elif first["type"] == "extra_forbidden":
+        message = "is not a field of this event type"
+    elif first["type"] == "timezone_aware":
+        message = "needs an explicit UTC offset (RFC 3339), e.g. 2026-11-20T14:03:00Z"
+    text = f"{field}: {message}" if field else message
+    more = exc.error_count() - 1
+    if more:
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    cls = UnpinnedImageError if first["type"] == "unpinned_image" else InvalidEventError
+    return cls(text, field=field)

@@ -1,0 +1,74 @@
+"""Kafka connection settings and client construction (the only module that knows kafka-python's options)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from ledger.errors import TransportError
+
+__all__ = ["DEFAULT_TOPIC", "DLQ_SUFFIX", "KafkaSettings", "ensure_topics"]
+
+DEFAULT_TOPIC = "ledger.events"
+DLQ_SUFFIX = ".dlq"
+_ENV_PREFIX = "LEDGER_KAFKA_"
+# TLS/SASL settings passed through to kafka-python, each also read from LEDGER_KAFKA_<NAME>.
+PASSTHROUGH = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str
+    topic: str = DEFAULT_TOPIC
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(
+        cls, bootstrap: str, topic: str, overrides: Mapping[str, str | None] | None = None
+    ) -> KafkaSettings:
+        options = {
+            name: value
+            for name in PASSTHROUGH
+            if (value := (overrides or {}).get(name) or os.environ.get(_ENV_PREFIX + name.upper()))
+        }
+        return cls(bootstrap=bootstrap, topic=topic, options=options)
+
+    def client_config(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap.split(","), **self.options}
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic + DLQ_SUFFIX
+
+
+def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
+    """Create the named topics (name -> partitions) if they do not exist yet."""
+    try:
+        admin = KafkaAdminClient(**settings.client_config(), request_timeout_ms=15000)
+    except KafkaError as exc:
+        raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
+    try:
+        missing = [name for name in topics if name not in set(admin.list_topics())]
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, topics[name], 1)])
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise TransportError(f"cannot create topics on {settings.bootstrap}: {exc}") from None
+    finally:
+        admin.close()

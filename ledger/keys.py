@@ -1,0 +1,286 @@
+"""Ed25519 keys and the keyring that says what each key may sign.
+
+A keyring entry binds a key id to a public key and to what it is authorized for: event
+type patterns, source patterns, a validity window and a revocation time. A valid
+signature from a key that may not vouch for an event is still a refusal: authorization
+is part of verification. Patterns are shell-style (``deployment.*``, ``ci/github/*``).
+
+Keyring file (JSON, ``version`` 1)::
+
+    {"version": 1,
+     "keys": {"ci-main": {"public_key": "<base64 of the 32 raw Ed25519 bytes>",
+                          "types": ["deployment.*"], "sources": ["ci/*"],
+                          "not_before": null, "not_after": "2027-01-01T00:00:00Z",
+                          "revoked_at": null, "added_at": "2026-11-20T09:00:00Z"}}}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, NewType
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from ledger.errors import (
+    BadSignatureError,
+    ConfigurationError,
+    KeyExpiredError,
+    KeyNotAllowedForSourceError,
+    KeyNotAllowedForTypeError,
+    KeyNotYetValidError,
+    KeyRevokedError,
+    UnknownKeyError,
+)
+
+__all__ = [
+    "KeyId",
+    "Keyring",
+    "KeyringEntry",
+    "Signer",
+    "generate_key_files",
+    "load_public_key",
+]
+
+KeyId = NewType("KeyId", str)
+KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_Base64Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_fingerprint(raw_public: bytes) -> str:
+    """SHA-256 of the raw public key: what to compare out of band."""
+    return "sha256:" + hashlib.sha256(raw_public).hexdigest()
+
+
+class Signer:
+    """An Ed25519 private key with the id verifiers know it by."""
+
+    def __init__(self, key_id: str, private_key: Ed25519PrivateKey) -> None:
+        self.key_id = KeyId(key_id)
+        self._private = private_key
+
+    @classmethod
+    def generate(cls, key_id: str) -> Signer:
+        return cls(key_id, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_file(cls, path: Path, key_id: str | None = None) -> Signer:
+        """Load a PEM (PKCS#8) private key; the id defaults to the file name (``ID.key``)."""
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise ConfigurationError(f"private key {path} does not exist") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"{path} is not a PEM private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigurationError(f"{path} is not an Ed25519 key")
+        return cls(key_id or path.stem, key)
+
+    @property
+    def public_raw(self) -> bytes:
+        return _raw_public(self._private.public_key())
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    def private_pem(self) -> bytes:
+        return self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def public_pem(self) -> bytes:
+        return self._private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+def generate_key_files(key_id: str, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``ID.key`` (PKCS#8 PEM, mode 0600) and ``ID.pub``; never overwrite a key."""
+    signer = Signer.generate(key_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = out_dir / f"{key_id}.key", out_dir / f"{key_id}.pub"
+    for path in (key_path, pub_path):
+        if path.exists():
+            raise ConfigurationError(f"{path} already exists; refusing to overwrite a key")
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(signer.private_pem())
+    pub_path.write_bytes(signer.public_pem())
+    return key_path, pub_path
+
+
+def load_public_key(path: Path) -> bytes:
+    """Raw 32-byte Ed25519 public key from a PEM file."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigurationError(f"public key {path} does not exist") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigurationError(f"{path} is not an Ed25519 public key")
+    return _raw_public(key)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class KeyringEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    public_key: _Base64Key
+    types: list[str] = Field(min_length=1)
+    sources: list[str] = Field(min_length=1)
+    not_before: AwareDatetime | None = None
+    not_after: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+    added_at: AwareDatetime | None = None
+
+    @property
+    def public_raw(self) -> bytes:
+        return base64.b64decode(self.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.public_raw)
+
+
+class Keyring(BaseModel):
+    """Trusted keys and their authorization. Loaded once; verification does no I/O."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    keys: dict[Annotated[str, StringConstraints(pattern=KEY_ID_PATTERN)], KeyringEntry] = {}
+
+    # --- file I/O ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"keyring {path} does not exist (create it with `ledger keys trust`)"
+            ) from None
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigurationError(f"keyring {path}: {where}: {first['msg']}") from None
+
+    @classmethod
+    def load_or_new(cls, path: Path) -> Keyring:
+        return cls.load(path) if path.exists() else cls()
+
+    def save(self, path: Path) -> None:
+        """Write atomically, so a reader never sees half a keyring."""
+        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def trust(
+        self,
+        key_id: str,
+        public_raw: bytes,
+        *,
+        types: list[str],
+        sources: list[str],
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> KeyringEntry:
+        existing = self.keys.get(key_id)
+        if existing is not None and existing.public_raw != public_raw:
+            raise ConfigurationError(
+                f"key id {key_id!r} is already trusted with another public key "
+                f"({existing.fingerprint}); revoke it and use a new id"
+            )
+        if existing is not None and existing.revoked_at is not None:
+            raise ConfigurationError(f"key {key_id!r} was revoked; a revoked key stays revoked")
+        entry = KeyringEntry(
+            public_key=base64.b64encode(public_raw).decode("ascii"),
+            types=types,
+            sources=sources,
+            not_before=not_before,
+            not_after=not_after,
+            added_at=existing.added_at if existing else datetime.now(UTC),
+        )
+        self.keys[key_id] = entry
+        return entry
+
+    def revoke(self, key_id: str, at: datetime) -> KeyringEntry:
+        entry = self.keys.get(key_id)
+        if entry is None:
+            raise ConfigurationError(f"key {key_id!r} is not in the keyring")
+        if entry.revoked_at is not None and entry.revoked_at <= at:
+            return entry
+        revoked = entry.model_copy(update={"revoked_at": at})
+        self.keys[key_id] = revoked
+        return revoked
+
+    # --- verification (pure) ----------------------------------------------------------------
+
+    def check_signature(self, key_id: str, message: bytes, sig: bytes) -> None:
+        entry = self.keys.get(key_id)
+        if entry is None:
+            raise UnknownKeyError(f"key {key_id!r} is not in the keyring", key_id=key_id)
+        try:
+            Ed25519PublicKey.from_public_bytes(entry.public_raw).verify(sig, message)
+        except InvalidSignature:
+            raise BadSignatureError(
+                f"signature by key {key_id!r} does not match the payload", key_id=key_id
+            ) from None
+
+    def authorize(self, key_id: str, event_type: str, source: str, at: datetime) -> None:
+        """May ``key_id`` vouch for an event of this type and source at this (event) time?"""
+        entry = self.keys[key_id]
+        if entry.revoked_at is not None and at >= entry.revoked_at:
+            raise KeyRevokedError(
+                f"key {key_id!r} was revoked at {_iso(entry.revoked_at)}; "
+                f"the event is dated {_iso(at)}",
+                key_id=key_id,
+            )
+        if entry.not_before is not None and at < entry.not_before:
+            raise KeyNotYetValidError(
+                f"key {key_id!r} is valid from {_iso(entry.not_before)}; "
+                f"the event is dated {_iso(at)}",
+                key_id=key_id,
+            )
+        if entry.not_after is not None and at > entry.not_after:
+            raise KeyExpiredError(
+                f"key {key_id!r} expired at {_iso(entry.not_after)}; the event is dated {_iso(at)}",
+                key_id=key_id,
+            )
+        if not any(fnmatchcase(event_type, p) for p in entry.types):
+            raise KeyNotAllowedForTypeError(
+                f"key {key_id!r} may sign {', '.join(entry.types)}, not {event_type}",
+                key_id=key_id,
+            )
+        if not any(fnmatchcase(source, p) for p in entry.sources):
+            raise KeyNotAllowedForSourceError(
+                f"key {key_id!r} may sign for sources {', '.join(entry.sources)}, not {source!r}",
+                key_id=key_id,
+            )

@@ -1,0 +1,117 @@
+"""The producer: validate, encode, sign and deliver events to Kafka, never silently.
+
+Delivery uses acks=all with idempotence and retries; :meth:`LedgerProducer.flush`
+raises :class:`TransportError` naming every event the broker did not acknowledge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from ledger.codec import encode_event
+from ledger.envelope import PAYLOAD_TYPE, Envelope
+from ledger.errors import TransportError
+from ledger.events import Event
+from ledger.kafka import KafkaSettings
+from ledger.keys import Signer
+
+__all__ = ["Delivery", "LedgerProducer", "seal"]
+
+
+def seal(event: Event, signer: Signer) -> bytes:
+    """Encode and sign one event: the exact message value that goes on the topic."""
+    return Envelope.sign(encode_event(event), signer).to_bytes()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event_id: str
+    type: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class LedgerProducer:
+    """Signs with one key and produces to one topic; use as a context manager."""
+
+    def __init__(self, signer: Signer, settings: KafkaSettings, **client_options: Any) -> None:
+        self.signer = signer
+        self.settings = settings
+        try:
+            self._producer = KafkaProducer(
+                **settings.client_config(),
+                acks="all",
+                enable_idempotence=True,
+                retries=2**31 - 1,
+                delivery_timeout_ms=120_000,
+                linger_ms=5,
+                **client_options,
+            )
+        except KafkaError as exc:
+            raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
+        self._pending: list[tuple[Event, Any]] = []
+
+    def emit(self, event: Event) -> None:
+        """Queue one signed event; delivery is confirmed (or refused) by :meth:`flush`."""
+        value = seal(event, self.signer)
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", event.id.encode()),
+            ("ce_type", event.type.encode()),
+            ("ce_source", event.source.encode()),
+            ("content-type", PAYLOAD_TYPE.encode()),
+        ]
+        future = self._producer.send(
+            self.settings.topic, key=event.partition_key, value=value, headers=headers
+        )
+        self._pending.append((event, future))
+
+    def flush(self, timeout: float = 120.0) -> list[Delivery]:
+        """Wait for every queued event; raise naming each one the broker did not take."""
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise TransportError(f"flush to {self.settings.bootstrap} failed: {exc}") from None
+        delivered: list[Delivery] = []
+        failed: list[str] = []
+        for event, future in self._pending:
+            try:
+                meta = future.get(timeout=0)
+            except Exception as exc:  # KafkaError or timeout: either way not delivered
+                failed.append(f"{event.id} ({event.type}): {exc!r}")
+                continue
+            delivered.append(
+                Delivery(event.id, event.type, meta.topic, meta.partition, meta.offset)
+            )
+        self._pending.clear()
+        if failed:
+            raise TransportError(
+                f"{len(failed)} event(s) not acknowledged by {self.settings.bootstrap}: "
+                + "; ".join(failed[:5])
+                + (" …" if len(failed) > 5 else "")
+            )
+        return delivered
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+    def __enter__(self) -> LedgerProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()
