@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import emit, keys
+from ledger.cli import consume, emit, keys
 
 app = typer.Typer(
     name="ledger",
@@ -15,6 +15,9 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(emit.app, name="emit")
+app.command()(consume.consume)
+app.command()(consume.verify)
+app.command()(consume.quarantine)
 
 
 def main() -> None:

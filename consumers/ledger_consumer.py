@@ -1,0 +1,299 @@
+"""The ledger consumer: Kafka -> verify -> hash-chained DuckDB ledger, exactly once.
+
+Exactly once comes from the ledger, not from Kafka: the offsets that follow each batch are
+committed in the same DuckDB transaction as the entries and quarantined messages the batch
+produced, and on start every partition is positioned from those stored offsets. The
+consumer assigns the topic's partitions itself (the ledger has one writer, so there is no
+group to share them with); offsets are also committed to the consumer group after each
+DuckDB commit, for lag monitoring only.
+
+Rejected messages go to the quarantine table (raw bytes, coordinates, reason) and to the
+dead-letter topic. The dead-letter copy is flushed before the DuckDB commit, so it is
+delivered at least once; the quarantine row is written exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.pool import Pool
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ledger.entries import DecodedColumns, decoded_columns
+from ledger.errors import RejectedMessage, TransportError
+from ledger.kafka import KafkaSettings, ensure_topics
+from ledger.keys import Keyring
+from ledger.store import Accepted, LedgerWriter, Received, Rejected
+from ledger.verify import verify_message
+
+__all__ = ["ConsumerStats", "LedgerConsumer"]
+
+log = logging.getLogger("ledger.consumer")
+
+_Outcome = tuple[DecodedColumns | None, str, str]  # (columns, reason, detail)
+
+_worker_keyring: Keyring | None = None
+
+
+def _init_worker(keyring_json: str) -> None:
+    # Stopping is the parent's job: it finishes the batch, then terminates the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    global _worker_keyring
+    _worker_keyring = Keyring.model_validate_json(keyring_json)
+
+
+def _verify_chunk(values: Sequence[bytes], keyring: Keyring | None = None) -> list[_Outcome]:
+    """Verify messages; runs in a worker process (keyring from the initializer) or inline."""
+    ring = keyring or _worker_keyring
+    if ring is None:
+        raise RuntimeError("verification worker started without a keyring")
+    outcomes: list[_Outcome] = []
+    for value in values:
+        try:
+            verified = verify_message(value, ring)
+        except RejectedMessage as exc:
+            outcomes.append((None, exc.reason, exc.message))
+        else:
+            outcomes.append((decoded_columns(verified.event, verified.key_id), "", ""))
+    return outcomes
+
+
+@dataclass
+class ConsumerStats:
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "batches": self.batches,
+            "quarantine_reasons": dict(sorted(self.reasons.items())),
+        }
+
+
+class LedgerConsumer:
+    """Reads one topic into one ledger file. Call :meth:`run`; set ``stop`` to end it."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        db_path: Path,
+        keyring: Keyring,
+        *,
+        group: str | None = "deploy-ledger",
+        batch_size: int = 5000,
+        batch_seconds: float = 0.5,
+        workers: int | None = None,
+        partitions: int = 3,
+    ) -> None:
+        self.settings = settings
+        self.db_path = db_path
+        self.keyring = keyring
+        self.group = group
+        self.batch_size = batch_size
+        self.batch_seconds = batch_seconds
+        self.workers = workers if workers is not None else (multiprocessing.cpu_count() or 1)
+        self.partitions = partitions
+        self.stats = ConsumerStats()
+        self.stop = threading.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run(self, until_idle: float | None = None) -> ConsumerStats:
+        """Consume until ``stop`` is set, or until ``until_idle`` seconds pass with no message."""
+        # Worker processes first, before any Kafka client starts threads.
+        pool = (
+            multiprocessing.get_context("fork").Pool(
+                self.workers, _init_worker, (self.keyring.model_dump_json(),)
+            )
+            if self.workers > 1
+            else None
+        )
+        writer = LedgerWriter(self.db_path)
+        try:
+            self._run(writer, pool, until_idle)
+        finally:
+            writer.close()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        return self.stats
+
+    def _run(self, writer: LedgerWriter, pool: Pool | None, until_idle: float | None) -> None:
+        ensure_topics(
+            self.settings, {self.settings.topic: self.partitions, self.settings.dlq_topic: 1}
+        )
+        consumer = KafkaConsumer(
+            **self.settings.client_config(),
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        dlq = KafkaProducer(
+            **self.settings.client_config(), acks="all", enable_idempotence=True,
+            retries=2**31 - 1, delivery_timeout_ms=30_000,
+        )
+        try:
+            assigned = self._assign(consumer, writer, set())
+            idle_since = last_refresh = time.monotonic()
+            log.info("ledger %s at seq %d; reading %s (%d partitions)",
+                     self.db_path, writer.head_seq, self.settings.topic, len(assigned))
+            while not self.stop.is_set():
+                batch = self._collect(consumer)
+                now = time.monotonic()
+                if batch:
+                    try:
+                        self._process(batch, writer, pool, consumer, dlq)
+                    except TransportError as exc:
+                        log.warning("batch not committed (%s); retrying from stored offsets",
+                                    exc.message)
+                        self.stop.wait(2.0)
+                        self._position(consumer, writer, assigned)
+                    idle_since = time.monotonic()
+                elif until_idle is not None and now - idle_since >= until_idle:
+                    break
+                if now - last_refresh >= 10.0:
+                    assigned = self._assign(consumer, writer, assigned)
+                    last_refresh = now
+        finally:
+            dlq.close(timeout=10)
+            consumer.close(autocommit=False)
+
+    # --- partitions --------------------------------------------------------------------------
+
+    def _assign(
+        self, consumer: KafkaConsumer, writer: LedgerWriter, current: set[TopicPartition]
+    ) -> set[TopicPartition]:
+        """Assign every partition of the topic; new ones are picked up as they appear."""
+        found = consumer.partitions_for_topic(self.settings.topic) or set()
+        wanted = {TopicPartition(self.settings.topic, p) for p in found}
+        if wanted and wanted != current:
+            consumer.assign(sorted(wanted))
+            self._position(consumer, writer, wanted)
+            if current:
+                log.info("now reading %d partitions", len(wanted))
+        return wanted or current
+
+    def _position(
+        self, consumer: KafkaConsumer, writer: LedgerWriter, partitions: set[TopicPartition]
+    ) -> None:
+        stored = writer.stored_offsets()
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+    # --- batches -----------------------------------------------------------------------------
+
+    def _collect(self, consumer: KafkaConsumer) -> list[Received]:
+        batch: list[Received] = []
+        deadline = time.monotonic() + self.batch_seconds
+        while len(batch) < self.batch_size and not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            records = consumer.poll(
+                timeout_ms=int(remaining * 1000), max_records=self.batch_size - len(batch)
+            )
+            for tp_records in records.values():
+                batch.extend(
+                    Received(r.topic, r.partition, r.offset, r.key, r.value) for r in tp_records
+                )
+            if not records and batch:
+                break
+        return batch
+
+    def _verify(self, values: list[bytes], pool: Pool | None) -> list[_Outcome]:
+        if pool is None or len(values) < 64:
+            return _verify_chunk(values, self.keyring)
+        size = -(-len(values) // self.workers)
+        chunks = [values[i : i + size] for i in range(0, len(values), size)]
+        return [o for part in pool.map(_verify_chunk, chunks) for o in part]
+
+    def _process(
+        self,
+        batch: list[Received],
+        writer: LedgerWriter,
+        pool: Pool | None,
+        consumer: KafkaConsumer,
+        dlq: KafkaProducer,
+    ) -> None:
+        outcomes = self._verify([m.value for m in batch], pool)
+        messages: list[Accepted | Rejected] = [
+            Accepted(m, columns) if columns is not None else Rejected(m, reason, detail)
+            for m, (columns, reason, detail) in zip(batch, outcomes, strict=True)
+        ]
+        offsets: dict[tuple[str, int], int] = {}
+        for m in batch:
+            key = (m.topic, m.partition)
+            offsets[key] = max(offsets.get(key, 0), m.offset + 1)
+        plan = writer.prepare(messages, offsets)
+        if plan.quarantined:
+            self._dead_letter(dlq, plan.quarantined)
+        writer.commit(plan)
+        self.stats.batches += 1
+        self.stats.accepted += len(plan.entries)
+        self.stats.duplicates += plan.duplicates
+        self.stats.quarantined += len(plan.quarantined)
+        for rejected in plan.quarantined:
+            self.stats.reasons[rejected.reason] = self.stats.reasons.get(rejected.reason, 0) + 1
+            log.warning("quarantined %s[%d]@%d: %s: %s", rejected.received.topic,
+                        rejected.received.partition, rejected.received.offset, rejected.reason,
+                        rejected.detail)
+        log.debug("batch: %d chained (head %d), %d duplicates, %d quarantined",
+                  len(plan.entries), writer.head_seq, plan.duplicates, len(plan.quarantined))
+        self._commit_group(consumer, offsets)
+
+    def _dead_letter(self, dlq: KafkaProducer, rejected: list[Rejected]) -> None:
+        futures = [
+            dlq.send(
+                self.settings.dlq_topic,
+                key=r.received.key,
+                value=r.received.value,
+                headers=[
+                    ("ledger_reason", r.reason.encode()),
+                    ("ledger_detail", r.detail.encode()[:4096]),
+                    ("ledger_origin", f"{r.received.topic}[{r.received.partition}]"
+                     f"@{r.received.offset}".encode()),
+                ],
+            )
+            for r in rejected
+        ]
+        try:
+            dlq.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=0)
+        except KafkaError as exc:
+            raise TransportError(f"dead-letter topic {self.settings.dlq_topic}: {exc}") from None
+
+    def _commit_group(self, consumer: KafkaConsumer, offsets: dict[tuple[str, int], int]) -> None:
+        """Lag monitoring only; the ledger's own offsets are the ones that count."""
+        if self.group is None:
+            return
+        try:
+            consumer.commit({
+                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
+            })
+        except (KafkaError, AssertionError, ValueError) as exc:
+            log.debug("group offset commit skipped: %r", exc)

@@ -1,0 +1,320 @@
+"""The DuckDB ledger file: one writer that appends verified entries, and read-only readers.
+
+Everything a batch produces (chained entries, quarantined messages and the Kafka offsets
+that follow them) is written in one DuckDB transaction, so a crash at any moment leaves
+either all of it or none of it, and the consumer resumes from the offsets it stored.
+DuckDB allows one writing process; a second process opens the file read-only, which works
+whenever the consumer is not running (see docs/architecture.md for reads during ingest).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger.chain import ALGORITHM, GENESIS, entry_hash, micros
+from ledger.entries import DecodedColumns
+from ledger.envelope import Envelope
+from ledger.errors import ConfigurationError, ConflictingDuplicateError, LedgerLockedError
+
+__all__ = [
+    "Accepted",
+    "LedgerReader",
+    "LedgerWriter",
+    "Plan",
+    "Received",
+    "Rejected",
+]
+
+FORMAT_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    seq BIGINT NOT NULL,
+    event_id VARCHAR NOT NULL UNIQUE,
+    type VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    service VARCHAR NOT NULL,
+    environment VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    key_id VARCHAR NOT NULL,
+    change_ref VARCHAR,
+    image VARCHAR,
+    data VARCHAR NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL,
+    envelope BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    kafka_topic VARCHAR,
+    kafka_partition INTEGER,
+    kafka_offset BIGINT
+);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic VARCHAR NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+CREATE SEQUENCE IF NOT EXISTS quarantine_id;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_id'),
+    received_at TIMESTAMPTZ NOT NULL,
+    kafka_topic VARCHAR,
+    kafka_partition INTEGER,
+    kafka_offset BIGINT,
+    kafka_key BLOB,
+    value BLOB NOT NULL,
+    reason VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    event_id VARCHAR
+);
+"""
+
+ENTRY_COLUMNS = (
+    "seq", "event_id", "type", "time", "service", "environment", "actor", "source", "key_id",
+    "change_ref", "image", "data", "ingested_at", "envelope", "prev_hash", "hash",
+    "kafka_topic", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+
+_TS = pa.timestamp("us", tz="UTC")
+_ARROW_SCHEMA = pa.schema([
+    ("seq", pa.int64()), ("event_id", pa.string()), ("type", pa.string()), ("time", _TS),
+    ("service", pa.string()), ("environment", pa.string()), ("actor", pa.string()),
+    ("source", pa.string()), ("key_id", pa.string()), ("change_ref", pa.string()),
+    ("image", pa.string()), ("data", pa.string()), ("ingested_at", _TS),
+    ("envelope", pa.binary()), ("prev_hash", pa.binary()), ("hash", pa.binary()),
+    ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message as it came off Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Accepted:
+    received: Received
+    columns: DecodedColumns
+
+
+@dataclass(frozen=True)
+class Rejected:
+    received: Received
+    reason: str
+    detail: str
+    event_id: str | None = None
+
+
+@dataclass
+class Plan:
+    """What one batch will write; built by :meth:`LedgerWriter.prepare`, applied by commit."""
+
+    entries: list[tuple[Accepted, int]] = field(default_factory=list)  # (message, seq)
+    quarantined: list[Rejected] = field(default_factory=list)
+    duplicates: int = 0
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    ingested_us: int = 0
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise LedgerLockedError(
+                f"{path} is open for writing by another process (a running consumer?); "
+                "DuckDB allows one writer: stop it, or read through it (see docs/architecture.md)"
+            ) from None
+        raise ConfigurationError(f"cannot open ledger {path}: {exc}") from None
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+class LedgerWriter:
+    """The ledger's only writer. Not thread-safe; one per file, in one process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._con = _connect(path, read_only=False)
+        self._con.execute(_SCHEMA)
+        existing = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
+        if not existing:
+            now = datetime.now(UTC).isoformat()
+            self._con.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [["format_version", FORMAT_VERSION], ["hash_algorithm", ALGORITHM],
+                 ["ledger_id", str(uuid.uuid4())], ["created_at", now]],
+            )
+        elif existing.get("hash_algorithm") != ALGORITHM:
+            raise ConfigurationError(
+                f"{path} uses hash algorithm {existing.get('hash_algorithm')!r}; "
+                f"this build writes {ALGORITHM!r}"
+            )
+        row = self._con.execute(
+            "SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        self.head_seq: int = row[0] if row else 0
+        self.head_hash: bytes = bytes(row[1]) if row else GENESIS
+        self.head_ingested_us: int = micros(row[2]) if row else 0
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        rows = self._con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def prepare(
+        self, messages: Sequence[Accepted | Rejected], offsets: dict[tuple[str, int], int]
+    ) -> Plan:
+        """Assign sequence numbers, drop duplicates and catch conflicting ones (reads only)."""
+        plan = Plan(offsets=offsets)
+        accepted = [m for m in messages if isinstance(m, Accepted)]
+        plan.quarantined = [m for m in messages if isinstance(m, Rejected)]
+        stored = self._stored_envelopes([m.columns.event_id for m in accepted])
+        seen: dict[str, bytes] = {}
+        seq = self.head_seq
+        for message in accepted:
+            event_id = message.columns.event_id
+            earlier = seen.get(event_id, stored.get(event_id))
+            if earlier is None:
+                seq += 1
+                plan.entries.append((message, seq))
+                seen[event_id] = message.received.value
+            elif _same_payload(earlier, message.received.value):
+                plan.duplicates += 1
+            else:
+                error = ConflictingDuplicateError(
+                    f"event id {event_id} is already recorded with different signed content"
+                )
+                plan.quarantined.append(
+                    Rejected(message.received, error.reason, error.message, event_id)
+                )
+        now_us = micros(datetime.now(UTC))
+        plan.ingested_us = max(now_us, self.head_ingested_us)  # transaction time never goes back
+        return plan
+
+    def _stored_envelopes(self, event_ids: list[str]) -> dict[str, bytes]:
+        if not event_ids:
+            return {}
+        rows = self._con.execute(
+            "SELECT event_id, envelope FROM entries WHERE event_id IN (SELECT unnest(?))",
+            [event_ids],
+        ).fetchall()
+        return {event_id: bytes(envelope) for event_id, envelope in rows}
+
+    def commit(self, plan: Plan) -> None:
+        """Write entries, quarantine and offsets in one transaction; all or nothing."""
+        table, head_hash = self._entries_table(plan)
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if table.num_rows:
+                con.register("new_entries", table)
+                con.execute(
+                    f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
+                    f"SELECT {', '.join(ENTRY_COLUMNS)} FROM new_entries"
+                )
+                con.unregister("new_entries")
+            if plan.quarantined:
+                received_at = datetime.now(UTC)
+                con.executemany(
+                    "INSERT INTO quarantine (received_at, kafka_topic, kafka_partition, "
+                    "kafka_offset, kafka_key, value, reason, detail, event_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[received_at, r.received.topic, r.received.partition, r.received.offset,
+                      r.received.key, r.received.value, r.reason, r.detail, r.event_id]
+                     for r in plan.quarantined],
+                )
+            if plan.offsets:
+                con.executemany(
+                    "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
+                    "DO UPDATE SET next_offset = excluded.next_offset",
+                    [[t, p, o] for (t, p), o in plan.offsets.items()],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if plan.entries:
+            self.head_seq = plan.entries[-1][1]
+            self.head_hash = head_hash
+            self.head_ingested_us = plan.ingested_us
+
+    def _entries_table(self, plan: Plan) -> tuple[pa.Table, bytes]:
+        prev = self.head_hash
+        rows: dict[str, list[Any]] = {name: [] for name in ENTRY_COLUMNS}
+        ingested = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=plan.ingested_us)
+        for message, seq in plan.entries:
+            c, r = message.columns, message.received
+            digest = entry_hash(seq, plan.ingested_us, prev, r.value)
+            values = (
+                seq, c.event_id, c.type,
+                datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=c.time_us),
+                c.service, c.environment, c.actor, c.source, c.key_id, c.change_ref, c.image,
+                c.data, ingested, r.value, prev, digest, r.topic, r.partition, r.offset,
+            )  # fmt: skip
+            for name, value in zip(ENTRY_COLUMNS, values, strict=True):
+                rows[name].append(value)
+            prev = digest
+        return pa.Table.from_pydict(rows, schema=_ARROW_SCHEMA), prev
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _same_payload(a: bytes, b: bytes) -> bool:
+    """Same signed event content (signatures may differ, e.g. a re-signed retry)."""
+    if a == b:
+        return True
+    try:
+        return Envelope.from_bytes(a).payload == Envelope.from_bytes(b).payload
+    except Exception:
+        return False
+
+
+class LedgerReader:
+    """Read-only access; never writes, so any number can run beside each other."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise ConfigurationError(f"ledger {path} does not exist")
+        self.path = path
+        self.con = _connect(path, read_only=True)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+
+    def size(self) -> int:
+        row = self.con.execute("SELECT count(*) FROM entries").fetchone()
+        return int(row[0]) if row else 0
+
+    def iter_entries(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+        """Every entry in sequence order, in bounded batches."""
+        yield from self.con.sql(
+            f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries ORDER BY seq"
+        ).to_arrow_reader(batch_rows)
+
+    def quarantine(self) -> list[dict[str, Any]]:
+        cursor = self.con.execute(
+            "SELECT id, received_at, kafka_topic, kafka_partition, kafka_offset, kafka_key, "
+            "value, reason, detail, event_id FROM quarantine ORDER BY id"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def close(self) -> None:
+        self.con.close()
