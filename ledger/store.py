@@ -299,8 +299,9 @@ class LedgerReader:
         return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
 
     def size(self) -> int:
-        row = self.con.execute("SELECT count(*) FROM entries").fetchone()
-        return int(row[0]) if row else 0
+        # fetchall, not fetchone: DuckDB 2 refuses a later con.sql() while a result is unfinished.
+        rows = self.con.execute("SELECT count(*) FROM entries").fetchall()
+        return int(rows[0][0]) if rows else 0
 
     def iter_entries(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Every entry in sequence order, in bounded batches."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import consume, emit, keys
+from ledger.cli import consume, demo, emit, keys
 
 app = typer.Typer(
     name="ledger",
@@ -18,6 +18,7 @@ app.add_typer(emit.app, name="emit")
 app.command()(consume.consume)
 app.command()(consume.verify)
 app.command()(consume.quarantine)
+app.command()(demo.demo)
 
 
 def main() -> None:
