@@ -1,6 +1,6 @@
 """The hash chain: how one entry's hash is computed from its stored inputs (pure).
 
-``hash = SHA-256( DOMAIN || u64be(seq) || i64be(ingested_at_us) || prev_hash || SHA-256(envelope) )``
+``hash = SHA-256(DOMAIN || u64be(seq) || i64be(ingested_at_us) || prev_hash || SHA-256(envelope))``
 
 where ``DOMAIN`` is the 22 ASCII bytes ``deploy-ledger/entry/v1`` followed by two zero
 bytes (24 bytes), ``seq`` starts at 1, ``ingested_at_us`` is the ingestion time in microseconds

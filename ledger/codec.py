@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
+
+from pydantic import BaseModel
 
 from ledger.errors import OversizeError
 from ledger.events import Event, event_from_mapping
@@ -31,7 +33,34 @@ def encode_event(event: Event, schemas: SchemaSet | None = None) -> bytes:
 
 def decode_event(payload: bytes, schemas: SchemaSet | None = None) -> Event:
     """Decode and validate signed payload bytes; raises a domain error on any defect."""
-    return event_from_mapping((schemas or default_schemas()).decode("Event", payload))
+    record = (schemas or default_schemas()).decode("Event", payload)
+    return event_from_mapping(_without_unknown_nulls(record))
+
+
+# Event model by type, e.g. 'deployment.started' -> DeploymentEvent.
+_MODELS: dict[str, type[BaseModel]] = {
+    kind: model
+    for model in get_args(get_args(Event)[0])
+    for kind in get_args(model.model_fields["type"].annotation)
+}
+
+
+def _without_unknown_nulls(record: dict[str, Any]) -> dict[str, Any]:
+    """Drop null fields the event model does not declare.
+
+    A reader schema newer than the writer's (an optional field added, default null) fills
+    that field with null in every older event. A null says nothing, so it must not make an
+    old, validly signed event invalid; a non-null unknown value is kept and refused.
+    """
+    model = _MODELS.get(record.get("type", ""))
+    if model is None:
+        return record
+    out = {k: v for k, v in record.items() if v is not None or k in model.model_fields}
+    data_model = model.model_fields["data"].annotation
+    if isinstance(out.get("data"), dict) and isinstance(data_model, type):
+        known = getattr(data_model, "model_fields", {})
+        out["data"] = {k: v for k, v in out["data"].items() if v is not None or k in known}
+    return out
 
 
 def _largest_field(values: dict[str, Any], prefix: str = "") -> tuple[str, int]:

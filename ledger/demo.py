@@ -84,7 +84,8 @@ class _Builder:
                      {"change_ref": change_ref, "approver": approve, "image": image})
         source = f"ci/github/acme/{service}"
         commit = hashlib.sha1(f"{service}{version}".encode()).hexdigest()
-        run_url = f"https://github.com/acme/{service}/actions/runs/{self.rng.randint(10**9, 10**10)}"
+        run_id = self.rng.randint(10**9, 10**10)
+        run_url = f"https://github.com/acme/{service}/actions/runs/{run_id}"
         common = {"image": image, "change_ref": change_ref, "commit": commit, "run_url": run_url,
                   "strategy": strategy}
         self.add("ci-github", at, "deployment.started", service, env, source, actor, common)

@@ -33,9 +33,9 @@ from ledger.errors import InvalidEventError, UnpinnedImageError
 __all__ = [
     "EVENT_TYPES",
     "ApprovalGrantedData",
+    "ApprovalGrantedEvent",
     "ApprovalRevokedData",
     "ApprovalRevokedEvent",
-    "ApprovalGrantedEvent",
     "ClassificationData",
     "ClassificationEvent",
     "DeploymentData",
@@ -285,6 +285,9 @@ def _domain_error(exc: ValidationError) -> InvalidEventError:
     if first["type"] == "union_tag_invalid":
         field = "type"
         message = f"unknown event type; expected one of: {', '.join(EVENT_TYPES)}"
+    elif first["type"] == "union_tag_not_found":
+        field = "type"
+        message = f"is required; expected one of: {', '.join(EVENT_TYPES)}"
     elif first["type"] == "missing":
         message = "is required"
     elif first["type"] == "extra_forbidden":

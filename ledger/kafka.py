@@ -1,7 +1,8 @@
-"""Kafka connection settings and client construction (the only module that knows kafka-python's options)."""
+"""Kafka connection settings, TLS/SASL pass-through and topic creation."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,10 +65,8 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
     try:
         missing = [name for name in topics if name not in set(admin.list_topics())]
         for name in missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, topics[name], 1)])
-            except TopicAlreadyExistsError:
-                pass
     except KafkaError as exc:
         raise TransportError(f"cannot create topics on {settings.bootstrap}: {exc}") from None
     finally:

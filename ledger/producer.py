@@ -15,7 +15,7 @@ from kafka.errors import KafkaError
 
 from ledger.codec import encode_event
 from ledger.envelope import PAYLOAD_TYPE, Envelope
-from ledger.errors import TransportError
+from ledger.errors import ConfigurationError, TransportError
 from ledger.events import Event
 from ledger.kafka import KafkaSettings
 from ledger.keys import Signer
@@ -67,9 +67,16 @@ class LedgerProducer:
             ("ce_source", event.source.encode()),
             ("content-type", PAYLOAD_TYPE.encode()),
         ]
-        future = self._producer.send(
-            self.settings.topic, key=event.partition_key, value=value, headers=headers
-        )
+        try:
+            future = self._producer.send(
+                self.settings.topic, key=event.partition_key, value=value, headers=headers
+            )
+        except KafkaError as exc:
+            raise TransportError(
+                f"cannot send {event.id} ({event.type}) to {self.settings.topic}: {exc}"
+            ) from None
+        except ValueError as exc:  # kafka-python refuses an illegal topic name this way
+            raise ConfigurationError(f"topic {self.settings.topic!r}: {exc}") from None
         self._pending.append((event, future))
 
     def flush(self, timeout: float = 120.0) -> list[Delivery]:

@@ -45,6 +45,8 @@ class Schema:
     @classmethod
     def from_json(cls, name: str, version: int, text: str) -> Schema:
         parsed = parse_schema(json.loads(text))
+        if not isinstance(parsed, dict):
+            raise LedgerError(f"schema {name}.v{version} is not a record")
         fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
         return cls(name=name, version=version, parsed=parsed, fingerprint=fp)
 
@@ -102,9 +104,11 @@ class SchemaSet:
         fp = data[2:_HEADER_LEN]
         writer = self._by_fp.get(fp)
         if writer is None or writer.name != name:
+            known = ", ".join(
+                f"{s.name}.v{s.version}={s.fingerprint.hex()}" for s in self._known(name)
+            )
             raise UnknownSchemaError(
-                f"unknown {name} schema fingerprint {fp.hex()}; this reader knows "
-                + ", ".join(f"{s.name}.v{s.version}={s.fingerprint.hex()}" for s in self._known(name))
+                f"unknown {name} schema fingerprint {fp.hex()}; this reader knows {known}"
             )
         reader = self.latest(name)
         body = io.BytesIO(data[_HEADER_LEN:])

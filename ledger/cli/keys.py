@@ -20,7 +20,13 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
 )
-from ledger.keys import KEY_ID_PATTERN, Keyring, generate_key_files, key_fingerprint, load_public_key
+from ledger.keys import (
+    KEY_ID_PATTERN,
+    Keyring,
+    generate_key_files,
+    key_fingerprint,
+    load_public_key,
+)
 
 app = typer.Typer(help="Generate signing keys and manage the keyring that authorizes them.",
                   no_args_is_help=True)
