@@ -29,8 +29,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from ledger.api import create_app
+from ledger.api.server import ApiServer
 from ledger.entries import DecodedColumns, decoded_columns
-from ledger.errors import RejectedMessage, TransportError
+from ledger.errors import ConfigurationError, RejectedMessage, TransportError
 from ledger.kafka import KafkaSettings, ensure_topics
 from ledger.keys import Keyring
 from ledger.store import Accepted, LedgerWriter, Received, Rejected
@@ -101,6 +103,8 @@ class LedgerConsumer:
         batch_seconds: float = 0.5,
         workers: int | None = None,
         partitions: int = 3,
+        serve: tuple[str, int] | None = None,
+        api_token: str | None = None,
     ) -> None:
         self.settings = settings
         self.db_path = db_path
@@ -110,6 +114,9 @@ class LedgerConsumer:
         self.batch_seconds = batch_seconds
         self.workers = workers if workers is not None else (multiprocessing.cpu_count() or 1)
         self.partitions = partitions
+        self.serve = serve
+        self.api_token = api_token
+        self.api_url: str | None = None
         self.stats = ConsumerStats()
         self.stop = threading.Event()
 
@@ -126,14 +133,29 @@ class LedgerConsumer:
             else None
         )
         writer = LedgerWriter(self.db_path)
+        api = self._start_api(writer)
         try:
             self._run(writer, pool, until_idle)
         finally:
+            if api is not None:
+                api.stop()
             writer.close()
             if pool is not None:
                 pool.terminate()
                 pool.join()
         return self.stats
+
+    def _start_api(self, writer: LedgerWriter) -> ApiServer | None:
+        """Serve reads from this process: the only one DuckDB lets open the file."""
+        if self.serve is None:
+            return None
+        if not self.api_token:
+            raise ConfigurationError("serving the HTTP API needs a token (LEDGER_API_TOKEN)")
+        api = ApiServer(create_app(writer.read_cursor, self.api_token), *self.serve)
+        api.start()
+        self.api_url = api.url
+        log.info("serving read-only HTTP API on %s", api.url)
+        return api
 
     def _run(self, writer: LedgerWriter, pool: Pool | None, until_idle: float | None) -> None:
         ensure_topics(

@@ -43,15 +43,16 @@ class LedgerProducer:
     def __init__(self, signer: Signer, settings: KafkaSettings, **client_options: Any) -> None:
         self.signer = signer
         self.settings = settings
+        # Tuning a caller may override; the delivery guarantees (acks, idempotence, retries)
+        # are fixed: passing one of them is a TypeError.
+        tuning = {"delivery_timeout_ms": 120_000, "linger_ms": 5} | client_options
         try:
             self._producer = KafkaProducer(
                 **settings.client_config(),
                 acks="all",
                 enable_idempotence=True,
                 retries=2**31 - 1,
-                delivery_timeout_ms=120_000,
-                linger_ms=5,
-                **client_options,
+                **tuning,
             )
         except KafkaError as exc:
             raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
@@ -105,8 +106,15 @@ class LedgerProducer:
             )
         return delivered
 
-    def close(self) -> None:
-        self._producer.close(timeout=10)
+    def close(self, timeout: float = 10.0) -> None:
+        """Release the client; raise if events it still held were not delivered in time."""
+        try:
+            self._producer.close(timeout=timeout)
+        except KafkaError as exc:
+            raise TransportError(
+                f"closing the producer for {self.settings.bootstrap}: events still queued"
+                f" were not delivered: {exc}"
+            ) from None
 
     def __enter__(self) -> LedgerProducer:
         return self
@@ -117,8 +125,17 @@ class LedgerProducer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        failing = exc_type is not None
         try:
-            if exc_type is None:
+            if not failing:
                 self.flush()
+        except BaseException:
+            failing = True
+            raise
         finally:
-            self.close()
+            try:
+                self.close()
+            except TransportError:
+                # An error already in flight says what was not delivered: do not mask it.
+                if not failing:
+                    raise

@@ -9,6 +9,7 @@ whenever the consumer is not running (see docs/architecture.md for reads during 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -138,11 +139,14 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise LedgerLockedError(
-                f"{path} is open for writing by another process (a running consumer?); "
-                "DuckDB allows one writer: stop it, or read through it (see docs/architecture.md)"
+                f"{path} is held by another process (a running consumer?); DuckDB allows one "
+                "writing process, so read through the consumer's HTTP API instead: start it "
+                "with `ledger consume --serve HOST:PORT`, then pass `--api http://HOST:PORT`"
             ) from None
         raise ConfigurationError(f"cannot open ledger {path}: {exc}") from None
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on stdout for queries over ~2 s: it would corrupt --json.
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -153,13 +157,17 @@ class LedgerWriter:
         self.path = path
         self._con = _connect(path, read_only=False)
         self._con.execute(_SCHEMA)
+        self._read_root = self._con.cursor()
+        self._read_lock = threading.Lock()
         existing = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
         if not existing:
             now = datetime.now(UTC).isoformat()
-            self._con.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [["format_version", FORMAT_VERSION], ["hash_algorithm", ALGORITHM],
-                 ["ledger_id", str(uuid.uuid4())], ["created_at", now]],
+            # One statement, so a crash cannot leave a partial meta table (executemany
+            # commits row by row, and a meta without hash_algorithm refuses every restart).
+            self._con.execute(
+                "INSERT INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?)",
+                ["format_version", FORMAT_VERSION, "hash_algorithm", ALGORITHM,
+                 "ledger_id", str(uuid.uuid4()), "created_at", now],
             )
         elif existing.get("hash_algorithm") != ALGORITHM:
             raise ConfigurationError(
@@ -272,7 +280,19 @@ class LedgerWriter:
             prev = digest
         return pa.Table.from_pydict(rows, schema=_ARROW_SCHEMA), prev
 
+    def read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for a reader thread in this process (DuckDB allows one writing process).
+
+        Cursors are made from a root of their own, under a lock, because a DuckDB
+        connection object must not be used by two threads at once (the writer's is busy).
+        """
+        with self._read_lock:
+            cursor = self._read_root.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
     def close(self) -> None:
+        self._read_root.close()
         self._con.close()
 
 
@@ -287,13 +307,20 @@ def _same_payload(a: bytes, b: bytes) -> bool:
 
 
 class LedgerReader:
-    """Read-only access; never writes, so any number can run beside each other."""
+    """Read-only access, over the file or over a cursor of the writer's own connection.
 
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
-            raise ConfigurationError(f"ledger {path} does not exist")
-        self.path = path
-        self.con = _connect(path, read_only=True)
+    Opened on a path, it never writes, so any number can run beside each other when no
+    consumer holds the file; inside the consumer process (the HTTP API), it reads through
+    a cursor of the writer's connection and sees a consistent snapshot per query.
+    """
+
+    def __init__(self, source: Path | duckdb.DuckDBPyConnection) -> None:
+        if isinstance(source, Path):
+            if not source.exists():
+                raise ConfigurationError(f"ledger {source} does not exist")
+            self.con = _connect(source, read_only=True)
+        else:
+            self.con = source
 
     def meta(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT key, value FROM meta").fetchall())

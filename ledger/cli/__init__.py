@@ -18,6 +18,7 @@ app.add_typer(emit.app, name="emit")
 app.command()(consume.consume)
 app.command()(consume.verify)
 app.command()(consume.quarantine)
+app.command()(consume.status)
 app.command()(demo.demo)
 
 

@@ -43,6 +43,22 @@ KeyringPath = Annotated[
         "--keyring", envvar="LEDGER_KEYRING", help="Keyring JSON file.", show_envvar=True
     ),
 ]
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="LEDGER_API_URL",
+        show_envvar=True,
+        help="Read through a running consumer's HTTP API (its URL) instead of --db.",
+    ),
+]
+ApiToken = Annotated[
+    str | None,
+    typer.Option(
+        "--api-token", envvar="LEDGER_API_TOKEN", show_envvar=True,
+        help="Bearer token of the HTTP API.",
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 SecurityProtocol = Annotated[
@@ -66,6 +82,8 @@ __all__ = [
     "DEFAULT_DB",
     "DEFAULT_KEYRING",
     "DEFAULT_TOPIC",
+    "ApiToken",
+    "ApiUrl",
     "Bootstrap",
     "DbPath",
     "JsonFlag",

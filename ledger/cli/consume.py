@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import signal
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
@@ -18,6 +19,8 @@ from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
     DEFAULT_TOPIC,
+    ApiUrl,
+    ApiToken,
     Bootstrap,
     DbPath,
     JsonFlag,
@@ -27,14 +30,16 @@ from ledger.cli._common import (
     SslCafile,
     Topic,
     console,
+    fail,
     kafka_settings,
     out,
     print_json,
     reporting_errors,
 )
-from ledger.errors import ChainBrokenError
-from ledger.integrity import verify_chain
+from ledger.api.client import fetch
+from ledger.api.server import parse_listen
 from ledger.keys import Keyring
+from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
 
 
@@ -57,6 +62,12 @@ def consume(
     security_protocol: SecurityProtocol = None,
     sasl_mechanism: SaslMechanism = None,
     ssl_cafile: SslCafile = None,
+    serve: Annotated[
+        str | None,
+        typer.Option(envvar="LEDGER_SERVE", show_envvar=True,
+                     help="Serve the read-only HTTP API on HOST:PORT (token: LEDGER_API_TOKEN)."),
+    ] = None,
+    api_token: ApiToken = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -69,8 +80,11 @@ def consume(
     with reporting_errors():
         settings = kafka_settings(bootstrap, topic, security_protocol, sasl_mechanism, ssl_cafile)
         ring = Keyring.load(keyring)
+        listen = parse_listen(serve) if serve else None
+        if listen and not api_token:
+            fail("--serve needs a token: set LEDGER_API_TOKEN (or --api-token)")
         consumer = LedgerConsumer(settings, db, ring, group=group, batch_size=batch_size,
-                                  workers=workers)
+                                  workers=workers, serve=listen, api_token=api_token)
 
         def _stop(signum: int, frame: FrameType | None) -> None:
             console.print(f"{signal.Signals(signum).name}: finishing the current batch")
@@ -86,52 +100,65 @@ def consume(
                       f"quarantined {stats.quarantined}")
 
 
-def verify(db: DbPath = DEFAULT_DB, json_out: JsonFlag = False) -> None:
+def _local_or_remote(
+    db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any]
+) -> Any:
+    """Answer from the file, or from a running consumer's API when --api is given."""
+    if api:
+        return fetch(api, path)
+    reader = LedgerReader(db)
+    try:
+        return local(reader)
+    finally:
+        reader.close()
+
+
+def verify(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
     """Recompute every link of the chain from the stored bytes; exit 1 at the first bad entry."""
+
+    def local(reader: LedgerReader) -> dict[str, Any]:
+        with Progress("verifying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True,
+                      disable=json_out or not console.is_terminal) as progress:
+            task = progress.add_task("entries", total=reader.size())
+            return verification_report(reader, lambda n: progress.advance(task, n))
+
     with reporting_errors():
-        reader = LedgerReader(db)
-        meta, total = reader.meta(), reader.size()
-        try:
-            with Progress("verifying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True,
-                          disable=json_out or not console.is_terminal) as progress:
-                task = progress.add_task("entries", total=total)
-                report = verify_chain(reader.iter_entries(),
-                                      lambda n: progress.advance(task, n))
-        except ChainBrokenError as exc:
-            if json_out:
-                print_json({"ok": False, "db": str(db), "algorithm": meta.get("hash_algorithm"),
-                            "first_bad_seq": exc.seq, "check": exc.check, "reason": exc.message})
-            else:
-                console.print(f"[red]FAILED[/red] at entry {exc.seq} ({exc.check}): {exc.message}")
-            raise typer.Exit(1) from None
-        finally:
-            reader.close()
+        report = _local_or_remote(db, api, "/v1/verify", local)
     if json_out:
-        print_json({"ok": True, "db": str(db), "algorithm": meta.get("hash_algorithm"),
-                    "size": report.size, "head_hash": report.head_hash})
+        print_json(report)
+    elif report["ok"]:
+        console.print(f"[green]OK[/green] {report['size']} entries, chain intact "
+                      f"({report['algorithm']}); head {report['head_hash']}")
     else:
-        console.print(f"[green]OK[/green] {report.size} entries, chain intact "
-                      f"({meta.get('hash_algorithm')}); head {report.head_hash}")
+        console.print(f"[red]FAILED[/red] at entry {report['first_bad_seq']} "
+                      f"({report['check']}): {report['reason']}")
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
-def quarantine(db: DbPath = DEFAULT_DB, json_out: JsonFlag = False) -> None:
+def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
     """List quarantined messages: where they came from, why, and their raw bytes."""
     with reporting_errors():
-        reader = LedgerReader(db)
-        rows = reader.quarantine()
-        reader.close()
+        rows = _local_or_remote(db, api, "/v1/quarantine", quarantine_report)
     if json_out:
-        for row in rows:
-            for name in ("kafka_key", "value"):
-                raw = row[name]
-                row[name] = base64.b64encode(bytes(raw)).decode() if raw is not None else None
         print_json(rows)
         return
     table = Table("id", "received", "from", "reason", "detail")
     for row in rows:
-        table.add_row(str(row["id"]), f"{row['received_at']:%Y-%m-%d %H:%M:%S}",
+        table.add_row(str(row["id"]), row["received_at"][:19].replace("T", " "),
                       f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
                       row["reason"], row["detail"])
     out.print(table)
-    console.print(f"{len(rows)} quarantined message(s) in {db}")
+    console.print(f"{len(rows)} quarantined message(s)")
+
+
+def status(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
+    """Size, head hash, last ingestion time and quarantine count of the ledger."""
+    with reporting_errors():
+        report = _local_or_remote(db, api, "/v1/status", status_report)
+    if json_out:
+        print_json(report)
+        return
+    for name, value in report.items():
+        out.print(f"{name:>16}  {value}")

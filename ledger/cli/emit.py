@@ -25,6 +25,7 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
 )
+from ledger.codec import encode_event
 from ledger.errors import LedgerError
 from ledger.events import Event, event_from_json, event_from_mapping
 from ledger.kafka import DEFAULT_TOPIC
@@ -119,9 +120,11 @@ def _read_file(path: Path) -> list[Event]:
         if not line.strip():
             continue
         try:
-            events.append(event_from_json(line))
+            event = event_from_json(line)
+            encode_event(event)  # refuse an oversize event now, before any event is sent
         except LedgerError as exc:
             fail(f"{path}:{number}: {exc.message}")
+        events.append(event)
     if not events:
         fail(f"{path} holds no events")
     return events
