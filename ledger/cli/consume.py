@@ -78,11 +78,11 @@ def consume(
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)
     with reporting_errors():
-        settings = kafka_settings(bootstrap, topic, security_protocol, sasl_mechanism, ssl_cafile)
-        ring = Keyring.load(keyring)
         listen = parse_listen(serve) if serve else None
         if listen and not api_token:
             fail("--serve needs a token: set LEDGER_API_TOKEN (or --api-token)")
+        settings = kafka_settings(bootstrap, topic, security_protocol, sasl_mechanism, ssl_cafile)
+        ring = Keyring.load(keyring)
         consumer = LedgerConsumer(settings, db, ring, group=group, batch_size=batch_size,
                                   workers=workers, serve=listen, api_token=api_token)
 

@@ -1,0 +1,118 @@
+"""Reads while the consumer writes: the read-only HTTP API served by the consumer process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from consumers.ledger_consumer import LedgerConsumer
+from ledger.broker import free_port
+from ledger.kafka import KafkaSettings
+from ledger.keys import Keyring, Signer
+from ledger.producer import LedgerProducer
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.kafka
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture
+def running(
+    kafka: KafkaSettings, keyring: Keyring, tmp_path: Path
+) -> Iterator[tuple[LedgerConsumer, str, Path]]:
+    db = tmp_path / "ledger.duckdb"
+    port = free_port()
+    consumer = LedgerConsumer(kafka, db, keyring, workers=1, serve=("127.0.0.1", port),
+                              api_token=TOKEN)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while consumer.api_url is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert consumer.api_url == url
+    yield consumer, url, db
+    consumer.stop.set()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def _get(url: str, path: str, token: str = TOKEN) -> httpx.Response:
+    return httpx.get(url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _wait_for_size(url: str, size: int) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = _get(url, "/v1/status").json()
+        if status["size"] >= size:
+            return dict(status)
+        time.sleep(0.2)
+    raise AssertionError(f"ledger did not reach {size} entries: {status}")
+
+
+def test_second_process_reads_while_the_consumer_writes(
+    running: tuple[LedgerConsumer, str, Path], kafka: KafkaSettings, ci_signer: Signer
+) -> None:
+    consumer, url, db = running
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(20):
+            producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
+    status = _wait_for_size(url, 20)
+    assert status["size"] == 20 and status["quarantined"] == 0
+
+    env = {**os.environ, "LEDGER_API_TOKEN": TOKEN}
+    cli = subprocess.run([sys.executable, "-m", "ledger", "verify", "--api", url, "--json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert report["ok"] is True and report["size"] == 20
+    assert report == _get(url, "/v1/verify").json()  # CLI and API print the same JSON
+
+    # Opening the file directly fails with a message that says what to do instead.
+    direct = subprocess.run([sys.executable, "-m", "ledger", "status", "--db", str(db)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert direct.returncode == 2
+    assert "--api" in direct.stderr and "--serve" in direct.stderr
+
+    # Writes go on while readers read.
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(20, 30):
+            producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
+    assert _wait_for_size(url, 30)["size"] == 30
+
+
+def test_api_refuses_a_missing_or_wrong_token(running: tuple[LedgerConsumer, str, Path]) -> None:
+    _, url, _ = running
+    assert httpx.get(url + "/v1/status", timeout=10).status_code == 401
+    assert _get(url, "/v1/quarantine", token="wrong").status_code == 401
+    assert _get(url, "/v1/quarantine").status_code == 200
+
+
+def test_api_is_described_by_openapi(running: tuple[LedgerConsumer, str, Path]) -> None:
+    _, url, _ = running
+    spec = _get(url, "/openapi.json").json()
+    assert {"/v1/status", "/v1/verify", "/v1/quarantine"} <= set(spec["paths"])
+    assert all(list(ops) == ["get"] for ops in spec["paths"].values())  # read-only
+
+
+def test_serving_without_a_token_is_refused(kafka: KafkaSettings, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_API_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "consume", "--bootstrap", kafka.bootstrap,
+         "--topic", kafka.topic, "--db", str(tmp_path / "l.duckdb"), "--keyring",
+         str(tmp_path / "missing.json"), "--serve", "127.0.0.1:1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "LEDGER_API_TOKEN" in result.stderr

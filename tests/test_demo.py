@@ -1,0 +1,86 @@
+"""`ledger demo`, the README's "run it" command, end to end as a new user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ledger.demo import build_history
+from ledger.integrity import verify_chain
+from ledger.store import LedgerReader
+
+pytestmark = pytest.mark.kafka
+
+
+def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "demo", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert "started the local Kafka-compatible broker" in result.stderr
+    assert "stopped the local broker" in result.stderr
+
+    history = build_history(datetime.now(UTC))
+    assert summary["stats"]["accepted"] == len(history.events)
+    assert summary["chain"]["ok"] is True
+    assert summary["chain"]["size"] == len(history.events)
+    # The two forged messages were refused, each for its own reason.
+    assert sorted(q["reason"] for q in summary["quarantined"]) == [
+        "key_not_allowed_type", "unknown_key",
+    ]
+    # The history has what the issue asks for.
+    kinds = summary["entries_by_type"]
+    for kind in ("deployment.succeeded", "deployment.failed", "deployment.rolled_back",
+                 "mutation.applied", "approval.granted", "service.classified"):
+        assert kinds.get(kind, 0) > 0, kind
+
+    db = tmp_path / "demo.duckdb"
+    reader = LedgerReader(db)
+    try:
+        assert verify_chain(reader.iter_entries()).size == summary["chain"]["size"]
+        manual = reader.con.execute(
+            "SELECT count(*) FROM entries WHERE type = 'mutation.applied' "
+            "AND data LIKE '%\"method\":\"manual\"%'"
+        ).fetchone()
+        partial = reader.con.execute(
+            "SELECT data FROM entries WHERE type = 'deployment.failed'"
+        ).fetchone()
+    finally:
+        reader.close()
+    assert manual is not None and manual[0] >= 1
+    assert partial is not None and json.loads(partial[0])["instances"] == {"total": 5, "updated": 2}
+    assert (tmp_path / "demo" / "keyring.json").exists()
+    assert (tmp_path / "demo" / "keys" / "ci-github.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_history_has_a_self_approval_and_a_missing_one() -> None:
+    history = build_history(datetime(2026, 11, 26, tzinfo=UTC))
+    events = [e for _, e in history.events]
+    grants = {(e.service, e.data.change_ref): e for e in events if e.type == "approval.granted"}
+    changes = [e for e in events if e.type in ("deployment.succeeded", "mutation.applied")
+               and getattr(e.data, "change_ref", None)]
+    missing = [c for c in changes if (c.service, c.data.change_ref) not in grants]
+    self_approved = [c for c in changes
+                     if (g := grants.get((c.service, c.data.change_ref))) is not None
+                     and g.data.approver == c.actor]
+    assert any(c.service == "inventory" for c in missing)
+    assert any(c.service == "sessions" for c in self_approved)
+
+
+def test_demo_history_is_deterministic_apart_from_generated_ids() -> None:
+    def shape(end: datetime) -> list[tuple[str, str, datetime, str]]:
+        return [(key, e.type, e.time, e.data.model_dump_json())
+                for key, e in build_history(end).events]
+
+    end = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+    assert shape(end) == shape(end)
+    assert shape(end) != shape(datetime(2026, 11, 27, 9, 30, tzinfo=UTC))
