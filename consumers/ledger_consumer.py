@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import signal
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
@@ -29,47 +26,17 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from consumers.verification import Verifier
 from ledger.api import create_app
 from ledger.api.server import ApiServer
-from ledger.entries import DecodedColumns, decoded_columns
-from ledger.errors import ConfigurationError, RejectedMessage, TransportError
+from ledger.errors import ConfigurationError, TransportError
 from ledger.kafka import KafkaSettings, ensure_topics
 from ledger.keys import Keyring
 from ledger.store import Accepted, LedgerWriter, Received, Rejected
-from ledger.verify import verify_message
 
 __all__ = ["ConsumerStats", "LedgerConsumer"]
 
 log = logging.getLogger("ledger.consumer")
-
-_Outcome = tuple[DecodedColumns | None, str, str]  # (columns, reason, detail)
-
-_worker_keyring: Keyring | None = None
-
-
-def _init_worker(keyring_json: str) -> None:
-    # Stopping is the parent's job: it finishes the batch, then terminates the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    global _worker_keyring
-    _worker_keyring = Keyring.model_validate_json(keyring_json)
-
-
-def _verify_chunk(values: Sequence[bytes], keyring: Keyring | None = None) -> list[_Outcome]:
-    """Verify messages; runs in a worker process (keyring from the initializer) or inline."""
-    ring = keyring or _worker_keyring
-    if ring is None:
-        raise RuntimeError("verification worker started without a keyring")
-    outcomes: list[_Outcome] = []
-    for value in values:
-        try:
-            verified = verify_message(value, ring)
-        except RejectedMessage as exc:
-            outcomes.append((None, exc.reason, exc.message))
-        else:
-            outcomes.append((decoded_columns(verified.event, verified.key_id), "", ""))
-    return outcomes
-
 
 @dataclass
 class ConsumerStats:
@@ -124,25 +91,20 @@ class LedgerConsumer:
 
     def run(self, until_idle: float | None = None) -> ConsumerStats:
         """Consume until ``stop`` is set, or until ``until_idle`` seconds pass with no message."""
-        # Worker processes first, before any Kafka client starts threads.
-        pool = (
-            multiprocessing.get_context("fork").Pool(
-                self.workers, _init_worker, (self.keyring.model_dump_json(),)
-            )
-            if self.workers > 1
-            else None
-        )
-        writer = LedgerWriter(self.db_path)
-        api = self._start_api(writer)
+        verifier = Verifier(self.keyring, self.workers)
         try:
-            self._run(writer, pool, until_idle)
+            writer = LedgerWriter(self.db_path)
+            try:
+                api = self._start_api(writer)
+                try:
+                    self._run(writer, verifier, until_idle)
+                finally:
+                    if api is not None:
+                        api.stop()
+            finally:
+                writer.close()
         finally:
-            if api is not None:
-                api.stop()
-            writer.close()
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+            verifier.close()
         return self.stats
 
     def _start_api(self, writer: LedgerWriter) -> ApiServer | None:
@@ -157,23 +119,42 @@ class LedgerConsumer:
         log.info("serving read-only HTTP API on %s", api.url)
         return api
 
-    def _run(self, writer: LedgerWriter, pool: Pool | None, until_idle: float | None) -> None:
-        ensure_topics(
-            self.settings, {self.settings.topic: self.partitions, self.settings.dlq_topic: 1}
-        )
-        consumer = KafkaConsumer(
-            **self.settings.client_config(),
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.batch_size,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
-        dlq = KafkaProducer(
-            **self.settings.client_config(), acks="all", enable_idempotence=True,
-            retries=2**31 - 1, delivery_timeout_ms=30_000,
-        )
+    def _connect(self) -> tuple[KafkaConsumer, KafkaProducer] | None:
+        """Topics and clients, retried with backoff while the broker is unavailable."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                ensure_topics(
+                    self.settings,
+                    {self.settings.topic: self.partitions, self.settings.dlq_topic: 1},
+                )
+                consumer = KafkaConsumer(
+                    **self.settings.client_config(),
+                    group_id=self.group,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_poll_records=self.batch_size,
+                    fetch_max_bytes=64 * 1024 * 1024,
+                    max_partition_fetch_bytes=16 * 1024 * 1024,
+                    metadata_max_age_ms=10_000,
+                )
+                dlq = KafkaProducer(
+                    **self.settings.client_config(), acks="all", enable_idempotence=True,
+                    retries=2**31 - 1, delivery_timeout_ms=30_000,
+                )
+                return consumer, dlq
+            except (TransportError, KafkaError) as exc:
+                log.warning("Kafka at %s unavailable (%s); retrying in %.0f s",
+                            self.settings.bootstrap, exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        return None
+
+    def _run(self, writer: LedgerWriter, verifier: Verifier, until_idle: float | None) -> None:
+        clients = self._connect()
+        if clients is None:
+            return
+        consumer, dlq = clients
         try:
             assigned = self._assign(consumer, writer, set())
             idle_since = last_refresh = time.monotonic()
@@ -184,7 +165,7 @@ class LedgerConsumer:
                 now = time.monotonic()
                 if batch:
                     try:
-                        self._process(batch, writer, pool, consumer, dlq)
+                        self._process(batch, writer, verifier, consumer, dlq)
                     except TransportError as exc:
                         log.warning("batch not committed (%s); retrying from stored offsets",
                                     exc.message)
@@ -246,22 +227,15 @@ class LedgerConsumer:
                 break
         return batch
 
-    def _verify(self, values: list[bytes], pool: Pool | None) -> list[_Outcome]:
-        if pool is None or len(values) < 64:
-            return _verify_chunk(values, self.keyring)
-        size = -(-len(values) // self.workers)
-        chunks = [values[i : i + size] for i in range(0, len(values), size)]
-        return [o for part in pool.map(_verify_chunk, chunks) for o in part]
-
     def _process(
         self,
         batch: list[Received],
         writer: LedgerWriter,
-        pool: Pool | None,
+        verifier: Verifier,
         consumer: KafkaConsumer,
         dlq: KafkaProducer,
     ) -> None:
-        outcomes = self._verify([m.value for m in batch], pool)
+        outcomes = verifier([m.value for m in batch])
         messages: list[Accepted | Rejected] = [
             Accepted(m, columns) if columns is not None else Rejected(m, reason, detail)
             for m, (columns, reason, detail) in zip(batch, outcomes, strict=True)

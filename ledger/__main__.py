@@ -1,3 +1,4 @@
 from ledger.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: worker processes are spawned and re-import __main__
+    main()
