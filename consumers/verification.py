@@ -9,7 +9,9 @@ pipe closes and they exit.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -31,6 +33,16 @@ def _init_worker(keyring_json: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     global _worker_keyring
     _worker_keyring = Keyring.model_validate_json(keyring_json)
+    # A worker holds its own end of the task queue, so a parent killed with SIGKILL leaves
+    # it waiting forever (and the resource tracker with it): watch the parent instead.
+    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()  # returns when the parent process is gone
+        os._exit(0)
 
 
 def _verify_in_worker(values: Sequence[bytes]) -> list[Outcome]:

@@ -102,7 +102,8 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
     b = _Builder(start, rng)
 
     def day(n: float, hour: int = 10, minute: int = 0) -> datetime:
-        return (start + timedelta(days=n)).replace(hour=hour, minute=minute)
+        return (start + timedelta(days=n)).replace(hour=hour, minute=minute, second=0,
+                                                   microsecond=0)
 
     for service, (state, criticality, model) in SERVICES.items():
         for env in ("staging", "prod"):

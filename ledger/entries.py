@@ -26,6 +26,10 @@ class DecodedColumns(NamedTuple):
     key_id: str
     change_ref: str | None
     image: str | None
+    target_kind: str | None
+    target: str | None
+    instance: str | None
+    content_hash: str | None
     data: str
 
 
@@ -42,5 +46,9 @@ def decoded_columns(event: Event, key_id: str) -> DecodedColumns:
         key_id=key_id,
         change_ref=data.get("change_ref"),
         image=data.get("image"),
+        target_kind=data.get("target_kind"),
+        target=data.get("target"),
+        instance=data.get("instance"),
+        content_hash=data.get("hash"),
         data=json.dumps(data, sort_keys=True, separators=(",", ":")),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -68,7 +69,7 @@ def verify_chain(
     return ChainReport(size=expected_seq - 1, head_hash=prev.hex())
 
 
-def _check_columns(seq: int, row: dict[str, object], envelope_bytes: bytes) -> None:
+def _check_columns(seq: int, row: dict[str, Any], envelope_bytes: bytes) -> None:
     try:
         envelope = Envelope.from_bytes(envelope_bytes)
         event = decode_event(envelope.payload)
@@ -83,10 +84,8 @@ def _check_columns(seq: int, row: dict[str, object], envelope_bytes: bytes) -> N
             check="decoded_columns")
     fresh = decoded_columns(event, key_id)
     stored = DecodedColumns(
-        event_id=row["event_id"], type=row["type"], time_us=micros(row["time"]),  # type: ignore[arg-type]
-        service=row["service"], environment=row["environment"], actor=row["actor"],  # type: ignore[arg-type]
-        source=row["source"], key_id=key_id, change_ref=row["change_ref"],  # type: ignore[arg-type]
-        image=row["image"], data=row["data"],  # type: ignore[arg-type]
+        **{name: row[name] for name in DecodedColumns._fields if name != "time_us"},
+        time_us=micros(row["time"]),
     )
     for name, want, got in zip(DecodedColumns._fields, fresh, stored, strict=True):
         if want != got:

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS entries (
     key_id VARCHAR NOT NULL,
     change_ref VARCHAR,
     image VARCHAR,
+    target_kind VARCHAR,
+    target VARCHAR,
+    instance VARCHAR,
+    content_hash VARCHAR,
     data VARCHAR NOT NULL,
     ingested_at TIMESTAMPTZ NOT NULL,
     envelope BLOB NOT NULL,
@@ -82,7 +86,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 ENTRY_COLUMNS = (
     "seq", "event_id", "type", "time", "service", "environment", "actor", "source", "key_id",
-    "change_ref", "image", "data", "ingested_at", "envelope", "prev_hash", "hash",
+    "change_ref", "image", "target_kind", "target", "instance", "content_hash", "data",
+    "ingested_at", "envelope", "prev_hash", "hash",
     "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 
@@ -91,7 +96,9 @@ _ARROW_SCHEMA = pa.schema([
     ("seq", pa.int64()), ("event_id", pa.string()), ("type", pa.string()), ("time", _TS),
     ("service", pa.string()), ("environment", pa.string()), ("actor", pa.string()),
     ("source", pa.string()), ("key_id", pa.string()), ("change_ref", pa.string()),
-    ("image", pa.string()), ("data", pa.string()), ("ingested_at", _TS),
+    ("image", pa.string()), ("target_kind", pa.string()), ("target", pa.string()),
+    ("instance", pa.string()), ("content_hash", pa.string()), ("data", pa.string()),
+    ("ingested_at", _TS),
     ("envelope", pa.binary()), ("prev_hash", pa.binary()), ("hash", pa.binary()),
     ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
 ])  # fmt: skip
@@ -273,7 +280,8 @@ class LedgerWriter:
                 seq, c.event_id, c.type,
                 datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=c.time_us),
                 c.service, c.environment, c.actor, c.source, c.key_id, c.change_ref, c.image,
-                c.data, ingested, r.value, prev, digest, r.topic, r.partition, r.offset,
+                c.target_kind, c.target, c.instance, c.content_hash, c.data, ingested,
+                r.value, prev, digest, r.topic, r.partition, r.offset,
             )  # fmt: skip
             for name, value in zip(ENTRY_COLUMNS, values, strict=True):
                 rows[name].append(value)

@@ -15,7 +15,6 @@ from ledger.errors import (
     AuthorizationError,
     BadSignatureError,
     OversizeError,
-    SignatureError,
     UnknownKeyError,
     UnsignedError,
     WrongPayloadTypeError,
@@ -62,29 +61,27 @@ def verify_message(
     if not known:
         ids = ", ".join(repr(s.keyid) for s in envelope.signatures)
         raise UnknownKeyError(f"no signature by a trusted key (signed by {ids})")
-    # 5. Signatures verify over PAE(payloadType, exact payload bytes).
+    # 5. A signature verifies over PAE(payloadType, exact payload bytes).
     message = pae(envelope.payload_type, envelope.payload)
     verified: list[str] = []
-    failure: SignatureError | None = None
+    failures: list[BadSignatureError] = []
     for signature in known:
         try:
             keyring.check_signature(signature.keyid, message, signature.sig)
             verified.append(signature.keyid)
         except BadSignatureError as exc:
-            failure = failure or exc
+            failures.append(exc)
     if not verified:
-        assert failure is not None
-        raise failure
+        raise failures[0]
     # 6. The signed payload decodes and 7. is a valid event.
     event = decode_event(envelope.payload, schemas)
     # 8. A verified key is authorized for this type and source at the event's time.
-    denial: AuthorizationError | None = None
+    denials: list[AuthorizationError] = []
     for key_id in verified:
         try:
             keyring.authorize(key_id, event.type, event.source, event.time)
         except AuthorizationError as exc:
-            denial = denial or exc
-            continue
-        return VerifiedEvent(envelope=data, payload=envelope.payload, event=event, key_id=key_id)
-    assert denial is not None
-    raise denial
+            denials.append(exc)
+        else:
+            return VerifiedEvent(data, envelope.payload, event, key_id)
+    raise denials[0]

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import duckdb
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.pointintime import AsOf
+from ledger.query import (
+    Diff,
+    SearchHit,
+    Snapshot,
+    TimelineEntry,
+    asof,
+    diff,
+    search,
+    snapshot,
+    timeline,
+)
 from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
 
@@ -78,4 +91,56 @@ def create_app(cursor: Callable[[], duckdb.DuckDBPyConnection], token: str) -> F
         """Refused messages with raw bytes and reasons (as `ledger quarantine --json`)."""
         return quarantine_report(reader)
 
+    @app.get("/v1/asof")
+    def get_asof(
+        reader: Reader, service: str, env: str, at: datetime, known_at: datetime | None = None
+    ) -> AsOf:
+        """What was live for one service at an instant (as `ledger asof --json`)."""
+        return asof(reader, service, env, _utc(at), _opt(known_at))
+
+    @app.get("/v1/snapshot")
+    def get_snapshot(
+        reader: Reader, env: str, at: datetime, known_at: datetime | None = None
+    ) -> Snapshot:
+        """Every service of an environment at an instant (as `ledger snapshot --json`)."""
+        return snapshot(reader, env, _utc(at), _opt(known_at))
+
+    @app.get("/v1/diff")
+    def get_diff(
+        reader: Reader, env: str, start: Annotated[datetime, Query(alias="from")],
+        end: Annotated[datetime, Query(alias="to")],
+    ) -> Diff:
+        """What changed between two instants (as `ledger diff --json`)."""
+        return diff(reader, env, _utc(start), _utc(end))
+
+    @app.get("/v1/timeline")
+    def get_timeline(
+        reader: Reader, service: str, env: str,
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> list[TimelineEntry]:
+        """The ordered history of a service (as `ledger timeline --json`)."""
+        return timeline(reader, service, env, _opt(start), _opt(end))
+
+    @app.get("/v1/search")
+    def get_search(
+        reader: Reader, image: str | None = None, commit: str | None = None,
+        change_ref: str | None = None,
+    ) -> list[SearchHit]:
+        """Where an image ran, a commit was deployed or a change ref used."""
+        if sum(v is not None for v in (image, commit, change_ref)) != 1:
+            raise HTTPException(400, "give exactly one of image, commit, change_ref")
+        return search(reader, image=image, commit=commit, change_ref=change_ref)
+
     return app
+
+
+def _opt(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Query times must carry an offset; they are compared in UTC."""
+    if moment.tzinfo is None:
+        raise HTTPException(422, f"{moment.isoformat()} needs an explicit UTC offset")
+    return moment.astimezone(UTC)

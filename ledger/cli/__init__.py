@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import consume, demo, emit, keys
+from ledger.cli import consume, demo, emit, keys, query
 
 app = typer.Typer(
     name="ledger",
@@ -20,6 +20,8 @@ app.command()(consume.verify)
 app.command()(consume.quarantine)
 app.command()(consume.status)
 app.command()(demo.demo)
+for command in (query.asof, query.snapshot, query.diff, query.timeline, query.search):
+    app.command()(command)
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -120,14 +121,23 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
+_RELATIVE = re.compile(r"^(\d+)\s*(second|minute|hour|day|week)s?\s+ago$")
+
+
 def parse_time(value: str, option: str) -> datetime:
-    """RFC 3339 with an explicit offset, or 'now'."""
-    if value == "now":
+    """RFC 3339 with an explicit offset, 'now', or 'N seconds|minutes|hours|days|weeks ago'."""
+    text = value.strip().lower()
+    if text == "now":
         return datetime.now(UTC)
+    relative = _RELATIVE.match(text)
+    if relative:
+        amount, unit = int(relative[1]), relative[2]
+        return datetime.now(UTC) - timedelta(**{unit + "s": amount})
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        fail(f"{option}: {value!r} is not an RFC 3339 time such as 2026-11-20T14:03:00Z")
+        fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-20T14:03:00Z), "
+             "'now' or '3 weeks ago'")
     if moment.tzinfo is None:
         fail(f"{option}: {value!r} needs an explicit UTC offset, e.g. 2026-11-20T14:03:00Z")
     return moment.astimezone(UTC)

@@ -15,12 +15,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from consumers.ledger_consumer import LedgerConsumer
+from ledger.api.client import fetch
+from ledger.api.server import parse_listen
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
     DEFAULT_TOPIC,
-    ApiUrl,
     ApiToken,
+    ApiUrl,
     Bootstrap,
     DbPath,
     JsonFlag,
@@ -36,8 +38,6 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
 )
-from ledger.api.client import fetch
-from ledger.api.server import parse_listen
 from ledger.keys import Keyring
 from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
@@ -100,7 +100,7 @@ def consume(
                       f"quarantined {stats.quarantined}")
 
 
-def _local_or_remote(
+def local_or_remote(
     db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any]
 ) -> Any:
     """Answer from the file, or from a running consumer's API when --api is given."""
@@ -124,7 +124,7 @@ def verify(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = Fal
             return verification_report(reader, lambda n: progress.advance(task, n))
 
     with reporting_errors():
-        report = _local_or_remote(db, api, "/v1/verify", local)
+        report = local_or_remote(db, api, "/v1/verify", local)
     if json_out:
         print_json(report)
     elif report["ok"]:
@@ -140,7 +140,7 @@ def verify(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = Fal
 def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
     """List quarantined messages: where they came from, why, and their raw bytes."""
     with reporting_errors():
-        rows = _local_or_remote(db, api, "/v1/quarantine", quarantine_report)
+        rows = local_or_remote(db, api, "/v1/quarantine", quarantine_report)
     if json_out:
         print_json(rows)
         return
@@ -156,7 +156,7 @@ def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag =
 def status(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
     """Size, head hash, last ingestion time and quarantine count of the ledger."""
     with reporting_errors():
-        report = _local_or_remote(db, api, "/v1/status", status_report)
+        report = local_or_remote(db, api, "/v1/status", status_report)
     if json_out:
         print_json(report)
         return

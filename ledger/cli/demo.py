@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,9 +15,11 @@ from rich.table import Table
 from consumers.ledger_consumer import LedgerConsumer
 from ledger.broker import LocalBroker
 from ledger.cli._common import Bootstrap, JsonFlag, console, out, print_json, reporting_errors
+from ledger.cli.query import print_asof, print_diff
 from ledger.demo import KEY_POLICIES, build_history, demo_keyring, emit_history, forged_messages
 from ledger.integrity import verify_chain
 from ledger.kafka import DEFAULT_TOPIC, KafkaSettings, ensure_topics
+from ledger.query import asof, diff
 from ledger.store import LedgerReader
 
 
@@ -95,6 +97,10 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
             "GROUP BY service, environment ORDER BY service, environment"
         ).fetchall()
         quarantined = [(q["reason"], q["detail"]) for q in reader.quarantine()]
+        # The question the ledger exists for: what was live at 14:03 two days ago?
+        moment = (history.end - timedelta(days=2)).replace(hour=14, minute=3)
+        answer = asof(reader, "payments", "prod", moment).model_dump(mode="json")
+        week = diff(reader, "prod", history.end - timedelta(days=7), history.end)
     finally:
         reader.close()
     return {
@@ -109,6 +115,8 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
             for s, e, i, t, a in latest
         ],
         "quarantined": [{"reason": r, "detail": d} for r, d in quarantined],
+        "asof": answer,
+        "diff": week.model_dump(mode="json"),
     }
 
 
@@ -130,5 +138,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for q in summary["quarantined"]:
         refused.add_row(q["reason"], q["detail"])
     out.print(refused)
-    console.print(f"\nexplore it: ledger verify --db {summary['db']}; "
-                  f"ledger quarantine --db {summary['db']}")
+    out.print("\n[bold]What was live?[/bold] ledger asof --service payments --env prod "
+              f"--at {summary['asof']['at']}")
+    print_asof(summary["asof"])
+    out.print("\n[bold]What changed in prod in the last week?[/bold] "
+              "ledger diff --env prod --from '1 week ago'")
+    print_diff(summary["diff"])
+    console.print(f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "
+                  f"ledger timeline --db {summary['db']} --service search --env prod; "
+                  f"ledger verify --db {summary['db']}")

@@ -1,0 +1,244 @@
+"""`ledger asof|snapshot|diff|timeline|search`: what was live, what changed, where it ran."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import typer
+from rich.table import Table
+
+from ledger.cli._common import (
+    DEFAULT_DB,
+    ApiUrl,
+    DbPath,
+    JsonFlag,
+    console,
+    fail,
+    out,
+    parse_time,
+    print_json,
+    reporting_errors,
+)
+from ledger.cli.consume import local_or_remote
+from ledger.query import asof as asof_query
+from ledger.query import diff as diff_query
+from ledger.query import search as search_query
+from ledger.query import snapshot as snapshot_query
+from ledger.query import timeline as timeline_query
+from ledger.store import LedgerReader
+
+Service = Annotated[str, typer.Option("--service", help="Service name.")]
+Env = Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")]
+At = Annotated[
+    str, typer.Option("--at", help="Instant: RFC 3339, 'now' or '3 weeks ago'.")
+]
+KnownAt = Annotated[
+    str | None,
+    typer.Option("--known-at", help="Answer with only what the ledger had ingested by then."),
+]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _short(image: str | None) -> str:
+    if not image:
+        return "-"
+    name, _, digest = image.partition("@")
+    return f"{name.rsplit('/', 1)[-1]}@{digest[:19]}…"
+
+
+def _status(item: dict[str, Any]) -> str:
+    if item["approved"]:
+        return f"[green]approved[/green] by {item['approval']['approver']}"
+    return f"[red]{item['unapproved_reason']}[/red]"
+
+
+def print_asof(answer: dict[str, Any]) -> None:
+    out.print(f"[bold]{answer['service']}[/bold] in [bold]{answer['environment']}[/bold] "
+              f"at {answer['at']}" + (f" (as known at {answer['known_at']})"
+                                      if answer.get("known_at") else ""))
+    d = answer["deployment"]
+    if d is None:
+        out.print("  deployment: none recorded")
+    else:
+        out.print(f"  deployment: {d['image']}\n              since {d['time']} by {d['actor']}"
+                  f" ({d['change_ref'] or 'no change ref'}; {_status(d)}) \\[entry {d['seq']}]")
+    p = answer["partial"]
+    if p is not None:
+        out.print(f"  [yellow]partial fleet[/yellow]: {p['updated']}/{p['total']} instances "
+                  f"on {p['image']} \\[entry {p['seq']}]")
+    if answer["mutations"]:
+        table = Table("kind", "target", "instance", "hash", "since", "by", "tool", "approval",
+                      "entry", title="changed in place, live")
+        for m in answer["mutations"]:
+            table.add_row(m["target_kind"], m["target"], m["instance"] or "all",
+                          m["hash"][:19] + "…", m["time"][:16], m["actor"],
+                          f"{m['tool']} ({m['method']})", _status(m), str(m["seq"]))
+        out.print(table)
+    c = answer["classification"]
+    if c is not None:
+        out.print(f"  classified: {c['state']}, {c['criticality']} criticality, {c['model']}")
+    e = answer["evidence"]
+    out.print(f"  evidence: entries {', '.join(map(str, e['entries'])) or 'none'} "
+              f"of a ledger of {e['ledger_size']}")
+
+
+def asof(
+    service: Service,
+    env: Env,
+    at: At = "now",
+    known_at: KnownAt = None,
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Exactly what was live for a service at an instant, with the entries that prove it."""
+    moment, known = parse_time(at, "--at"), parse_time(known_at, "--known-at") if known_at else None
+    query = {"service": service, "env": env, "at": moment.isoformat()}
+    if known:
+        query["known_at"] = known.isoformat()
+    with reporting_errors():
+        answer = local_or_remote(
+            db, api, "/v1/asof?" + urlencode(query),
+            lambda r: asof_query(r, service, env, moment, known).model_dump(mode="json"),
+        )
+    if json_out:
+        print_json(answer)
+    else:
+        print_asof(answer)
+
+
+def snapshot(
+    env: Env,
+    at: At = "now",
+    known_at: KnownAt = None,
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Every service of an environment at an instant: the whole estate, one row each."""
+    moment, known = parse_time(at, "--at"), parse_time(known_at, "--known-at") if known_at else None
+    query = {"env": env, "at": moment.isoformat()}
+    if known:
+        query["known_at"] = known.isoformat()
+    with reporting_errors():
+        answer = local_or_remote(
+            db, api, "/v1/snapshot?" + urlencode(query),
+            lambda r: snapshot_query(r, env, moment, known).model_dump(mode="json"),
+        )
+    if json_out:
+        print_json(answer)
+        return
+    table = Table("service", "image", "since", "approval", "partial", "live mutations",
+                  "unapproved", "model", title=f"{env} at {answer['at']}")
+    for s in answer["services"]:
+        d, p, c = s["deployment"], s["partial"], s["classification"]
+        unapproved = sum(not m["approved"] for m in s["mutations"])
+        table.add_row(s["service"], _short(d and d["image"]), d["time"][:16] if d else "-",
+                      _status(d) if d else "-", f"{p['updated']}/{p['total']}" if p else "",
+                      str(len(s["mutations"])), str(unapproved) if unapproved else "",
+                      c["model"] if c else "-")
+    out.print(table)
+
+
+def diff(
+    env: Env,
+    start: Annotated[str, typer.Option("--from", help="Earlier instant.")],
+    end: Annotated[str, typer.Option("--to", help="Later instant.")] = "now",
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """What changed in an environment between two instants: images, mutations, approvals."""
+    t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
+    if t2 < t1:
+        fail("--to is earlier than --from")
+    query = {"env": env, "from": t1.isoformat(), "to": t2.isoformat()}
+    with reporting_errors():
+        answer = local_or_remote(
+            db, api, "/v1/diff?" + urlencode(query),
+            lambda r: diff_query(r, env, t1, t2).model_dump(mode="json"),
+        )
+    if json_out:
+        print_json(answer)
+    else:
+        print_diff(answer)
+
+
+def print_diff(answer: dict[str, Any]) -> None:
+    table = Table("service", "what", "key", "before", "after",
+                  title=f"{answer['environment']}: {answer['from']} → {answer['to']}")
+    for c in answer["changes"]:
+        before, after = (_short(v) if c["aspect"] == "deployment" else str(v or "-")
+                         for v in (c["before"], c["after"]))
+        table.add_row(c["service"], c["aspect"], c["key"], before, after)
+    out.print(table)
+    console.print(f"{len(answer['changes'])} change(s)")
+
+
+def timeline(
+    service: Service,
+    env: Env,
+    start: Annotated[str | None, typer.Option("--from", help="From this instant.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Up to this instant.")] = None,
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The ordered history of a service in an environment."""
+    t1 = parse_time(start, "--from") if start else None
+    t2 = parse_time(end, "--to") if end else None
+    query = {"service": service, "env": env} | (
+        {"from": t1.isoformat()} if t1 else {}) | ({"to": t2.isoformat()} if t2 else {})
+    with reporting_errors():
+        answer = local_or_remote(
+            db, api, "/v1/timeline?" + urlencode(query),
+            lambda r: [e.model_dump(mode="json") for e in timeline_query(r, service, env, t1, t2)],
+        )
+    if json_out:
+        print_json(answer)
+        return
+    table = Table("time", "seq", "type", "actor", "what", title=f"{service} in {env}")
+    for e in answer:
+        d = e["data"]
+        what = (_short(d.get("image")) if "image" in d and e["type"].startswith("deployment")
+                else f"{d.get('target_kind')}:{d.get('target')}" if e["type"] == "mutation.applied"
+                else d.get("change_ref") or d.get("model") or "")
+        table.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
+    out.print(table)
+
+
+def search(
+    image: Annotated[
+        str | None, typer.Option(help="Image reference or digest (sha256:…).")
+    ] = None,
+    commit: Annotated[str | None, typer.Option(help="Commit SHA (or a prefix).")] = None,
+    change_ref: Annotated[str | None, typer.Option("--change-ref", help="Change ref.")] = None,
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Where and when an image ran, a commit was deployed, or a change ref was used."""
+    given = {k: v for k, v in (("image", image), ("commit", commit), ("change_ref", change_ref))
+             if v is not None}
+    if len(given) != 1:
+        fail("give exactly one of --image, --commit or --change-ref")
+
+    def local(reader: LedgerReader) -> list[dict[str, Any]]:
+        return [h.model_dump(mode="json") for h in search_query(reader, **given)]
+
+    with reporting_errors():
+        hits = local_or_remote(db, api, "/v1/search?" + urlencode(given), local)
+    if json_out:
+        print_json(hits)
+        return
+    table = Table("time", "service", "env", "type", "actor", "change", "seq")
+    for h in hits:
+        table.add_row(h["time"][:19], h["service"], h["environment"], h["type"], h["actor"],
+                      h["change_ref"] or "", str(h["seq"]))
+    out.print(table)
+    console.print(f"{len(hits)} entr{'y' if len(hits) == 1 else 'ies'}")

@@ -1,0 +1,263 @@
+"""What was live at an instant: the point-in-time rules over one service/environment (pure).
+
+Input: the accepted facts of one service and environment whose valid ``time`` is at or
+before the instant asked about (and, for a bitemporal question, ingested by the second
+instant), in any order. Output: the deployment, a partial fleet, the live mutations, the
+approval status of each live change, the classification, and the sequence numbers of the
+entries the answer rests on. The rules, in docs/queries.md:
+
+1. Deployment: the latest ``deployment.succeeded`` or ``deployment.rolled_back``.
+2. Partial: a later ``deployment.failed`` with ``0 < updated < total`` is a mixed fleet.
+3. Mutations: the latest ``mutation.applied`` per (target_kind, target, instance);
+   instance-local kinds (file, package, patch) are wiped by a later deployment; a null
+   hash removes the target.
+4. Approval of a change: an earlier grant for its change_ref, by someone other than the
+   actor, still valid, for the same image or hash, and not revoked in between.
+5. Classification: the latest ``service.classified``.
+
+Facts are ordered by (time, seq): late or out-of-order arrivals are placed by valid time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "INSTANCE_LOCAL_KINDS",
+    "Approval",
+    "AsOf",
+    "Classification",
+    "Deployment",
+    "Evidence",
+    "Fact",
+    "LiveMutation",
+    "Partial",
+    "UnapprovedReason",
+    "reconstruct",
+]
+
+INSTANCE_LOCAL_KINDS = frozenset({"file", "package", "patch"})
+"""Replaced with the instances: a new deployment wipes them. Other kinds live outside."""
+
+UnapprovedReason = Literal[
+    "missing", "self_approved", "expired", "revoked", "after_change", "scope_mismatch"
+]
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One accepted ledger entry, as the rules need it."""
+
+    seq: int
+    event_id: str
+    type: str
+    time: datetime
+    actor: str
+    data: dict[str, Any]
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        return (self.time, self.seq)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Approval(_Answer):
+    change_ref: str
+    approver: str
+    event_id: str
+    seq: int
+
+
+class Deployment(_Answer):
+    image: str
+    time: datetime
+    event_id: str
+    seq: int
+    actor: str
+    change_ref: str | None
+    approved: bool
+    unapproved_reason: UnapprovedReason | None
+    approval: Approval | None
+
+
+class Partial(_Answer):
+    image: str
+    updated: int
+    total: int
+    event_id: str
+    seq: int
+
+
+class LiveMutation(_Answer):
+    target_kind: str
+    target: str
+    instance: str | None
+    hash: str
+    time: datetime
+    event_id: str
+    seq: int
+    actor: str
+    tool: str
+    method: str
+    change_ref: str | None
+    approved: bool
+    unapproved_reason: UnapprovedReason | None
+    approval: Approval | None
+
+
+class Classification(_Answer):
+    state: str
+    criticality: str
+    model: str
+
+
+class Evidence(_Answer):
+    ledger_size: int
+    entries: list[int]
+
+
+class AsOf(_Answer):
+    service: str
+    environment: str
+    at: datetime
+    known_at: datetime | None = None
+    deployment: Deployment | None
+    partial: Partial | None
+    mutations: list[LiveMutation]
+    classification: Classification | None
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    approval: Fact | None
+    reason: UnapprovedReason | None
+    evidence: tuple[int, ...]
+
+
+def _judge(change: Fact, scope: tuple[str, str | None], facts: list[Fact]) -> _Verdict:
+    """Rule 4 for one change; ``scope`` is ("image" | "hash", the change's value)."""
+    ref = change.data.get("change_ref")
+    if not ref:
+        return _Verdict(None, "missing", ())
+    grants = [f for f in facts if f.type == "approval.granted" and f.data["change_ref"] == ref]
+    if not grants:
+        return _Verdict(None, "missing", ())
+    before = [g for g in grants if g.time <= change.time]
+    if not before:
+        return _Verdict(None, "after_change", tuple(g.seq for g in grants))
+    revocations = [f for f in facts if f.type == "approval.revoked" and f.data["change_ref"] == ref]
+    failures: list[_Verdict] = []
+    for grant in sorted(before, key=lambda g: g.order, reverse=True):
+        reason = _grant_failure(change, scope, grant, revocations)
+        if reason is None:
+            return _Verdict(grant, None, (grant.seq,))
+        revoked_by = tuple(r.seq for r in revocations if grant.time <= r.time <= change.time)
+        failures.append(_Verdict(None, reason, (grant.seq, *revoked_by)))
+    return failures[0]  # the latest grant's reason
+
+
+def _grant_failure(
+    change: Fact, scope: tuple[str, str | None], grant: Fact, revocations: list[Fact]
+) -> UnapprovedReason | None:
+    if grant.data["approver"] == change.actor:
+        return "self_approved"
+    kind, value = scope
+    other = "hash" if kind == "image" else "image"
+    if grant.data.get(other) is not None or grant.data.get(kind) not in (None, value):
+        return "scope_mismatch"
+    valid_until = grant.data.get("valid_until")
+    if valid_until is not None and change.time > valid_until:
+        return "expired"
+    if any(grant.time <= r.time <= change.time for r in revocations):
+        return "revoked"
+    return None
+
+
+def _approval(verdict: _Verdict) -> Approval | None:
+    grant = verdict.approval
+    if grant is None:
+        return None
+    return Approval(change_ref=grant.data["change_ref"], approver=grant.data["approver"],
+                    event_id=grant.event_id, seq=grant.seq)
+
+
+def reconstruct(
+    service: str,
+    environment: str,
+    at: datetime,
+    facts: Iterable[Fact],
+    ledger_size: int,
+    known_at: datetime | None = None,
+) -> AsOf:
+    """Apply rules 1-5 to the facts of one service/environment dated at or before ``at``."""
+    ordered = sorted((f for f in facts if f.time <= at), key=lambda f: f.order)
+    evidence: set[int] = set()
+
+    live = None
+    for fact in ordered:
+        if fact.type in ("deployment.succeeded", "deployment.rolled_back"):
+            live = fact
+    deployment = None
+    if live is not None:
+        verdict = _judge(live, ("image", live.data["image"]), ordered)
+        evidence.update((live.seq, *verdict.evidence))
+        deployment = Deployment(
+            image=live.data["image"], time=live.time, event_id=live.event_id, seq=live.seq,
+            actor=live.actor, change_ref=live.data.get("change_ref"),
+            approved=verdict.reason is None, unapproved_reason=verdict.reason,
+            approval=_approval(verdict),
+        )
+
+    partial = None
+    for fact in ordered:
+        if fact.type != "deployment.failed" or (live is not None and fact.order < live.order):
+            continue
+        instances = fact.data.get("instances")
+        if instances and 0 < instances["updated"] < instances["total"]:
+            partial = Partial(image=fact.data["image"], updated=instances["updated"],
+                              total=instances["total"], event_id=fact.event_id, seq=fact.seq)
+    if partial is not None:
+        evidence.add(partial.seq)
+
+    latest: dict[tuple[str, str, str | None], Fact] = {}
+    for fact in ordered:
+        if fact.type == "mutation.applied":
+            d = fact.data
+            latest[(d["target_kind"], d["target"], d.get("instance"))] = fact
+    mutations = []
+    for (kind, target, instance), fact in sorted(latest.items(), key=lambda kv: kv[1].order):
+        if fact.data["hash"] is None:
+            continue  # removed
+        if kind in INSTANCE_LOCAL_KINDS and live is not None and live.order > fact.order:
+            continue  # wiped: the instances were replaced after the change
+        verdict = _judge(fact, ("hash", fact.data["hash"]), ordered)
+        evidence.update((fact.seq, *verdict.evidence))
+        mutations.append(LiveMutation(
+            target_kind=kind, target=target, instance=instance, hash=fact.data["hash"],
+            time=fact.time, event_id=fact.event_id, seq=fact.seq, actor=fact.actor,
+            tool=fact.data["tool"], method=fact.data["method"],
+            change_ref=fact.data.get("change_ref"), approved=verdict.reason is None,
+            unapproved_reason=verdict.reason, approval=_approval(verdict),
+        ))
+
+    classification = None
+    classified = [f for f in ordered if f.type == "service.classified"]
+    if classified:
+        classification = Classification(**classified[-1].data)
+        evidence.add(classified[-1].seq)
+
+    return AsOf(
+        service=service, environment=environment, at=at, known_at=known_at,
+        deployment=deployment, partial=partial, mutations=mutations,
+        classification=classification,
+        evidence=Evidence(ledger_size=ledger_size, entries=sorted(evidence)),
+    )

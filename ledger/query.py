@@ -1,0 +1,260 @@
+"""Questions to the ledger: asof, snapshot, diff, timeline, search (DuckDB in, typed answers out).
+
+SQL narrows the entries to the few the point-in-time rules can depend on (the latest
+deployment, failures after it, the latest mutation per target, the grants and revocations
+of those changes' refs, the latest classification); ledger.pointintime applies the rules.
+Valid time is the event ``time``; ``known_at`` restricts to what had been ingested by then.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger.pointintime import AsOf, Fact, reconstruct
+from ledger.store import LedgerReader
+
+__all__ = [
+    "Change",
+    "Diff",
+    "SearchHit",
+    "Snapshot",
+    "TimelineEntry",
+    "asof",
+    "diff",
+    "search",
+    "snapshot",
+    "timeline",
+]
+
+_CANDIDATES = """
+WITH base AS (
+    SELECT seq, event_id, type, time, actor, service, change_ref, target_kind, target,
+           instance, data
+    FROM entries
+    WHERE environment = $env AND ($service IS NULL OR service = $service)
+      AND time <= $at AND ($known_at IS NULL OR ingested_at <= $known_at)
+),
+live AS (
+    SELECT * FROM base WHERE type IN ('deployment.succeeded', 'deployment.rolled_back')
+    QUALIFY row_number() OVER (PARTITION BY service ORDER BY time DESC, seq DESC) = 1
+),
+failed AS (
+    SELECT b.* FROM base b LEFT JOIN live l ON b.service = l.service
+    WHERE b.type = 'deployment.failed'
+      AND (l.seq IS NULL OR b.time > l.time OR (b.time = l.time AND b.seq > l.seq))
+),
+mutations AS (
+    SELECT * FROM base WHERE type = 'mutation.applied'
+    QUALIFY row_number() OVER (
+        PARTITION BY service, target_kind, target, instance ORDER BY time DESC, seq DESC) = 1
+),
+classified AS (
+    SELECT * FROM base WHERE type = 'service.classified'
+    QUALIFY row_number() OVER (PARTITION BY service ORDER BY time DESC, seq DESC) = 1
+),
+refs AS (
+    SELECT DISTINCT service, change_ref FROM (FROM live UNION ALL FROM mutations)
+    WHERE change_ref IS NOT NULL
+),
+approvals AS (
+    SELECT b.* FROM base b SEMI JOIN refs r
+        ON b.service = r.service AND b.change_ref = r.change_ref
+    WHERE b.type IN ('approval.granted', 'approval.revoked')
+)
+SELECT seq, event_id, type, time, actor, service, data FROM live
+UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM failed
+UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM mutations
+UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM classified
+UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM approvals
+"""
+
+
+def _data(raw: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(raw)
+    if data.get("valid_until") is not None:
+        data["valid_until"] = datetime.fromisoformat(data["valid_until"])
+    return data
+
+
+def _ledger_size(reader: LedgerReader, known_at: datetime | None) -> int:
+    row = reader.con.execute(
+        "SELECT count(*) FROM entries WHERE $known_at IS NULL OR ingested_at <= $known_at",
+        {"known_at": known_at},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _candidates(
+    reader: LedgerReader, environment: str, service: str | None, at: datetime,
+    known_at: datetime | None,
+) -> dict[str, list[Fact]]:
+    rows = reader.con.execute(
+        _CANDIDATES, {"env": environment, "service": service, "at": at, "known_at": known_at}
+    ).fetchall()
+    by_service: dict[str, list[Fact]] = defaultdict(list)
+    for seq, event_id, kind, time, actor, svc, data in rows:
+        by_service[svc].append(Fact(seq, event_id, kind, time, actor, _data(data)))
+    return by_service
+
+
+def asof(
+    reader: LedgerReader, service: str, environment: str, at: datetime,
+    known_at: datetime | None = None,
+) -> AsOf:
+    """What was live for one service in one environment at ``at``."""
+    facts = _candidates(reader, environment, service, at, known_at).get(service, [])
+    return reconstruct(service, environment, at, facts, _ledger_size(reader, known_at), known_at)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Snapshot(_Model):
+    environment: str
+    at: datetime
+    known_at: datetime | None
+    services: list[AsOf]
+
+
+def snapshot(
+    reader: LedgerReader, environment: str, at: datetime, known_at: datetime | None = None
+) -> Snapshot:
+    """Every service of an environment at ``at``: the whole estate, one answer each."""
+    size = _ledger_size(reader, known_at)
+    groups = _candidates(reader, environment, None, at, known_at)
+    return Snapshot(
+        environment=environment, at=at, known_at=known_at,
+        services=[reconstruct(s, environment, at, groups[s], size, known_at)
+                  for s in sorted(groups)],
+    )
+
+
+class Change(_Model):
+    service: str
+    aspect: str  # deployment | partial | mutation | approval | classification
+    key: str
+    before: Any
+    after: Any
+
+
+class Diff(_Model):
+    model_config = ConfigDict(frozen=True, validate_by_name=True, serialize_by_alias=True)
+
+    environment: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    changes: list[Change]
+
+
+def _aspects(answer: AsOf) -> dict[tuple[str, str], Any]:
+    """The comparable parts of one answer, keyed by (aspect, key)."""
+    parts: dict[tuple[str, str], Any] = {}
+    if answer.deployment is not None:
+        parts[("deployment", "image")] = answer.deployment.image
+        parts[("approval", "deployment")] = (
+            "approved" if answer.deployment.approved else answer.deployment.unapproved_reason
+        )
+    if answer.partial is not None:
+        parts[("partial", "image")] = (
+            f"{answer.partial.image} ({answer.partial.updated}/{answer.partial.total})"
+        )
+    for m in answer.mutations:
+        key = f"{m.target_kind}:{m.target}" + (f"@{m.instance}" if m.instance else "")
+        parts[("mutation", key)] = m.hash
+        parts[("approval", key)] = "approved" if m.approved else m.unapproved_reason
+    if answer.classification is not None:
+        c = answer.classification
+        parts[("classification", "model")] = f"{c.state}/{c.criticality}/{c.model}"
+    return parts
+
+
+def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime) -> Diff:
+    """What changed between two moments: like comparing two snapshots."""
+    before = {a.service: _aspects(a) for a in snapshot(reader, environment, start).services}
+    after = {a.service: _aspects(a) for a in snapshot(reader, environment, end).services}
+    changes = []
+    for service in sorted(before.keys() | after.keys()):
+        old, new = before.get(service, {}), after.get(service, {})
+        for aspect, key in sorted(old.keys() | new.keys()):
+            was, now = old.get((aspect, key)), new.get((aspect, key))
+            if was != now:
+                changes.append(
+                    Change(service=service, aspect=aspect, key=key, before=was, after=now)
+                )
+    return Diff(environment=environment, from_=start, to=end, changes=changes)
+
+
+class TimelineEntry(_Model):
+    seq: int
+    event_id: str
+    type: str
+    time: datetime
+    ingested_at: datetime
+    actor: str
+    source: str
+    key_id: str
+    data: dict[str, Any]
+
+
+def timeline(
+    reader: LedgerReader, service: str, environment: str,
+    start: datetime | None = None, end: datetime | None = None,
+) -> list[TimelineEntry]:
+    """The ordered history of one service/environment (by valid time, then seq)."""
+    rows = reader.con.execute(
+        "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data "
+        "FROM entries WHERE service = $service AND environment = $env "
+        "AND ($start IS NULL OR time >= $start) AND ($end IS NULL OR time <= $end) "
+        "ORDER BY time, seq",
+        {"service": service, "env": environment, "start": start, "end": end},
+    ).fetchall()
+    return [
+        TimelineEntry(seq=r[0], event_id=r[1], type=r[2], time=r[3], ingested_at=r[4],
+                      actor=r[5], source=r[6], key_id=r[7], data=json.loads(r[8]))
+        for r in rows
+    ]
+
+
+class SearchHit(_Model):
+    seq: int
+    event_id: str
+    type: str
+    time: datetime
+    service: str
+    environment: str
+    actor: str
+    change_ref: str | None
+    image: str | None
+
+
+def search(
+    reader: LedgerReader, *, image: str | None = None, commit: str | None = None,
+    change_ref: str | None = None,
+) -> list[SearchHit]:
+    """Where and when an image ran, a commit was deployed, or a change ref was used."""
+    if sum(x is not None for x in (image, commit, change_ref)) != 1:
+        raise ValueError("search takes exactly one of image, commit, change_ref")
+    value: str
+    if image is not None:
+        # A digest alone (sha256:…) matches any repository; a full reference matches exactly.
+        where = "(image = $v OR image LIKE '%@' || $v OR data->>'$.from_image' = $v)"
+        value = image
+    elif commit is not None:
+        where, value = "starts_with(data->>'$.commit', $v)", commit.lower()
+    else:
+        where, value = "change_ref = $v", str(change_ref)
+    rows = reader.con.execute(
+        "SELECT seq, event_id, type, time, service, environment, actor, change_ref, image "
+        f"FROM entries WHERE {where} ORDER BY time, seq", {"v": value},
+    ).fetchall()
+    return [
+        SearchHit(seq=r[0], event_id=r[1], type=r[2], time=r[3], service=r[4],
+                  environment=r[5], actor=r[6], change_ref=r[7], image=r[8])
+        for r in rows
+    ]
