@@ -160,7 +160,7 @@ def _judge(change: Fact, scope: tuple[str, str | None], facts: list[Fact]) -> _V
         reason = _grant_failure(change, scope, grant, revocations)
         if reason is None:
             return _Verdict(grant, None, (grant.seq,))
-        revoked_by = tuple(r.seq for r in revocations if grant.time <= r.time <= change.time)
+        revoked_by = tuple(r.seq for r in revocations if grant.order < r.order < change.order)
         failures.append(_Verdict(None, reason, (grant.seq, *revoked_by)))
     return failures[0]  # the latest grant's reason
 
@@ -177,7 +177,9 @@ def _grant_failure(
     valid_until = grant.data.get("valid_until")
     if valid_until is not None and change.time > valid_until:
         return "expired"
-    if any(grant.time <= r.time <= change.time for r in revocations):
+    # "Between" in the ledger's order, (time, seq): a revocation tied on time with the grant
+    # or the change is placed before or after it by sequence number.
+    if any(grant.order < r.order < change.order for r in revocations):
         return "revoked"
     return None
 

@@ -1,0 +1,221 @@
+"""Point-in-time queries over a real DuckDB ledger, with answers computed by hand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from fastapi.testclient import TestClient
+
+from ledger.api import create_app
+from ledger.entries import decoded_columns
+from ledger.events import Event
+from ledger.keys import Keyring, Signer
+from ledger.producer import seal
+from ledger.query import asof, diff, search, snapshot, timeline
+from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.verify import verify_message
+from tests.conftest import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
+
+DAY = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return DAY.replace(hour=hour, minute=minute)
+
+
+def append(writer: LedgerWriter, ring: Keyring, batch: Sequence[tuple[Signer, Event]]) -> None:
+    """Chain one batch the way the consumer does (seal, verify, prepare, commit)."""
+    offset = sum(o for o in writer.stored_offsets().values())
+    messages = []
+    for n, (signer, event) in enumerate(batch):
+        value = seal(event, signer)
+        verified = verify_message(value, ring)
+        messages.append(Accepted(Received("t", 0, offset + n, None, value),
+                                 decoded_columns(verified.event, verified.key_id)))
+    writer.commit(writer.prepare(messages, {("t", 0): offset + len(batch)}))
+
+
+@pytest.fixture
+def history(
+    tmp_path: Path, ci_signer: Signer, approver_signer: Signer, keyring: Keyring
+) -> tuple[Path, datetime]:
+    """checkout/prod and payments/prod; returns the file and a moment between two batches."""
+    ci, cab = ci_signer, approver_signer
+    db = tmp_path / "ledger.duckdb"
+    writer = LedgerWriter(db)
+    append(writer, keyring, [
+        (ci, make_event("service.classified", time=at(9))),
+        (cab, make_event("approval.granted", time=at(9, 30), change_ref="CHG-1",
+                         approver="carol", image=IMAGE_A)),
+        (ci, make_event("deployment.succeeded", time=at(10), change_ref="CHG-1",
+                        image=IMAGE_A)),
+        (ci, make_event("mutation.applied", time=at(11), target_kind="flag", target="beta",
+                        hash=DIGEST_A, tool="consul", actor="bob")),
+        (ci, make_event("mutation.applied", time=at(11, 30), target_kind="patch",
+                        target="libssl", instance="i-1", hash=DIGEST_B, tool="manual",
+                        method="manual", actor="dave")),
+        # Arrives before the failure it follows in valid time (out of order).
+        (ci, make_event("deployment.rolled_back", time=at(13), change_ref="CHG-1",
+                        image=IMAGE_A, from_image=IMAGE_B)),
+        (ci, make_event("deployment.failed", time=at(12), change_ref="CHG-2", image=IMAGE_B,
+                        instances={"total": 4, "updated": 1})),
+        (ci, make_event("deployment.succeeded", time=at(10), service="payments",
+                        change_ref="CHG-9", image=IMAGE_B)),
+        (cab, make_event("approval.granted", time=at(9), service="payments",
+                         change_ref="CHG-9", approver="alice", image=IMAGE_B)),
+    ])
+    time.sleep(0.05)
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    # Learned late: a config change made at 11:45, ingested after `between`.
+    append(writer, keyring, [
+        (ci, make_event("mutation.applied", time=at(11, 45), target_kind="config",
+                        target="app.yml", hash=DIGEST_B, tool="ansible",
+                        source="ansible/site", change_ref="CHG-3")),
+    ])
+    writer.close()
+    return db, between
+
+
+@pytest.fixture
+def reader(history: tuple[Path, datetime]) -> Any:
+    r = LedgerReader(history[0])
+    yield r
+    r.close()
+
+
+def test_mid_incident_answer(reader: LedgerReader) -> None:
+    answer = asof(reader, "checkout", "prod", at(12, 30))
+    assert answer.deployment is not None
+    assert (answer.deployment.image, answer.deployment.seq) == (IMAGE_A, 3)
+    assert answer.deployment.approved and answer.deployment.approval is not None
+    assert answer.deployment.approval.seq == 2 and answer.deployment.approval.approver == "carol"
+    assert answer.partial is not None
+    assert (answer.partial.image, answer.partial.updated, answer.partial.total,
+            answer.partial.seq) == (IMAGE_B, 1, 4, 7)
+    live = {(m.target_kind, m.target, m.instance): m for m in answer.mutations}
+    assert set(live) == {("flag", "beta", None), ("patch", "libssl", "i-1"),
+                         ("config", "app.yml", None)}
+    assert live[("flag", "beta", None)].unapproved_reason == "missing"
+    assert live[("config", "app.yml", None)].unapproved_reason == "missing"  # no grant for CHG-3
+    assert answer.classification is not None and answer.classification.model == "immutable"
+    assert answer.evidence.entries == [1, 2, 3, 4, 5, 7, 10]
+    assert answer.evidence.ledger_size == 10
+
+
+def test_rollback_ends_the_partial_fleet_and_wipes_instance_local_changes(
+    reader: LedgerReader,
+) -> None:
+    answer = asof(reader, "checkout", "prod", at(13, 30))
+    assert answer.deployment is not None and answer.deployment.seq == 6
+    assert answer.deployment.approved  # the CHG-1 grant was for the image rolled back to
+    assert answer.partial is None
+    assert {(m.target_kind, m.target) for m in answer.mutations} == {
+        ("flag", "beta"), ("config", "app.yml")}
+
+
+def test_known_at_answers_with_what_the_ledger_had_recorded(
+    history: tuple[Path, datetime], reader: LedgerReader
+) -> None:
+    _, between = history
+    then = asof(reader, "checkout", "prod", at(12, 30), known_at=between)
+    assert {m.target for m in then.mutations} == {"beta", "libssl"}
+    assert then.evidence.ledger_size == 9
+    assert then.known_at == between
+    before_anything = asof(reader, "checkout", "prod", at(12, 30), known_at=DAY)
+    assert before_anything.deployment is None and before_anything.evidence.ledger_size == 0
+
+
+def test_before_the_first_deployment_nothing_is_live(reader: LedgerReader) -> None:
+    answer = asof(reader, "checkout", "prod", at(9, 45))
+    assert answer.deployment is None and answer.partial is None and answer.mutations == []
+    assert answer.classification is not None
+
+
+def test_snapshot_has_one_answer_per_service(reader: LedgerReader) -> None:
+    estate = snapshot(reader, "prod", at(12, 30))
+    assert [s.service for s in estate.services] == ["checkout", "payments"]
+    payments = estate.services[1]
+    assert payments.deployment is not None
+    assert payments.deployment.unapproved_reason == "self_approved"  # alice approved alice
+    assert estate.services[0] == asof(reader, "checkout", "prod", at(12, 30))
+    assert snapshot(reader, "staging", at(12, 30)).services == []
+
+
+def test_diff_lists_what_changed_between_two_moments(reader: LedgerReader) -> None:
+    changes = diff(reader, "prod", at(10, 30), at(13, 30)).changes
+    got = {(c.service, c.aspect, c.key): (c.before, c.after) for c in changes}
+    assert got == {
+        ("checkout", "mutation", "flag:beta"): (None, DIGEST_A),
+        ("checkout", "approval", "flag:beta"): (None, "missing"),
+        ("checkout", "mutation", "config:app.yml"): (None, DIGEST_B),
+        ("checkout", "approval", "config:app.yml"): (None, "missing"),
+    }
+    assert diff(reader, "prod", at(12, 30), at(12, 30)).changes == []
+
+
+def test_timeline_is_ordered_by_valid_time(reader: LedgerReader) -> None:
+    entries = timeline(reader, "checkout", "prod", at(11), at(13))
+    assert [e.seq for e in entries] == [4, 5, 10, 7, 6]
+    assert [e.type for e in entries][-2:] == ["deployment.failed", "deployment.rolled_back"]
+
+
+def test_search_by_image_digest_commit_and_change_ref(reader: LedgerReader) -> None:
+    assert {h.seq for h in search(reader, image=IMAGE_B)} == {6, 7, 8, 9}
+    assert {h.seq for h in search(reader, image=DIGEST_A)} == {2, 3, 6}
+    assert [h.seq for h in search(reader, change_ref="CHG-1")] == [2, 3, 6]
+    assert search(reader, commit="deadbeef") == []
+    with pytest.raises(ValueError, match="exactly one"):
+        search(reader, image=IMAGE_A, change_ref="CHG-1")
+
+
+def _cli(*args: str) -> Any:
+    result = subprocess.run([sys.executable, "-m", "ledger", *args, "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_cli_and_http_api_print_the_same_json(history: tuple[Path, datetime]) -> None:
+    db, _ = history
+    moment = at(12, 30).isoformat()
+    cli_asof = _cli("asof", "--db", str(db), "--service", "checkout", "--env", "prod",
+                    "--at", moment)
+    cli_diff = _cli("diff", "--db", str(db), "--env", "prod", "--from", at(10, 30).isoformat(),
+                    "--to", at(13, 30).isoformat())
+    cli_search = _cli("search", "--db", str(db), "--change-ref", "CHG-1")
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    client = TestClient(create_app(con.cursor, "t0ken"))
+    headers = {"Authorization": "Bearer t0ken"}
+    api_asof = client.get("/v1/asof", params={"service": "checkout", "env": "prod",
+                                              "at": moment}, headers=headers)
+    api_diff = client.get("/v1/diff", params={"env": "prod", "from": at(10, 30).isoformat(),
+                                              "to": at(13, 30).isoformat()}, headers=headers)
+    api_search = client.get("/v1/search", params={"change_ref": "CHG-1"}, headers=headers)
+    con.close()
+    assert api_asof.json() == cli_asof
+    assert api_diff.json() == cli_diff
+    assert api_search.json() == cli_search
+    assert cli_asof["deployment"]["seq"] == 3 and cli_asof["partial"]["updated"] == 1
+
+
+def test_relative_times_and_bad_times_on_the_cli(history: tuple[Path, datetime]) -> None:
+    db, _ = history
+    now = _cli("asof", "--db", str(db), "--service", "checkout", "--env", "prod",
+               "--at", "1 hour ago")
+    assert datetime.fromisoformat(now["at"]) > datetime.now(UTC) - timedelta(hours=1, minutes=5)
+    assert now["deployment"]["seq"] == 6
+    bad = subprocess.run([sys.executable, "-m", "ledger", "asof", "--db", str(db), "--service",
+                          "checkout", "--env", "prod", "--at", "2026-11-20T10:00:00"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "explicit UTC offset" in bad.stderr
