@@ -64,7 +64,7 @@ def _wait_for_size(url: str, size: int) -> dict[str, object]:
 def test_second_process_reads_while_the_consumer_writes(
     running: tuple[LedgerConsumer, str, Path], kafka: KafkaSettings, ci_signer: Signer
 ) -> None:
-    consumer, url, db = running
+    _, url, db = running
     with LedgerProducer(ci_signer, kafka) as producer:
         for n in range(20):
             producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
