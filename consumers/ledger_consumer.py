@@ -84,6 +84,7 @@ class LedgerConsumer:
         self.serve = serve
         self.api_token = api_token
         self.api_url: str | None = None
+        self._positioned_id: str | None = None
         self.stats = ConsumerStats()
         self.stop = threading.Event()
 
@@ -163,6 +164,10 @@ class LedgerConsumer:
             while not self.stop.is_set():
                 batch = self._collect(consumer)
                 now = time.monotonic()
+                if self._recreated(consumer):
+                    # Positions from the old incarnation are meaningless: start it over.
+                    self._position(consumer, writer, assigned)
+                    continue
                 if batch:
                     try:
                         self._process(batch, writer, verifier, consumer, dlq)
@@ -199,13 +204,37 @@ class LedgerConsumer:
     def _position(
         self, consumer: KafkaConsumer, writer: LedgerWriter, partitions: set[TopicPartition]
     ) -> None:
+        """Seek to the stored offsets, or to the beginning of a topic recreated since."""
         stored = writer.stored_offsets()
+        current = self._topic_id(consumer)
+        known = writer.stored_topic_ids().get(self.settings.topic)
+        recreated = current is not None and known is not None and current != known
+        if recreated:
+            log.warning("topic %s was recreated (id %s, was %s): reading it from the beginning;"
+                        " events already chained are skipped as duplicates",
+                        self.settings.topic, current, known)
         for tp in partitions:
-            offset = stored.get((tp.topic, tp.partition))
+            offset = None if recreated else stored.get((tp.topic, tp.partition))
             if offset is None:
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
+        self._positioned_id = current
+
+    def _topic_id(self, consumer: KafkaConsumer) -> str | None:
+        """The topic's id from the client's metadata (None where the broker gives none).
+
+        Offsets only mean something within one incarnation of a topic: a topic deleted and
+        recreated (or a broker that lost its log) starts again at 0.
+        """
+        cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+        topic_id = cluster.topic_id(self.settings.topic) if cluster is not None else None
+        return str(topic_id) if topic_id else None
+
+    def _recreated(self, consumer: KafkaConsumer) -> bool:
+        current = self._topic_id(consumer)
+        return (current is not None and self._positioned_id is not None
+                and current != self._positioned_id)
 
     # --- batches -----------------------------------------------------------------------------
 
@@ -245,6 +274,8 @@ class LedgerConsumer:
             key = (m.topic, m.partition)
             offsets[key] = max(offsets.get(key, 0), m.offset + 1)
         plan = writer.prepare(messages, offsets)
+        if self._positioned_id is not None:
+            plan.topic_ids[self.settings.topic] = self._positioned_id
         if plan.quarantined:
             self._dead_letter(dlq, plan.quarantined)
         writer.commit(plan)

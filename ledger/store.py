@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS offsets (
     next_offset BIGINT NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+CREATE TABLE IF NOT EXISTS topics (
+    topic VARCHAR PRIMARY KEY,
+    topic_id VARCHAR NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS quarantine_id;
 CREATE TABLE IF NOT EXISTS quarantine (
     id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_id'),
@@ -137,6 +141,7 @@ class Plan:
     quarantined: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    topic_ids: dict[str, str] = field(default_factory=dict)  # the topic the offsets are in
     ingested_us: int = 0
 
 
@@ -187,6 +192,10 @@ class LedgerWriter:
         self.head_seq: int = row[0] if row else 0
         self.head_hash: bytes = bytes(row[1]) if row else GENESIS
         self.head_ingested_us: int = micros(row[2]) if row else 0
+
+    def stored_topic_ids(self) -> dict[str, str]:
+        """Kafka topic ids the stored offsets refer to (a recreated topic gets a new id)."""
+        return dict(self._con.execute("SELECT topic, topic_id FROM topics").fetchall())
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         rows = self._con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
@@ -259,6 +268,12 @@ class LedgerWriter:
                     "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
                     "DO UPDATE SET next_offset = excluded.next_offset",
                     [[t, p, o] for (t, p), o in plan.offsets.items()],
+                )
+            if plan.topic_ids:
+                con.executemany(
+                    "INSERT INTO topics VALUES (?, ?) ON CONFLICT (topic) "
+                    "DO UPDATE SET topic_id = excluded.topic_id",
+                    [[t, i] for t, i in plan.topic_ids.items()],
                 )
             con.execute("COMMIT")
         except BaseException:

@@ -24,7 +24,7 @@ from ledger.events import Event
 from ledger.integrity import ChainReport, verify_chain
 from ledger.kafka import KafkaSettings
 from ledger.keys import Keyring, Signer
-from ledger.producer import LedgerProducer, seal
+from ledger.producer import LedgerProducer
 from ledger.store import LedgerReader
 from ledger.wire import default_schemas
 
@@ -103,10 +103,6 @@ def flip_payload_byte(envelope_bytes: bytes, index: int = -1) -> bytes:
     payload = bytearray(envelope.payload)
     payload[index] ^= 0x01
     return Envelope(envelope.payload_type, bytes(payload), envelope.signatures).to_bytes()
-
-
-def sealed(event: Event, signer: Signer) -> bytes:
-    return seal(event, signer)
 
 
 # --- consuming -------------------------------------------------------------------------------

@@ -1,0 +1,339 @@
+"""Crash and restart: the ledger stays exactly-once whatever happens to the consumer or broker.
+
+* ``kill -9`` of ``python -m ledger consume`` at random moments, at least 20 times while it
+  ingests, then a last run to the end: every produced event is chained exactly once, every
+  rejected message is quarantined exactly once, and the chain verifies.
+* The local broker (Tansu) stopped and restarted on the same port while a consumer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_event
+from consumer_helpers import (
+    REPO,
+    Produced,
+    assert_gap_free,
+    cli_env,
+    cli_json,
+    entries,
+    ledger_cli,
+    produce_raw,
+    quarantine,
+    verify,
+)
+
+from consumers.ledger_consumer import LedgerConsumer
+from ledger.broker import LocalBroker
+from ledger.events import Event
+from ledger.kafka import KafkaSettings, ensure_topics
+from ledger.keys import Keyring, Signer
+from ledger.producer import seal
+from ledger.store import LedgerReader
+
+pytestmark = [pytest.mark.slow, pytest.mark.kafka]
+
+SEED = 20261120
+KILLS = 20
+FIRST_BATCH = 3000
+TOP_UP = 4000
+"""The consumer ingests 1,500-3,000 events a second here, so 3,000 events would be gone after
+two or three runs and the later kills would only hit an idle consumer: before each restart
+the topic is topped up whenever fewer than TOP_UP events are still waiting."""
+
+SERVICES = [f"svc-{i:03d}" for i in range(150)]
+ENVIRONMENTS = ["prod", "staging"]  # 300 distinct partition keys
+CI_KINDS = ["deployment.started", "deployment.succeeded", "deployment.failed",
+            "deployment.rolled_back", "mutation.applied", "service.classified"]
+
+
+def _events(rng: random.Random, count: int) -> list[tuple[Event, bool]]:
+    """(event, signed by the approver?) in a realistic mix, 300 service/environment keys."""
+    out = []
+    for _ in range(count):
+        approval = rng.random() < 0.1
+        kind = rng.choice(["approval.granted", "approval.revoked"]) if approval \
+            else rng.choice(CI_KINDS)
+        out.append((make_event(kind, service=rng.choice(SERVICES),
+                               environment=rng.choice(ENVIRONMENTS)), approval))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as kids:
+            return [int(k) for k in kids.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _positioned(log: Path, proc: subprocess.Popen[bytes]) -> bool:
+    """The consumer logged that its partitions are positioned (or it is gone)."""
+    return "reading" in log.read_text() or proc.poll() is not None
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _ledger_state(db: Path) -> tuple[int, int]:
+    """(entries, quarantined) after checking the invariants that must hold after any crash."""
+    if not db.exists():
+        return 0, 0
+    reader = LedgerReader(db)
+    try:
+        count, max_seq, ids = reader.con.execute(
+            "SELECT count(*), coalesce(max(seq), 0), count(DISTINCT event_id) FROM entries"
+        ).fetchall()[0]
+        quarantined, coordinates = reader.con.execute(
+            "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM quarantine"
+        ).fetchall()[0]
+    finally:
+        reader.close()
+    assert count == max_seq, f"sequence has gaps: {count} entries, head {max_seq}"
+    assert ids == count, "an event id is chained twice"
+    assert coordinates == quarantined, "a rejected message is quarantined twice"
+    return count, quarantined
+
+
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
+    kafka: KafkaSettings, ci_signer: Signer, approver_signer: Signer, keyring_file: Path,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(SEED)
+    stranger = Signer.generate("stranger")
+    db = tmp_path / "ledger.duckdb"
+    produced_ids: list[str] = []
+    rejected: dict[tuple[int, int], bytes] = {}
+
+    def top_up(count: int) -> None:
+        events = _events(rng, count)
+        values = [seal(e, approver_signer if a else ci_signer) for e, a in events]
+        keys: list[bytes | None] = [e.partition_key for e, _ in events]
+        # a few messages that must be quarantined, exactly once whatever the crashes
+        bad = [rng.randbytes(rng.randint(1, 200)) for _ in range(3)]
+        bad.append(seal(make_event(service="intruder"), stranger))
+        delivered = produce_raw(kafka, values + bad, keys=keys + [None] * len(bad))
+        produced_ids.extend(e.id for e, _ in events)
+        rejected.update({(d.partition, d.offset): d.value for d in delivered[len(values):]})
+
+    env = cli_env(LEDGER_BOOTSTRAP=kafka.bootstrap, LEDGER_TOPIC=kafka.topic,
+                  LEDGER_DB=str(db), LEDGER_KEYRING=str(keyring_file))
+    command = [sys.executable, "-m", "ledger", "consume", "--batch-size", "100", "--workers", "2",
+               "--verbose"]
+    top_up(FIRST_BATCH)
+    workers: set[int] = set()
+    progress: list[tuple[bool, int, int]] = []  # (positioned, grew by, still waiting)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        for cycle in range(KILLS):
+            before, quarantined = _ledger_state(db)
+            if len(produced_ids) + len(rejected) - before - quarantined < TOP_UP:
+                top_up(TOP_UP)
+            log = tmp_path / f"consume-{cycle:02d}.log"
+            with open(log, "wb") as err:
+                proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=err)
+            if cycle % 4 == 3:  # while it starts: opening the ledger the last crash left
+                time.sleep(rng.uniform(0.3, 1.0))
+            else:  # while it ingests (start-up takes about a second)
+                _wait_for(partial(_positioned, log, proc), 60,
+                          "the consumer to position its partitions")
+                time.sleep(rng.uniform(0.3, 1.5))
+            workers.update(_children(proc.pid))
+            assert proc.poll() is None, f"consumer exited on its own:\n{log.read_text()}"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc = None
+            after, quarantined = _ledger_state(db)
+            positioned = "reading" in log.read_text()
+            progress.append((positioned, after - before,
+                             len(produced_ids) + len(rejected) - after - quarantined))
+        # the last run goes to the end of the topic and exits by itself
+        final = ledger_cli("consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
+                           "--db", str(db), "--keyring", str(keyring_file), "--batch-size", "100",
+                           "--until-idle", "3", "--json", timeout=300)
+        assert final.returncode == 0, final.stderr
+        summary = cli_json(final)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leftover = [p for p in workers if _alive(p)]
+        for pid in leftover:  # the verification workers of consumers this test killed
+            os.kill(pid, signal.SIGKILL)
+
+    # The kills really hit a consumer at work: most runs got past start-up, moved the ledger
+    # on and were stopped with events still waiting.
+    interrupted = [p for p in progress if p[0] and p[1] > 0 and p[2] > 0]
+    print(f"\n{len(progress)} kills; per run (positioned, chained, still waiting): {progress}")
+    assert len(progress) >= 20
+    assert len(interrupted) >= 10, progress
+    assert not leftover, f"verification workers outlived their killed consumer: {leftover}"
+
+    rows = entries(db)
+    assert_gap_free(rows)
+    assert sorted(r["event_id"] for r in rows) == sorted(produced_ids)
+    assert len(rows) == len(produced_ids)
+    assert summary["duplicates"] == 0  # resumed from the stored offsets, never re-read
+    stored = {(q["kafka_partition"], q["kafka_offset"]): bytes(q["value"])
+              for q in quarantine(db)}
+    assert stored == rejected
+    assert len(quarantine(db)) == len(rejected)
+    assert verify(db).size == len(produced_ids)
+    checked = ledger_cli("verify", "--db", str(db), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert cli_json(checked)["size"] == len(produced_ids)
+
+
+# --- broker restart ------------------------------------------------------------------------
+
+
+def _signed(signer: Signer, count: int, tag: str) -> list[tuple[Event, bytes]]:
+    events = [make_event(service=f"{tag}-{i % 30:02d}") for i in range(count)]
+    return [(e, seal(e, signer)) for e in events]
+
+
+def _produce_events(settings: KafkaSettings, signed: list[tuple[Event, bytes]]) -> list[Produced]:
+    return produce_raw(settings, [v for _, v in signed], keys=[e.partition_key for e, _ in signed])
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Any:
+    """A broker of this test's own (not the session's), so it can be stopped and restarted."""
+    broker = LocalBroker(log_path=tmp_path / "broker.log").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _ci_keyring(signer: Signer) -> Keyring:
+    ring = Keyring()
+    ring.trust(signer.key_id, signer.public_raw, types=["deployment.*"], sources=["ci/*"])
+    return ring
+
+
+def test_consumer_in_a_thread_survives_a_broker_restart(
+    restartable_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Tansu keeps its log in memory, so the restarted broker starts empty; the test puts the
+    old log back (same partitions, same order, hence the same offsets), as a broker with a
+    persistent log would have it, then produces new events."""
+    broker = restartable_broker
+    settings = KafkaSettings(bootstrap=broker.bootstrap, topic="restart.events")
+    ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
+    signer = Signer.generate("ci-main")
+    db = tmp_path / "ledger.duckdb"
+    before = _signed(signer, 60, "before")
+    first = _produce_events(settings, before)
+
+    consumer = LedgerConsumer(settings, db, _ci_keyring(signer), workers=1, batch_size=50)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run()
+        except BaseException as exc:  # the test reports it below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: consumer.stats.accepted == 60 or failure, 30, "the first 60 events")
+        broker.stop()
+        time.sleep(2)  # the consumer keeps running against a dead broker
+        assert thread.is_alive(), failure
+        broker.start()
+        ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
+        for partition in range(3):  # the log a persistent broker would still have
+            old = sorted((p for p in first if p.partition == partition), key=lambda p: p.offset)
+            again = produce_raw(settings, [p.value for p in old], keys=[p.key for p in old],
+                                partition=partition)
+            assert [p.offset for p in again] == [p.offset for p in old]
+        after = _signed(signer, 90, "after")
+        _produce_events(settings, after)
+        _wait_for(lambda: consumer.stats.accepted >= 150 or failure, 90,
+                  f"the 90 new events (stats: {consumer.stats})")
+        assert thread.is_alive(), failure
+    finally:
+        consumer.stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert not failure, failure
+    rows = entries(db)
+    assert_gap_free(rows)
+    assert sorted(r["event_id"] for r in rows) == sorted(e.id for e, _ in before + after)
+    assert verify(db).size == 150
+
+
+def test_events_produced_after_a_broker_restart_with_an_empty_log_all_arrive(
+    restartable_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """The consumer is paused (SIGSTOP) across the restart so that it cannot fetch the empty
+    partitions in between (which would reset it to offset 0 by luck): the outcome is
+    deterministic."""
+    broker = restartable_broker
+    settings = KafkaSettings(bootstrap=broker.bootstrap, topic="restart.empty")
+    ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
+    signer = Signer.generate("ci-main")
+    keyring_path = tmp_path / "keyring.json"
+    _ci_keyring(signer).save(keyring_path)
+    db = tmp_path / "ledger.duckdb"
+    before = _signed(signer, 60, "svc")
+    _produce_events(settings, before)
+    log = tmp_path / "consume.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger", "consume", "--bootstrap", broker.bootstrap,
+             "--topic", settings.topic, "--db", str(db), "--keyring", str(keyring_path),
+             "--workers", "1", "--verbose"],
+            cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait_for(lambda: "head 60" in log.read_text().replace("\n", " "), 30,
+                  "the first 60 events")
+        proc.send_signal(signal.SIGSTOP)
+        broker.stop()
+        broker.start()
+        ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
+        after = _signed(signer, 180, "svc")  # same keys: every partition passes its old end
+        _produce_events(settings, after)
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(20)  # reconnect (backoff) and read
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rows = entries(db)
+    assert_gap_free(rows)
+    missing = {e.id for e, _ in after} - {r["event_id"] for r in rows}
+    assert not missing, f"{len(missing)} of {len(after)} events produced after the restart " \
+                        "never reached the ledger"
