@@ -82,10 +82,10 @@ def _data(raw: str) -> dict[str, Any]:
 
 
 def _ledger_size(reader: LedgerReader, known_at: datetime | None) -> int:
-    row = reader.con.execute(
+    row = reader.one(
         "SELECT count(*) FROM entries WHERE $known_at IS NULL OR ingested_at <= $known_at",
         {"known_at": known_at},
-    ).fetchone()
+    )
     return int(row[0]) if row else 0
 
 

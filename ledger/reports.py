@@ -40,10 +40,8 @@ def quarantine_report(reader: LedgerReader) -> list[dict[str, Any]]:
 
 def status_report(reader: LedgerReader) -> dict[str, Any]:
     meta = reader.meta()
-    head = reader.con.execute(
-        "SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1"
-    ).fetchone()
-    quarantined = reader.con.execute("SELECT count(*) FROM quarantine").fetchone()
+    head = reader.one("SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1")
+    quarantined = reader.one("SELECT count(*) FROM quarantine")
     return {
         "ledger_id": meta.get("ledger_id"),
         "algorithm": meta.get("hash_algorithm"),

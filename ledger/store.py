@@ -348,10 +348,18 @@ class LedgerReader:
     def meta(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
 
+    def one(self, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row of a query, or None.
+
+        Fetches all rows, not one: DuckDB 2 refuses a later ``con.sql()`` on a connection
+        whose previous result was left unfinished.
+        """
+        rows = self.con.execute(sql, params or {}).fetchall()
+        return rows[0] if rows else None
+
     def size(self) -> int:
-        # fetchall, not fetchone: DuckDB 2 refuses a later con.sql() while a result is unfinished.
-        rows = self.con.execute("SELECT count(*) FROM entries").fetchall()
-        return int(rows[0][0]) if rows else 0
+        row = self.one("SELECT count(*) FROM entries")
+        return int(row[0]) if row else 0
 
     def iter_entries(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Every entry in sequence order, in bounded batches."""
