@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from ledger.entries import DecodedColumns, decoded_columns
@@ -80,12 +80,18 @@ class Verifier:
             else None
         )
 
-    def __call__(self, values: Sequence[bytes]) -> list[Outcome]:
+    def submit(self, values: Sequence[bytes]) -> Callable[[], list[Outcome]]:
+        """Start verifying a batch; the returned call waits for the outcomes, in order.
+
+        The consumer fetches the next batch while the workers verify this one.
+        """
         if self._pool is None or len(values) < 64:
-            return verify_all(values, self.keyring)
+            outcomes = verify_all(values, self.keyring)
+            return lambda: outcomes
         size = -(-len(values) // self.workers)
-        chunks = [values[i : i + size] for i in range(0, len(values), size)]
-        return [o for part in self._pool.map(_verify_in_worker, chunks) for o in part]
+        futures = [self._pool.submit(_verify_in_worker, values[i : i + size])
+                   for i in range(0, len(values), size)]
+        return lambda: [o for future in futures for o in future.result()]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -9,6 +9,7 @@ whenever the consumer is not running (see docs/architecture.md for reads during 
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -165,9 +166,12 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 class LedgerWriter:
     """The ledger's only writer. Not thread-safe; one per file, in one process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory_limit: str | None = None) -> None:
         self.path = path
         self._con = _connect(path, read_only=False)
+        # Bounded memory whatever the ledger size: DuckDB evicts cached blocks beyond this.
+        limit = memory_limit or os.environ.get("LEDGER_DUCKDB_MEMORY", "64MB")
+        self._con.execute("SET memory_limit = ?", [limit])
         self._con.execute(_SCHEMA)
         self._read_root = self._con.cursor()
         self._read_lock = threading.Lock()
@@ -234,9 +238,12 @@ class LedgerWriter:
     def _stored_envelopes(self, event_ids: list[str]) -> dict[str, bytes]:
         if not event_ids:
             return {}
+        # The range lets DuckDB skip row groups by their min/max: UUIDv7 ids grow with time,
+        # so a batch's ids usually fall in the last row groups only.
         rows = self._con.execute(
-            "SELECT event_id, envelope FROM entries WHERE event_id IN (SELECT unnest(?))",
-            [event_ids],
+            "SELECT event_id, envelope FROM entries WHERE event_id BETWEEN ? AND ? "
+            "AND event_id IN (SELECT unnest(?))",
+            [min(event_ids), max(event_ids), event_ids],
         ).fetchall()
         return {event_id: bytes(envelope) for event_id, envelope in rows}
 
