@@ -40,8 +40,14 @@ KnownAt = Annotated[
 ]
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
+def _instants(
+    at: str, known_at: str | None, **fixed: str
+) -> tuple[datetime, datetime | None, str]:
+    """Valid and transaction time from the options, and the API query string for them."""
+    moment = parse_time(at, "--at")
+    known = parse_time(known_at, "--known-at") if known_at else None
+    query = fixed | {"at": moment.isoformat()} | ({"known_at": known.isoformat()} if known else {})
+    return moment, known, urlencode(query)
 
 
 def _short(image: str | None) -> str:
@@ -97,13 +103,10 @@ def asof(
     json_out: JsonFlag = False,
 ) -> None:
     """Exactly what was live for a service at an instant, with the entries that prove it."""
-    moment, known = parse_time(at, "--at"), parse_time(known_at, "--known-at") if known_at else None
-    query = {"service": service, "env": env, "at": moment.isoformat()}
-    if known:
-        query["known_at"] = known.isoformat()
+    moment, known, query = _instants(at, known_at, service=service, env=env)
     with reporting_errors():
         answer = local_or_remote(
-            db, api, "/v1/asof?" + urlencode(query),
+            db, api, "/v1/asof?" + query,
             lambda r: asof_query(r, service, env, moment, known).model_dump(mode="json"),
         )
     if json_out:
@@ -121,13 +124,10 @@ def snapshot(
     json_out: JsonFlag = False,
 ) -> None:
     """Every service of an environment at an instant: the whole estate, one row each."""
-    moment, known = parse_time(at, "--at"), parse_time(known_at, "--known-at") if known_at else None
-    query = {"env": env, "at": moment.isoformat()}
-    if known:
-        query["known_at"] = known.isoformat()
+    moment, known, query = _instants(at, known_at, env=env)
     with reporting_errors():
         answer = local_or_remote(
-            db, api, "/v1/snapshot?" + urlencode(query),
+            db, api, "/v1/snapshot?" + query,
             lambda r: snapshot_query(r, env, moment, known).model_dump(mode="json"),
         )
     if json_out:
