@@ -33,8 +33,7 @@ __all__ = [
 
 _CANDIDATES = """
 WITH base AS (
-    SELECT seq, event_id, type, time, actor, service, change_ref, target_kind, target,
-           instance, data
+    SELECT seq, type, time, service, change_ref, target_kind, target, instance
     FROM entries
     WHERE environment = $env AND ($service IS NULL OR service = $service)
       AND time <= $at AND ($known_at IS NULL OR ingested_at <= $known_at)
@@ -65,12 +64,15 @@ approvals AS (
     SELECT b.* FROM base b SEMI JOIN refs r
         ON b.service = r.service AND b.change_ref = r.change_ref
     WHERE b.type IN ('approval.granted', 'approval.revoked')
+),
+chosen AS (
+    SELECT seq FROM live UNION ALL SELECT seq FROM failed UNION ALL SELECT seq FROM mutations
+    UNION ALL SELECT seq FROM classified UNION ALL SELECT seq FROM approvals
 )
-SELECT seq, event_id, type, time, actor, service, data FROM live
-UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM failed
-UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM mutations
-UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM classified
-UNION ALL SELECT seq, event_id, type, time, actor, service, data FROM approvals
+-- The wide columns (data, event_id, actor) are read for the chosen few entries only:
+-- narrowing over the narrow columns first is several times faster than carrying them.
+SELECT seq, event_id, type, time, actor, service, data FROM entries
+WHERE seq IN (SELECT seq FROM chosen)
 """
 
 
