@@ -165,3 +165,16 @@ class ChainBrokenError(LedgerError):
         super().__init__(message)
         self.seq = seq
         self.check = check
+
+
+# --- Merkle proofs ---------------------------------------------------------------------------
+
+
+class ProofError(LedgerError):
+    """An inclusion or consistency proof does not check out; ``check`` names the step."""
+
+    reason = "bad_proof"
+
+    def __init__(self, message: str, check: str) -> None:
+        super().__init__(message)
+        self.check = check
