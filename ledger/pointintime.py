@@ -143,18 +143,24 @@ class _Verdict:
     evidence: tuple[int, ...]
 
 
-def _judge(change: Fact, scope: tuple[str, str | None], facts: list[Fact]) -> _Verdict:
-    """Rule 4 for one change; ``scope`` is ("image" | "hash", the change's value)."""
+def _judge(
+    change: Fact, scope: tuple[str, str | None], approvals: dict[str, list[Fact]]
+) -> _Verdict:
+    """Rule 4 for one change; ``scope`` is ("image" | "hash", the change's value).
+
+    ``approvals`` holds the grants and revocations by change_ref, in (time, seq) order.
+    """
     ref = change.data.get("change_ref")
     if not ref:
         return _Verdict(None, "missing", ())
-    grants = [f for f in facts if f.type == "approval.granted" and f.data["change_ref"] == ref]
+    facts = approvals.get(ref, [])
+    grants = [f for f in facts if f.type == "approval.granted"]
     if not grants:
         return _Verdict(None, "missing", ())
     before = [g for g in grants if g.time <= change.time]
     if not before:
         return _Verdict(None, "after_change", tuple(g.seq for g in grants))
-    revocations = [f for f in facts if f.type == "approval.revoked" and f.data["change_ref"] == ref]
+    revocations = [f for f in facts if f.type == "approval.revoked"]
     failures: list[_Verdict] = []
     for grant in sorted(before, key=lambda g: g.order, reverse=True):
         reason = _grant_failure(change, scope, grant, revocations)
@@ -203,6 +209,10 @@ def reconstruct(
     """Apply rules 1-5 to the facts of one service/environment dated at or before ``at``."""
     ordered = sorted((f for f in facts if f.time <= at), key=lambda f: f.order)
     evidence: set[int] = set()
+    approvals: dict[str, list[Fact]] = {}
+    for fact in ordered:
+        if fact.type in ("approval.granted", "approval.revoked"):
+            approvals.setdefault(fact.data["change_ref"], []).append(fact)
 
     live = None
     for fact in ordered:
@@ -210,7 +220,7 @@ def reconstruct(
             live = fact
     deployment = None
     if live is not None:
-        verdict = _judge(live, ("image", live.data["image"]), ordered)
+        verdict = _judge(live, ("image", live.data["image"]), approvals)
         evidence.update((live.seq, *verdict.evidence))
         deployment = Deployment(
             image=live.data["image"], time=live.time, event_id=live.event_id, seq=live.seq,
@@ -241,7 +251,7 @@ def reconstruct(
             continue  # removed
         if kind in INSTANCE_LOCAL_KINDS and live is not None and live.order > fact.order:
             continue  # wiped: the instances were replaced after the change
-        verdict = _judge(fact, ("hash", fact.data["hash"]), ordered)
+        verdict = _judge(fact, ("hash", fact.data["hash"]), approvals)
         evidence.update((fact.seq, *verdict.evidence))
         mutations.append(LiveMutation(
             target_kind=kind, target=target, instance=instance, hash=fact.data["hash"],
