@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +14,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from ledger.api.client import fetch
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.kafka import DEFAULT_TOPIC, KafkaSettings
+from ledger.store import LedgerReader
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 """Messages and progress go to stderr; results go to stdout."""
@@ -96,6 +98,7 @@ __all__ = [
     "console",
     "fail",
     "kafka_settings",
+    "local_or_remote",
     "out",
     "parse_time",
     "print_json",
@@ -115,6 +118,19 @@ def reporting_errors() -> Iterator[None]:
         yield
     except LedgerError as exc:
         fail(exc.message)
+
+
+def local_or_remote(
+    db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any]
+) -> Any:
+    """Answer from the file, or from a running consumer's API when --api is given."""
+    if api:
+        return fetch(api, path)
+    reader = LedgerReader(db)
+    try:
+        return local(reader)
+    finally:
+        reader.close()
 
 
 def print_json(value: Any) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -15,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from consumers.ledger_consumer import LedgerConsumer
-from ledger.api.client import fetch
 from ledger.api.server import parse_listen
 from ledger.cli._common import (
     DEFAULT_DB,
@@ -34,6 +31,7 @@ from ledger.cli._common import (
     console,
     fail,
     kafka_settings,
+    local_or_remote,
     out,
     print_json,
     reporting_errors,
@@ -98,19 +96,6 @@ def consume(
     else:
         console.print(f"accepted {stats.accepted}, duplicates {stats.duplicates}, "
                       f"quarantined {stats.quarantined}")
-
-
-def local_or_remote(
-    db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any]
-) -> Any:
-    """Answer from the file, or from a running consumer's API when --api is given."""
-    if api:
-        return fetch(api, path)
-    reader = LedgerReader(db)
-    try:
-        return local(reader)
-    finally:
-        reader.close()
 
 
 def verify(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:

@@ -19,7 +19,7 @@ from ledger.cli.query import print_asof, print_diff
 from ledger.demo import KEY_POLICIES, build_history, demo_keyring, emit_history, forged_messages
 from ledger.integrity import verify_chain
 from ledger.kafka import DEFAULT_TOPIC, KafkaSettings, ensure_topics
-from ledger.query import asof, diff
+from ledger.query import asof, diff, snapshot
 from ledger.store import LedgerReader
 
 
@@ -91,11 +91,12 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
         by_type = reader.con.execute(
             "SELECT type, count(*) FROM entries GROUP BY type ORDER BY type"
         ).fetchall()
-        latest = reader.con.execute(
-            "SELECT service, environment, arg_max(image, time), max(time), arg_max(actor, time) "
-            "FROM entries WHERE type IN ('deployment.succeeded', 'deployment.rolled_back') "
-            "GROUP BY service, environment ORDER BY service, environment"
-        ).fetchall()
+        latest = [
+            (answer.service, env, answer.deployment)
+            for env in ("prod", "staging")
+            for answer in snapshot(reader, env, history.end).services
+            if answer.deployment is not None
+        ]
         quarantined = [(q["reason"], q["detail"]) for q in reader.quarantine()]
         # The question the ledger exists for: what was live at 14:03 two days ago?
         moment = (history.end - timedelta(days=2)).replace(hour=14, minute=3)
@@ -111,8 +112,9 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
         "chain": {"ok": True, "size": report.size, "head_hash": report.head_hash},
         "entries_by_type": dict(by_type),
         "latest_deployments": [
-            {"service": s, "environment": e, "image": i, "time": t.isoformat(), "actor": a}
-            for s, e, i, t, a in latest
+            {"service": s, "environment": e, "image": d.image, "time": d.time.isoformat(),
+             "actor": d.actor}
+            for s, e, d in sorted(latest, key=lambda item: (item[0], item[1]))
         ],
         "quarantined": [{"reason": r, "detail": d} for r, d in quarantined],
         "asof": answer,

@@ -16,12 +16,12 @@ from ledger.cli._common import (
     JsonFlag,
     console,
     fail,
+    local_or_remote,
     out,
     parse_time,
     print_json,
     reporting_errors,
 )
-from ledger.cli.consume import local_or_remote
 from ledger.query import asof as asof_query
 from ledger.query import diff as diff_query
 from ledger.query import search as search_query
