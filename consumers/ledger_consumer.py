@@ -10,6 +10,12 @@ DuckDB commit, for lag monitoring only.
 Rejected messages go to the quarantine table (raw bytes, coordinates, reason) and to the
 dead-letter topic. The dead-letter copy is flushed before the DuckDB commit, so it is
 delivered at least once; the quarantine row is written exactly once.
+
+With a checkpoint key, a signed checkpoint of the Merkle tree is stored with the batch that
+makes one due (every N entries, or when the newest is T seconds old), then published to the
+checkpoint topic and appended to the witness file: copies kept outside the ledger, against
+which truncation or a rewrite is caught. The newest is published again on start, in case
+the process died between the commit and the publication.
 """
 
 from __future__ import annotations
@@ -31,13 +37,26 @@ from consumers.verification import Outcome, Verifier
 from ledger.api import create_app
 from ledger.api.server import ApiServer
 from ledger.errors import ConfigurationError, TransportError
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.keys import Keyring
-from ledger.store import Accepted, LedgerWriter, Received, Rejected
+from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, ensure_topics
+from ledger.keys import Keyring, Signer
+from ledger.store import Accepted, LedgerWriter, Plan, Received, Rejected
+from ledger.witness import append_note
 
-__all__ = ["ConsumerStats", "LedgerConsumer"]
+__all__ = ["CheckpointPolicy", "ConsumerStats", "LedgerConsumer"]
 
 log = logging.getLogger("ledger.consumer")
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Sign a checkpoint after ``every`` new entries, or once new entries are ``seconds`` old."""
+
+    signer: Signer
+    witness: Path
+    topic: str = DEFAULT_CHECKPOINT_TOPIC
+    every: int = 10_000
+    seconds: float = 30.0
+
 
 @dataclass(frozen=True)
 class _Pending:
@@ -51,6 +70,7 @@ class ConsumerStats:
     duplicates: int = 0
     quarantined: int = 0
     batches: int = 0
+    checkpoints: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     last_commit: float | None = None  # time.monotonic() of the last DuckDB commit
 
@@ -60,6 +80,7 @@ class ConsumerStats:
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             "batches": self.batches,
+            "checkpoints": self.checkpoints,
             "quarantine_reasons": dict(sorted(self.reasons.items())),
         }
 
@@ -80,6 +101,7 @@ class LedgerConsumer:
         partitions: int = 3,
         serve: tuple[str, int] | None = None,
         api_token: str | None = None,
+        checkpoints: CheckpointPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.db_path = db_path
@@ -92,6 +114,9 @@ class LedgerConsumer:
         self.serve = serve
         self.api_token = api_token
         self.api_url: str | None = None
+        self.checkpoints = checkpoints
+        self._unpublished: str | None = None  # a stored checkpoint not yet published
+        self._checkpoint_clock = time.monotonic()
         self._positioned_id: str | None = None
         self.stats = ConsumerStats()
         self.stop = threading.Event()
@@ -102,7 +127,8 @@ class LedgerConsumer:
         """Consume until ``stop`` is set, or until ``until_idle`` seconds pass with no message."""
         verifier = Verifier(self.keyring, self.workers)
         try:
-            writer = LedgerWriter(self.db_path)
+            signer = self.checkpoints.signer if self.checkpoints else None
+            writer = LedgerWriter(self.db_path, checkpoint_signer=signer)
             try:
                 api = self._start_api(writer)
                 try:
@@ -133,10 +159,10 @@ class LedgerConsumer:
         delay = 1.0
         while not self.stop.is_set():
             try:
-                ensure_topics(
-                    self.settings,
-                    {self.settings.topic: self.partitions, self.settings.dlq_topic: 1},
-                )
+                topics = {self.settings.topic: self.partitions, self.settings.dlq_topic: 1}
+                if self.checkpoints is not None:
+                    topics[self.checkpoints.topic] = 1
+                ensure_topics(self.settings, topics)
                 consumer = KafkaConsumer(
                     **self.settings.client_config(),
                     group_id=self.group,
@@ -167,6 +193,7 @@ class LedgerConsumer:
         if clients is None:
             return
         consumer, dlq = clients
+        self._unpublished = writer.latest_checkpoint() if self.checkpoints else None
         try:
             assigned = self._assign(consumer, writer, set())
             idle_since = last_refresh = time.monotonic()
@@ -195,10 +222,16 @@ class LedgerConsumer:
                 if batch:
                     pending = _Pending(batch, verifier.submit([m.value for m in batch]))
                     idle_since = now
-                elif self.stop.is_set() or (
-                    until_idle is not None and now - idle_since >= until_idle
-                ):
-                    break
+                else:
+                    stopping = self.stop.is_set() or (
+                        until_idle is not None and now - idle_since >= until_idle
+                    )
+                    # Idle: sign what is not covered yet once it is old enough (or on the way out).
+                    self._checkpoint_idle(writer, force=stopping)
+                    if stopping:
+                        self._publish(dlq)
+                        break
+                self._publish(dlq)
                 if now - last_refresh >= 10.0:
                     assigned = self._assign(consumer, writer, assigned)
                     last_refresh = now
@@ -298,7 +331,7 @@ class LedgerConsumer:
             plan.topic_ids[self.settings.topic] = self._positioned_id
         if plan.quarantined:
             self._dead_letter(dlq, plan.quarantined)
-        writer.commit(plan)
+        self._signed(writer.commit(plan, checkpoint=self._checkpoint_due(writer, plan)))
         self.stats.last_commit = time.monotonic()
         self.stats.batches += 1
         self.stats.accepted += len(plan.entries)
@@ -312,6 +345,43 @@ class LedgerConsumer:
         log.debug("batch: %d chained (head %d), %d duplicates, %d quarantined",
                   len(plan.entries), writer.head_seq, plan.duplicates, len(plan.quarantined))
         self._commit_group(consumer, offsets)
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint_due(self, writer: LedgerWriter, plan: Plan) -> bool:
+        if self.checkpoints is None:
+            return False
+        uncovered = writer.head_seq + len(plan.entries) - writer.checkpoint_size
+        old = time.monotonic() - self._checkpoint_clock >= self.checkpoints.seconds
+        return uncovered >= self.checkpoints.every or (uncovered > 0 and old)
+
+    def _checkpoint_idle(self, writer: LedgerWriter, force: bool) -> None:
+        if self.checkpoints is None or writer.head_seq == writer.checkpoint_size:
+            return
+        if force or time.monotonic() - self._checkpoint_clock >= self.checkpoints.seconds:
+            self._signed(writer.commit(Plan(), checkpoint=True))
+
+    def _signed(self, note: str | None) -> None:
+        if note is None:
+            return
+        self._checkpoint_clock = time.monotonic()
+        self.stats.checkpoints += 1
+        self._unpublished = note
+        log.debug("checkpoint signed: %s", note.splitlines()[1])
+
+    def _publish(self, producer: KafkaProducer) -> None:
+        """Copies outside the ledger: the witness file, then the checkpoint topic. Retried
+        at the next pass on failure (the checkpoint itself is safe in the ledger)."""
+        note, policy = self._unpublished, self.checkpoints
+        if note is None or policy is None:
+            return
+        try:
+            append_note(policy.witness, note)
+            producer.send(policy.topic, value=note.encode()).get(timeout=30)
+        except (OSError, KafkaError) as exc:
+            log.warning("checkpoint not published yet (%s); will retry", exc)
+            return
+        self._unpublished = None
 
     def _dead_letter(self, dlq: KafkaProducer, rejected: list[Rejected]) -> None:
         futures = [

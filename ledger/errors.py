@@ -178,3 +178,38 @@ class ProofError(LedgerError):
     def __init__(self, message: str, check: str) -> None:
         super().__init__(message)
         self.check = check
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+class CheckpointError(LedgerError):
+    """A signed checkpoint is malformed, unsigned by the expected key, or forged."""
+
+    reason = "bad_checkpoint"
+
+    def __init__(self, message: str, check: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class InconsistentCheckpointError(CheckpointError):
+    """The ledger does not extend a signed checkpoint: truncated, rolled back or rewritten.
+
+    Carries the evidence: the checkpoint's size and root and what the ledger has instead.
+    """
+
+    reason = "checkpoint_inconsistent"
+
+    def __init__(
+        self,
+        message: str,
+        check: str,
+        size: int,
+        checkpoint_root: bytes,
+        ledger_root: bytes | None,
+    ) -> None:
+        super().__init__(message, check)
+        self.size = size
+        self.checkpoint_root = checkpoint_root
+        self.ledger_root = ledger_root

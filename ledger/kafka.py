@@ -14,9 +14,16 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.errors import TransportError
 
-__all__ = ["DEFAULT_TOPIC", "DLQ_SUFFIX", "KafkaSettings", "ensure_topics"]
+__all__ = [
+    "DEFAULT_CHECKPOINT_TOPIC",
+    "DEFAULT_TOPIC",
+    "DLQ_SUFFIX",
+    "KafkaSettings",
+    "ensure_topics",
+]
 
 DEFAULT_TOPIC = "ledger.events"
+DEFAULT_CHECKPOINT_TOPIC = "ledger.checkpoints"
 DLQ_SUFFIX = ".dlq"
 _ENV_PREFIX = "LEDGER_KAFKA_"
 # TLS/SASL settings passed through to kafka-python, each also read from LEDGER_KAFKA_<NAME>.

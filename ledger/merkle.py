@@ -11,14 +11,16 @@ our roots and proofs without trusting this code.
 perfect subtrees that make up the tree so far, at most one per bit of the size, so appending
 is amortised O(1), the root costs O(log n) and the state is a few hundred bytes to store.
 
-Proofs are computed from a ``Sequence[bytes]`` of leaf hashes read by index only, so a lazy
-accessor over the store works as well as a list.
+Proofs need only the roots of perfect (power-of-two, aligned) subtrees, asked of a
+:class:`Tree`: the store answers from the nodes it keeps (O(log n) lookups per proof), and
+:class:`LeafHashes` computes them from a list of leaf hashes (for tests and small trees).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from ledger.errors import ProofError
 
@@ -26,11 +28,14 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "CompactRange",
+    "LeafHashes",
+    "Tree",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
     "root",
+    "root_at",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -70,19 +75,26 @@ class CompactRange:
     def hashes(self) -> tuple[bytes, ...]:
         return tuple(self._hashes)
 
-    def append(self, leaf: bytes) -> None:
-        """Add one leaf *hash* (see :func:`leaf_hash`), merging equal-sized subtrees."""
+    def append(self, leaf: bytes) -> list[bytes]:
+        """Add one leaf *hash* (see :func:`leaf_hash`), merging equal-sized subtrees.
+
+        Returns the perfect subtrees this leaf completes, the leaf itself first: the one at
+        position ``i`` is the root of level ``i``, index ``(size - 1) >> i``.
+        """
         if len(leaf) != HASH_SIZE:
             raise ValueError(f"a leaf hash is {HASH_SIZE} bytes, not {len(leaf)}")
         hashes = self._hashes
         hashes.append(leaf)
+        completed = [leaf]
         # Each trailing one bit of the old size is a subtree the new leaf now completes.
         size = self._size
         while size & 1:
             right = hashes.pop()
             hashes[-1] = node_hash(hashes[-1], right)
+            completed.append(hashes[-1])
             size >>= 1
         self._size += 1
+        return completed
 
     def extend(self, leaves: Iterable[bytes]) -> None:
         for leaf in leaves:
@@ -117,6 +129,16 @@ class CompactRange:
         state._hashes = [bytes(hash_) for hash_ in hashes]
         return state
 
+    @classmethod
+    def from_tree(cls, tree: Tree, size: int) -> CompactRange:
+        """Resume from a store that keeps perfect subtree roots (one lookup per set bit)."""
+        hashes, position = [], 0
+        for level in reversed(range(size.bit_length())):
+            if size >> level & 1:
+                hashes.append(tree.perfect_root(level, position >> level))
+                position += 1 << level
+        return cls.from_hashes(size, hashes)
+
     def to_bytes(self) -> bytes:
         return self._size.to_bytes(_SIZE_BYTES, "big") + b"".join(self._hashes)
 
@@ -141,17 +163,60 @@ class CompactRange:
         return f"CompactRange(size={self._size}, root={self.root().hex()})"
 
 
-def _subtree_root(leaves: Sequence[bytes], start: int, end: int) -> bytes:
-    """MTH of ``leaves[start:end]`` without slicing (the sequence may be lazy)."""
-    state = CompactRange()
-    for i in range(start, end):
-        state.append(leaves[i])
-    return state.root()
+class Tree(Protocol):
+    """Where proofs read the roots of perfect subtrees: level ``l``, index ``i`` is the root
+    of leaves ``[i * 2**l, (i + 1) * 2**l)``."""
+
+    @property
+    def size(self) -> int: ...
+
+    def perfect_root(self, level: int, index: int) -> bytes: ...
+
+
+class LeafHashes:
+    """A :class:`Tree` over an in-memory list of leaf hashes (computes each subtree)."""
+
+    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
+        self._leaves = leaf_hashes
+
+    @property
+    def size(self) -> int:
+        return len(self._leaves)
+
+    def perfect_root(self, level: int, index: int) -> bytes:
+        state = CompactRange()
+        state.extend(self._leaves[index << level : (index + 1) << level])
+        return state.root()
+
+
+def _range_root(tree: Tree, start: int, end: int) -> bytes:
+    """MTH of leaves ``[start, end)``, where ``start`` is a multiple of the largest power of
+    two not above ``end - start`` (true of every range a proof asks for): the range splits
+    into aligned perfect subtrees, largest first, folded from the right."""
+    parts: list[bytes] = []
+    position = start
+    for level in reversed(range((end - start).bit_length())):
+        if (end - start) >> level & 1:
+            parts.append(tree.perfect_root(level, position >> level))
+            position += 1 << level
+    if not parts:
+        return EMPTY_ROOT
+    result = parts[-1]
+    for left in reversed(parts[:-1]):
+        result = node_hash(left, result)
+    return result
+
+
+def root_at(tree: Tree, size: int) -> bytes:
+    """MTH(D[size]): the root the tree had when it held ``size`` leaves."""
+    if not 0 <= size <= tree.size:
+        raise ValueError(f"tree size {size} is not within the {tree.size} leaves stored")
+    return _range_root(tree, 0, size)
 
 
 def root(leaf_hashes: Sequence[bytes]) -> bytes:
     """MTH(D[n]) of all the given leaf hashes."""
-    return _subtree_root(leaf_hashes, 0, len(leaf_hashes))
+    return root_at(LeafHashes(leaf_hashes), len(leaf_hashes))
 
 
 def _split(n: int) -> int:
@@ -159,14 +224,14 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def _check_sizes(leaf_hashes: Sequence[bytes], size: int) -> None:
-    if not 0 <= size <= len(leaf_hashes):
-        raise ValueError(f"tree size {size} is not within the {len(leaf_hashes)} leaves given")
+def _check_sizes(tree: Tree, size: int) -> None:
+    if not 0 <= size <= tree.size:
+        raise ValueError(f"tree size {size} is not within the {tree.size} leaves stored")
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
+def inclusion_proof(tree: Tree, index: int, size: int) -> list[bytes]:
     """PATH(index, D[size]) of RFC 9162 §2.1.3.1: sibling subtree roots, leaf upwards."""
-    _check_sizes(leaf_hashes, size)
+    _check_sizes(tree, size)
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} is not in a tree of size {size}")
     top_down: list[bytes] = []
@@ -174,21 +239,21 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list
     while end - start > 1:
         k = _split(end - start)
         if index < start + k:
-            top_down.append(_subtree_root(leaf_hashes, start + k, end))
+            top_down.append(_range_root(tree, start + k, end))
             end = start + k
         else:
-            top_down.append(_subtree_root(leaf_hashes, start, start + k))
+            top_down.append(_range_root(tree, start, start + k))
             start += k
     top_down.reverse()
     return top_down
 
 
-def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
+def consistency_proof(tree: Tree, old_size: int, new_size: int) -> list[bytes]:
     """PROOF(old_size, D[new_size]) of RFC 9162 §2.1.4.1 (SUBPROOF with b = true).
 
     Empty when ``old_size`` is 0 or equals ``new_size``: nothing needs proving.
     """
-    _check_sizes(leaf_hashes, new_size)
+    _check_sizes(tree, new_size)
     if not 0 <= old_size <= new_size:
         raise ValueError(f"old size {old_size} is not between 0 and new size {new_size}")
     if old_size in (0, new_size):
@@ -198,16 +263,16 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int, new_size: int
     while m != end - start:
         k = _split(end - start)
         if m <= k:
-            top_down.append(_subtree_root(leaf_hashes, start + k, end))
+            top_down.append(_range_root(tree, start + k, end))
             end = start + k
         else:
-            top_down.append(_subtree_root(leaf_hashes, start, start + k))
+            top_down.append(_range_root(tree, start, start + k))
             m -= k
             start += k
             complete = False
     if not complete:
         # The old tree is not a subtree already known to the verifier: give its root.
-        top_down.append(_subtree_root(leaf_hashes, start, end))
+        top_down.append(_range_root(tree, start, end))
     top_down.reverse()
     return top_down
 

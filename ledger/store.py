@@ -1,8 +1,9 @@
 """The DuckDB ledger file: one writer that appends verified entries, and read-only readers.
 
-Everything a batch produces (chained entries, quarantined messages and the Kafka offsets
-that follow them) is written in one DuckDB transaction, so a crash at any moment leaves
-either all of it or none of it, and the consumer resumes from the offsets it stored.
+Everything a batch produces (chained entries, the Merkle tree nodes they complete,
+quarantined messages, the Kafka offsets that follow them and, when one is due, the signed
+checkpoint of the new tree) is written in one DuckDB transaction, so a crash at any moment
+leaves either all of it or none of it, and the consumer resumes from the offsets it stored.
 DuckDB allows one writing process; a second process opens the file read-only, which works
 whenever the consumer is not running (see docs/architecture.md for reads during ingest).
 """
@@ -22,9 +23,12 @@ import duckdb
 import pyarrow as pa
 
 from ledger.chain import ALGORITHM, GENESIS, entry_hash, micros
+from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.entries import DecodedColumns
 from ledger.envelope import Envelope
 from ledger.errors import ConfigurationError, ConflictingDuplicateError, LedgerLockedError
+from ledger.keys import Signer
+from ledger.merkle import CompactRange, leaf_hash
 
 __all__ = [
     "Accepted",
@@ -33,6 +37,7 @@ __all__ = [
     "Plan",
     "Received",
     "Rejected",
+    "StoredTree",
 ]
 
 FORMAT_VERSION = "1"
@@ -74,6 +79,21 @@ CREATE TABLE IF NOT EXISTS topics (
     topic VARCHAR PRIMARY KEY,
     topic_id VARCHAR NOT NULL
 );
+-- Every perfect subtree of the RFC 9162 tree over the entries (leaf i = entry seq i + 1):
+-- the root of leaves [last - 2^level + 1, last]. Keyed by the leaf that completed it, which
+-- grows with insertion order, so DuckDB's min/max pruning finds any node in one row group.
+CREATE TABLE IF NOT EXISTS tree_nodes (
+    level INTEGER NOT NULL,
+    last BIGINT NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size BIGINT NOT NULL,
+    root BLOB NOT NULL,
+    note VARCHAR NOT NULL,
+    vkey VARCHAR NOT NULL,  -- the signer's signed-note verifier key (name+hash+key)
+    signed_at TIMESTAMPTZ NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS quarantine_id;
 CREATE TABLE IF NOT EXISTS quarantine (
     id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_id'),
@@ -97,6 +117,7 @@ ENTRY_COLUMNS = (
 )  # fmt: skip
 
 _TS = pa.timestamp("us", tz="UTC")
+_NODES_SCHEMA = pa.schema([("level", pa.int32()), ("last", pa.int64()), ("hash", pa.binary())])
 _ARROW_SCHEMA = pa.schema([
     ("seq", pa.int64()), ("event_id", pa.string()), ("type", pa.string()), ("time", _TS),
     ("service", pa.string()), ("environment", pa.string()), ("actor", pa.string()),
@@ -163,11 +184,49 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
-class LedgerWriter:
-    """The ledger's only writer. Not thread-safe; one per file, in one process."""
+class StoredTree:
+    """The Merkle tree as stored: a :class:`ledger.merkle.Tree` for proofs and roots."""
 
-    def __init__(self, path: Path, memory_limit: str | None = None) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, size: int) -> None:
+        self._con = con
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def perfect_root(self, level: int, index: int) -> bytes:
+        last = ((index + 1) << level) - 1
+        rows = self._con.execute(
+            "SELECT hash FROM tree_nodes WHERE last = ? AND level = ?", [last, level]
+        ).fetchall()
+        if not rows or last >= self._size:
+            raise ConfigurationError(
+                f"the ledger stores no tree node at level {level}, index {index}; "
+                "run `ledger verify`"
+            )
+        return bytes(rows[0][0])
+
+
+def _origin(ledger_id: str) -> str:
+    """The checkpoint origin line: names this ledger among all others."""
+    return f"deploy-ledger/{ledger_id}"
+
+
+class LedgerWriter:
+    """The ledger's only writer. Not thread-safe; one per file, in one process.
+
+    With a ``checkpoint_signer``, :meth:`commit` can sign a checkpoint of the new tree.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        memory_limit: str | None = None,
+        checkpoint_signer: Signer | None = None,
+    ) -> None:
         self.path = path
+        self.checkpoint_signer = checkpoint_signer
         self._con = _connect(path, read_only=False)
         # Bounded memory whatever the ledger size: DuckDB evicts cached blocks beyond this.
         limit = memory_limit or os.environ.get("LEDGER_DUCKDB_MEMORY", "64MB")
@@ -180,22 +239,76 @@ class LedgerWriter:
             now = datetime.now(UTC).isoformat()
             # One statement, so a crash cannot leave a partial meta table (executemany
             # commits row by row, and a meta without hash_algorithm refuses every restart).
+            ledger_id = str(uuid.uuid4())
             self._con.execute(
-                "INSERT INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?)",
-                ["format_version", FORMAT_VERSION, "hash_algorithm", ALGORITHM,
-                 "ledger_id", str(uuid.uuid4()), "created_at", now],
+                "INSERT INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)",
+                [
+                    "format_version",
+                    FORMAT_VERSION,
+                    "hash_algorithm",
+                    ALGORITHM,
+                    "ledger_id",
+                    ledger_id,
+                    "created_at",
+                    now,
+                    "origin",
+                    _origin(ledger_id),
+                ],
             )
+            existing = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
         elif existing.get("hash_algorithm") != ALGORITHM:
             raise ConfigurationError(
                 f"{path} uses hash algorithm {existing.get('hash_algorithm')!r}; "
                 f"this build writes {ALGORITHM!r}"
             )
-        row = self._con.execute(
-            "SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        row = self._one("SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1")
         self.head_seq: int = row[0] if row else 0
         self.head_hash: bytes = bytes(row[1]) if row else GENESIS
         self.head_ingested_us: int = micros(row[2]) if row else 0
+        if "origin" not in existing:  # a ledger written before checkpoints existed
+            existing["origin"] = _origin(existing["ledger_id"])
+            self._con.execute("INSERT INTO meta VALUES ('origin', ?)", [existing["origin"]])
+        self.origin: str = existing["origin"]
+        self._tree = self._load_tree()
+        row = self._one("SELECT coalesce(max(size), 0) FROM checkpoints")
+        self.checkpoint_size: int = row[0] if row else 0
+
+    def _one(self, sql: str) -> tuple[Any, ...] | None:
+        # fetchall, not fetchone: DuckDB 2 refuses the next query while a result is open.
+        rows = self._con.execute(sql).fetchall()
+        return rows[0] if rows else None
+
+    def _load_tree(self) -> CompactRange:
+        """The tree's compact state, completing the stored nodes if entries lack them (a
+        ledger from before the tree was kept, upgraded in place in one transaction)."""
+        row = self._one("SELECT count(*) FROM tree_nodes WHERE level = 0")
+        stored = row[0] if row else 0
+        tree = CompactRange.from_tree(StoredTree(self._con, stored), stored)
+        if stored == self.head_seq:
+            return tree
+        nodes: list[tuple[int, int, bytes]] = []
+        reader = self._con.sql(
+            f"SELECT hash FROM entries WHERE seq > {int(stored)} ORDER BY seq"
+        ).to_arrow_reader(50_000)
+        for batch in reader:
+            for digest in batch.column(0).to_pylist():
+                nodes.extend(_completed(tree, leaf_hash(digest)))
+        self._con.execute("BEGIN TRANSACTION")
+        self._insert_nodes(nodes)
+        self._con.execute("COMMIT")
+        return tree
+
+    def _insert_nodes(self, nodes: list[tuple[int, int, bytes]]) -> None:
+        if not nodes:
+            return
+        levels, lasts, hashes = zip(*nodes, strict=True)
+        table = pa.Table.from_arrays(
+            [pa.array(levels, pa.int32()), pa.array(lasts, pa.int64()),
+             pa.array(hashes, pa.binary())], schema=_NODES_SCHEMA,
+        )  # fmt: skip
+        self._con.register("new_nodes", table)
+        self._con.execute("INSERT INTO tree_nodes SELECT level, last, hash FROM new_nodes")
+        self._con.unregister("new_nodes")
 
     def stored_topic_ids(self) -> dict[str, str]:
         """Kafka topic ids the stored offsets refer to (a recreated topic gets a new id)."""
@@ -247,9 +360,19 @@ class LedgerWriter:
         ).fetchall()
         return {event_id: bytes(envelope) for event_id, envelope in rows}
 
-    def commit(self, plan: Plan) -> None:
-        """Write entries, quarantine and offsets in one transaction; all or nothing."""
-        table, head_hash = self._entries_table(plan)
+    def commit(self, plan: Plan, checkpoint: bool = False) -> str | None:
+        """Write entries, tree nodes, quarantine and offsets in one transaction; all or nothing.
+
+        With ``checkpoint`` (and a signer), also sign and store a checkpoint of the new tree
+        when it has grown since the last one; the signed note is returned for publishing.
+        """
+        tree = self._tree.copy()
+        table, head_hash, nodes = self._entries_table(plan, tree)
+        note = None
+        if checkpoint and self.checkpoint_signer is not None and tree.size > self.checkpoint_size:
+            note = sign_checkpoint(
+                Checkpoint(self.origin, tree.size, tree.root()), self.checkpoint_signer
+            )
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -260,15 +383,35 @@ class LedgerWriter:
                     f"SELECT {', '.join(ENTRY_COLUMNS)} FROM new_entries"
                 )
                 con.unregister("new_entries")
+                self._insert_nodes(nodes)
+            if note is not None:
+                signer = self.checkpoint_signer
+                assert signer is not None
+                con.execute(
+                    "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+                    [tree.size, tree.root(), note,
+                     verifier_key(signer.key_id, signer.public_raw), datetime.now(UTC)],
+                )  # fmt: skip
             if plan.quarantined:
                 received_at = datetime.now(UTC)
                 con.executemany(
                     "INSERT INTO quarantine (received_at, kafka_topic, kafka_partition, "
                     "kafka_offset, kafka_key, value, reason, detail, event_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[received_at, r.received.topic, r.received.partition, r.received.offset,
-                      r.received.key, r.received.value, r.reason, r.detail, r.event_id]
-                     for r in plan.quarantined],
+                    [
+                        [
+                            received_at,
+                            r.received.topic,
+                            r.received.partition,
+                            r.received.offset,
+                            r.received.key,
+                            r.received.value,
+                            r.reason,
+                            r.detail,
+                            r.event_id,
+                        ]
+                        for r in plan.quarantined
+                    ],
                 )
             if plan.offsets:
                 con.executemany(
@@ -290,9 +433,23 @@ class LedgerWriter:
             self.head_seq = plan.entries[-1][1]
             self.head_hash = head_hash
             self.head_ingested_us = plan.ingested_us
+            self._tree = tree
+        if note is not None:
+            self.checkpoint_size = tree.size
+        return note
 
-    def _entries_table(self, plan: Plan) -> tuple[pa.Table, bytes]:
+    def latest_checkpoint(self) -> str | None:
+        """The newest signed checkpoint note (to publish again after a restart)."""
+        row = self._con.execute(
+            "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchall()
+        return str(row[0][0]) if row else None
+
+    def _entries_table(
+        self, plan: Plan, tree: CompactRange
+    ) -> tuple[pa.Table, bytes, list[tuple[int, int, bytes]]]:
         prev = self.head_hash
+        nodes: list[tuple[int, int, bytes]] = []
         rows: dict[str, list[Any]] = {name: [] for name in ENTRY_COLUMNS}
         ingested = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=plan.ingested_us)
         for message, seq in plan.entries:
@@ -307,8 +464,9 @@ class LedgerWriter:
             )  # fmt: skip
             for name, value in zip(ENTRY_COLUMNS, values, strict=True):
                 rows[name].append(value)
+            nodes.extend(_completed(tree, leaf_hash(digest)))
             prev = digest
-        return pa.Table.from_pydict(rows, schema=_ARROW_SCHEMA), prev
+        return pa.Table.from_pydict(rows, schema=_ARROW_SCHEMA), prev, nodes
 
     def read_cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection for a reader thread in this process (DuckDB allows one writing process).
@@ -324,6 +482,12 @@ class LedgerWriter:
     def close(self) -> None:
         self._read_root.close()
         self._con.close()
+
+
+def _completed(tree: CompactRange, leaf: bytes) -> list[tuple[int, int, bytes]]:
+    """Append a leaf; the (level, last leaf, hash) of each perfect subtree it completes."""
+    last = tree.size
+    return [(level, last, node) for level, node in enumerate(tree.append(leaf))]
 
 
 def _same_payload(a: bytes, b: bytes) -> bool:
@@ -367,6 +531,17 @@ class LedgerReader:
     def size(self) -> int:
         row = self.one("SELECT count(*) FROM entries")
         return int(row[0]) if row else 0
+
+    def tree(self) -> StoredTree:
+        """The stored Merkle tree, at the ledger's current size."""
+        return StoredTree(self.con, self.size())
+
+    def checkpoints(self) -> list[tuple[int, bytes, str, str]]:
+        """Every stored checkpoint as (size, root, signed note, verifier key), oldest first."""
+        rows = self.con.execute(
+            "SELECT size, root, note, vkey FROM checkpoints ORDER BY signed_at, size"
+        ).fetchall()
+        return [(int(size), bytes(root), str(note), str(vkey)) for size, root, note, vkey in rows]
 
     def iter_entries(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Every entry in sequence order, in bounded batches."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import overload
 
 import pytest
 from hypothesis import given, settings
@@ -15,10 +14,12 @@ from ledger.errors import LedgerError, ProofError
 from ledger.merkle import (
     EMPTY_ROOT,
     CompactRange,
+    LeafHashes,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     root,
+    root_at,
     verify_consistency,
     verify_inclusion,
 )
@@ -156,25 +157,20 @@ HASHES = [leaf_hash(d) for d in DATA]
 ROOTS = [root(HASHES[:n]) for n in range(len(HASHES) + 1)]
 
 
-class LazyLeaves(Sequence[bytes]):
-    """A store-backed accessor stand-in: index access only, counting reads, no slicing."""
+class CountingTree:
+    """A store stand-in: perfect subtree roots by (level, index), counting the lookups."""
 
     def __init__(self, hashes: list[bytes]) -> None:
-        self._hashes = hashes
-        self.reads = 0
+        self._tree = LeafHashes(hashes)
+        self.lookups: list[tuple[int, int]] = []
 
-    def __len__(self) -> int:
-        return len(self._hashes)
+    @property
+    def size(self) -> int:
+        return self._tree.size
 
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(index, slice):
-            raise AssertionError("the leaves were sliced (copied)")
-        self.reads += 1
-        return self._hashes[index]
+    def perfect_root(self, level: int, index: int) -> bytes:
+        self.lookups.append((level, index))
+        return self._tree.perfect_root(level, index)
 
 
 def _flip(value: bytes, position: int, bit: int = 0) -> bytes:
@@ -202,13 +198,13 @@ def test_roots_match_the_ct_vectors_for_every_size() -> None:
 
 @pytest.mark.parametrize(("index", "size", "proof"), CT_INCLUSION)
 def test_inclusion_proofs_match_the_ct_vectors(index: int, size: int, proof: list[bytes]) -> None:
-    assert inclusion_proof(CT_LEAF_HASHES, index, size) == proof
+    assert inclusion_proof(LeafHashes(CT_LEAF_HASHES), index, size) == proof
     verify_inclusion(CT_LEAF_HASHES[index], index, size, proof, CT_ROOTS[size - 1])
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), CT_CONSISTENCY)
 def test_consistency_proofs_match_the_ct_vectors(old: int, new: int, proof: list[bytes]) -> None:
-    assert consistency_proof(CT_LEAF_HASHES, old, new) == proof
+    assert consistency_proof(LeafHashes(CT_LEAF_HASHES), old, new) == proof
     verify_consistency(old, new, CT_ROOTS[old - 1], CT_ROOTS[new - 1], proof)
 
 
@@ -320,7 +316,7 @@ def test_every_inclusion_proof_up_to_64_leaves_matches_the_rfc_and_verifies() ->
     for size in range(1, 65):
         assert ROOTS[size] == ref_mth(DATA[:size])
         for index in range(size):
-            proof = inclusion_proof(HASHES, index, size)
+            proof = inclusion_proof(LeafHashes(HASHES), index, size)
             assert proof == ref_path(index, DATA[:size])
             verify_inclusion(HASHES[index], index, size, proof, ROOTS[size])
 
@@ -328,31 +324,33 @@ def test_every_inclusion_proof_up_to_64_leaves_matches_the_rfc_and_verifies() ->
 def test_every_consistency_proof_up_to_64_leaves_matches_the_rfc_and_verifies() -> None:
     for new in range(1, 65):
         for old in range(0, new + 1):
-            proof = consistency_proof(HASHES, old, new)
+            proof = consistency_proof(LeafHashes(HASHES), old, new)
             expected = [] if old in (0, new) else ref_subproof(old, DATA[:new], True)
             assert proof == expected
             verify_consistency(old, new, ROOTS[old], ROOTS[new], proof)
 
 
-def test_proofs_read_a_lazy_sequence_by_index_without_copying() -> None:
-    leaves = LazyLeaves(HASHES[:64])
-    assert root(leaves) == ROOTS[64]
-    leaves.reads = 0
-    proof = inclusion_proof(leaves, 37, 50)
-    assert leaves.reads == 49  # every leaf but the one proven, each read once
+def test_proofs_need_only_logarithmically_many_stored_subtree_roots() -> None:
+    tree = CountingTree(HASHES[:64])
+    proof = inclusion_proof(tree, 37, 50)
+    # One stored root per hash of the path, top down; no leaf is read to recompute a subtree.
+    assert tree.lookups == [(5, 0), (1, 24), (3, 5), (2, 8), (1, 19), (0, 36)]
     verify_inclusion(HASHES[37], 37, 50, proof, ROOTS[50])
-    verify_consistency(21, 64, ROOTS[21], ROOTS[64], consistency_proof(leaves, 21, 64))
+    tree.lookups.clear()
+    verify_consistency(21, 64, ROOTS[21], ROOTS[64], consistency_proof(tree, 21, 64))
+    assert len(tree.lookups) <= 2 * 64 .bit_length()
+    assert root_at(tree, 50) == ROOTS[50]
 
 
 def test_generation_refuses_impossible_requests() -> None:
     with pytest.raises(ValueError, match="not in a tree"):
-        inclusion_proof(HASHES, 8, 8)
+        inclusion_proof(LeafHashes(HASHES), 8, 8)
     with pytest.raises(ValueError, match="not within"):
-        inclusion_proof(HASHES, 0, len(HASHES) + 1)
+        inclusion_proof(LeafHashes(HASHES), 0, len(HASHES) + 1)
     with pytest.raises(ValueError, match="old size"):
-        consistency_proof(HASHES, 9, 8)
+        consistency_proof(LeafHashes(HASHES), 9, 8)
     with pytest.raises(ValueError, match="not within"):
-        consistency_proof(HASHES, 1, len(HASHES) + 1)
+        consistency_proof(LeafHashes(HASHES), 1, len(HASHES) + 1)
 
 
 # --- tampering ------------------------------------------------------------------------------------
@@ -364,7 +362,7 @@ sizes = st.integers(min_value=1, max_value=64)
 @given(size=sizes, data=st.data())
 def test_any_flipped_proof_or_root_byte_fails_inclusion(size: int, data: st.DataObject) -> None:
     index = data.draw(st.integers(0, size - 1))
-    proof = inclusion_proof(HASHES, index, size)
+    proof = inclusion_proof(LeafHashes(HASHES), index, size)
     position, bit = data.draw(st.integers(0, 31)), data.draw(st.integers(0, 7))
     with pytest.raises(ProofError) as caught:
         verify_inclusion(HASHES[index], index, size, proof, _flip(ROOTS[size], position, bit))
@@ -384,9 +382,9 @@ def test_any_flipped_proof_or_root_byte_fails_inclusion(size: int, data: st.Data
 def test_a_wrong_index_fails_inclusion(size: int, data: st.DataObject) -> None:
     index = data.draw(st.integers(0, size - 1))
     other = data.draw(st.integers(-2, size + 2).filter(lambda i: i != index))
+    proof = inclusion_proof(LeafHashes(HASHES), index, size)
     with pytest.raises(ProofError):
-        verify_inclusion(HASHES[index], other, size, inclusion_proof(HASHES, index, size),
-                         ROOTS[size])
+        verify_inclusion(HASHES[index], other, size, proof, ROOTS[size])
 
 
 @settings(max_examples=300, deadline=None)
@@ -399,7 +397,7 @@ def test_a_wrong_size_fails_inclusion_unless_the_path_has_the_same_shape(
     come from a signed checkpoint together with its root."""
     index = data.draw(st.integers(0, size - 1))
     other = data.draw(st.integers(0, 70).filter(lambda n: n != size))
-    proof = inclusion_proof(HASHES, index, size)
+    proof = inclusion_proof(LeafHashes(HASHES), index, size)
     if index < other and ref_shape(index, other) == ref_shape(index, size):
         verify_inclusion(HASHES[index], index, other, proof, ROOTS[size])
     else:
@@ -409,8 +407,8 @@ def test_a_wrong_size_fails_inclusion_unless_the_path_has_the_same_shape(
 
 def test_sizes_are_bound_by_the_checkpoint_not_the_proof() -> None:
     """Known RFC 9162 behaviour, kept visible: (0, 5) and (0, 8) share a path shape."""
-    verify_inclusion(HASHES[0], 0, 5, inclusion_proof(HASHES, 0, 8), ROOTS[8])
-    verify_consistency(1, 4, ROOTS[1], ROOTS[3], consistency_proof(HASHES, 1, 3))
+    verify_inclusion(HASHES[0], 0, 5, inclusion_proof(LeafHashes(HASHES), 0, 8), ROOTS[8])
+    verify_consistency(1, 4, ROOTS[1], ROOTS[3], consistency_proof(LeafHashes(HASHES), 1, 3))
 
 
 @settings(max_examples=300, deadline=None)
@@ -419,7 +417,7 @@ def test_any_flipped_byte_or_wrong_old_size_fails_consistency(
     new: int, data: st.DataObject
 ) -> None:
     old = data.draw(st.integers(1, new - 1))
-    proof = consistency_proof(HASHES, old, new)
+    proof = consistency_proof(LeafHashes(HASHES), old, new)
     position, bit = data.draw(st.integers(0, 31)), data.draw(st.integers(0, 7))
     which = data.draw(st.integers(0, len(proof) - 1))
     bad = [_flip(p, position, bit) if i == which else p for i, p in enumerate(proof)]
@@ -443,15 +441,15 @@ def test_a_wrong_new_size_with_another_proof_length_fails_consistency(
 ) -> None:
     old = data.draw(st.integers(1, new - 1))
     other = data.draw(st.integers(old + 1, 70).filter(lambda n: n != new))
-    proof = consistency_proof(HASHES, old, new)
-    if len(consistency_proof(HASHES, old, other)) != len(proof):
+    proof = consistency_proof(LeafHashes(HASHES), old, new)
+    if len(consistency_proof(LeafHashes(HASHES), old, other)) != len(proof):
         with pytest.raises(ProofError) as caught:
             verify_consistency(old, other, ROOTS[old], ROOTS[new], proof)
         assert caught.value.check == "proof_length"
 
 
 def test_errors_name_what_failed() -> None:
-    proof = inclusion_proof(HASHES, 5, 8)
+    proof = inclusion_proof(LeafHashes(HASHES), 5, 8)
     with pytest.raises(ProofError, match="out of range") as caught:
         verify_inclusion(HASHES[5], 8, 8, proof, ROOTS[8])
     assert caught.value.reason == "bad_proof"
@@ -467,7 +465,7 @@ def test_errors_name_what_failed() -> None:
         verify_inclusion(HASHES[5], 5, 8, [proof[0][:31], *proof[1:]], ROOTS[8])
     assert caught.value.check == "hash_length"
     with pytest.raises(ProofError, match="old root") as caught:
-        verify_consistency(3, 8, ROOTS[4], ROOTS[8], consistency_proof(HASHES, 3, 8))
+        verify_consistency(3, 8, ROOTS[4], ROOTS[8], consistency_proof(LeafHashes(HASHES), 3, 8))
     assert caught.value.check == "old_root_mismatch"
     with pytest.raises(ProofError, match="out of range") as caught:
         verify_consistency(9, 8, ROOTS[8], ROOTS[8], [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from consumers.ledger_consumer import LedgerConsumer
+from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.api.server import parse_listen
 from ledger.cli._common import (
     DEFAULT_DB,
@@ -36,7 +37,8 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
 )
-from ledger.keys import Keyring
+from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC
+from ledger.keys import Keyring, Signer
 from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
 
@@ -66,10 +68,35 @@ def consume(
                      help="Serve the read-only HTTP API on HOST:PORT (token: LEDGER_API_TOKEN)."),
     ] = None,
     api_token: ApiToken = None,
+    checkpoint_key: Annotated[
+        Path | None,
+        typer.Option(envvar="LEDGER_CHECKPOINT_KEY", show_envvar=True,
+                     help="The ledger's own private key: sign checkpoints of the tree."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, envvar="LEDGER_CHECKPOINT_EVERY",
+                          help="Sign a checkpoint after this many new entries...")
+    ] = 10_000,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(min=0.1, envvar="LEDGER_CHECKPOINT_SECONDS",
+                            help="...or once the newest entries are this many seconds old.")
+    ] = 30.0,
+    checkpoint_topic: Annotated[
+        str, typer.Option(envvar="LEDGER_CHECKPOINT_TOPIC", help="Topic checkpoints go to.")
+    ] = DEFAULT_CHECKPOINT_TOPIC,
+    witness: Annotated[
+        Path | None,
+        typer.Option(envvar="LEDGER_WITNESS", show_envvar=True,
+                     help="File every checkpoint is appended to; default: DB with .witness."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Verify signed events from Kafka and chain them into the ledger (runs until stopped)."""
+    """Verify signed events from Kafka and chain them into the ledger (runs until stopped).
+
+    With --checkpoint-key, signed checkpoints of the Merkle tree go to the ledger, the
+    checkpoint topic and the witness file (keep a copy of it away from the ledger).
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
@@ -81,8 +108,20 @@ def consume(
             fail("--serve needs a token: set LEDGER_API_TOKEN (or --api-token)")
         settings = kafka_settings(bootstrap, topic, security_protocol, sasl_mechanism, ssl_cafile)
         ring = Keyring.load(keyring)
+        policy = None
+        if checkpoint_key is not None:
+            policy = CheckpointPolicy(
+                Signer.from_file(checkpoint_key), witness or db.with_suffix(".witness"),
+                checkpoint_topic, checkpoint_every, checkpoint_seconds,
+            )
+        elif witness is not None:
+            fail("--witness needs --checkpoint-key (LEDGER_CHECKPOINT_KEY)")
+        else:
+            console.print("[yellow]no --checkpoint-key: no signed checkpoints, so truncation "
+                          "of the ledger cannot be detected[/yellow]")
         consumer = LedgerConsumer(settings, db, ring, group=group, batch_size=batch_size,
-                                  workers=workers, serve=listen, api_token=api_token)
+                                  workers=workers, serve=listen, api_token=api_token,
+                                  checkpoints=policy)
 
         def _stop(signum: int, frame: FrameType | None) -> None:
             console.print(f"{signal.Signals(signum).name}: finishing the current batch")
@@ -95,7 +134,7 @@ def consume(
         print_json(stats.as_dict())
     else:
         console.print(f"accepted {stats.accepted}, duplicates {stats.duplicates}, "
-                      f"quarantined {stats.quarantined}")
+                      f"quarantined {stats.quarantined}, checkpoints {stats.checkpoints}")
 
 
 def verify(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:

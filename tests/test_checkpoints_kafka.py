@@ -1,0 +1,114 @@
+"""The consumer signs checkpoints of the Merkle tree and keeps copies outside the ledger:
+the checkpoint topic and the witness file. Real broker, real DuckDB file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_event
+from consumer_helpers import consume, emit, entries, ledger_cli
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers.ledger_consumer import CheckpointPolicy
+from ledger.checkpoint import open_checkpoint, split_notes
+from ledger.kafka import KafkaSettings
+from ledger.keys import Keyring, Signer
+from ledger.merkle import LeafHashes, leaf_hash, root_at
+from ledger.store import LedgerReader
+
+pytestmark = pytest.mark.kafka
+
+
+def _topic_notes(settings: KafkaSettings, topic: str) -> list[str]:
+    consumer = KafkaConsumer(**settings.client_config(), group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        notes: list[str] = []
+        while consumer.position(tp) < end:
+            for batch in consumer.poll(timeout_ms=1000).values():
+                notes.extend(record.value.decode() for record in batch)
+        return notes
+    finally:
+        consumer.close()
+
+
+def _open_all(notes: list[str], key: Signer, origin: str) -> list[tuple[int, bytes]]:
+    return [
+        (c.size, c.root)
+        for c in (open_checkpoint(n, key.key_id, key.public_raw, origin) for n in notes)
+    ]
+
+
+def test_consumer_signs_publishes_and_witnesses_checkpoints(
+    kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path
+) -> None:
+    ledger_key = Signer.generate("ledger")
+    db, witness = tmp_path / "ledger.duckdb", tmp_path / "ledger.witness"
+    topic = kafka.topic + ".checkpoints"
+    policy = CheckpointPolicy(ledger_key, witness, topic=topic, every=50, seconds=3600)
+    emit(kafka, ci_signer, [make_event(service=f"svc-{i % 7}") for i in range(160)])
+
+    stats = consume(kafka, db, keyring, batch_size=40, checkpoints=policy)
+
+    reader = LedgerReader(db)
+    try:
+        origin = reader.meta()["origin"]
+        stored = reader.checkpoints()
+        tree = reader.tree()
+        leaves = LeafHashes([leaf_hash(bytes(r["hash"])) for r in entries(db)])
+        # every stored checkpoint signs the root the tree had at its size
+        for size, root, _note, _vkey in stored:
+            assert root == root_at(tree, size) == root_at(leaves, size)
+    finally:
+        reader.close()
+    witnessed = _open_all(split_notes(witness.read_text()), ledger_key, origin)
+    sizes = [size for size, _ in witnessed]
+    assert sizes == sorted(set(sizes)), "witness sizes must only grow"
+    assert sizes[-1] == 160  # the last one, signed on the way out, covers everything
+    assert all(s - prev >= 50 for prev, s in zip([0, *sizes], sizes[:-1], strict=False))
+    assert witnessed == [(size, root) for size, root, _, _ in stored]
+    assert stats.checkpoints == len(stored)
+    assert _open_all(_topic_notes(kafka, topic), ledger_key, origin) == witnessed
+
+    # A restart with nothing new signs nothing and does not repeat the witness.
+    before = witness.read_bytes()
+    again = consume(kafka, db, keyring, checkpoints=policy, until_idle=1.0)
+    assert again.checkpoints == 0
+    assert witness.read_bytes() == before
+
+
+def test_cli_consume_with_a_checkpoint_key_writes_the_witness_next_to_the_ledger(
+    kafka: KafkaSettings, ci_signer: Signer, keyring_file: Path, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    assert ledger_cli("keys", "generate", "--id", "ledger", "--out", str(keys)).returncode == 0
+    emit(kafka, ci_signer, [make_event() for _ in range(5)])
+    db = tmp_path / "cli.duckdb"
+
+    result = ledger_cli(
+        "consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic, "--db", str(db),
+        "--keyring", str(keyring_file), "--until-idle", "2",
+        LEDGER_CHECKPOINT_KEY=str(keys / "ledger.key"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "checkpoints 1" in result.stderr
+    notes = split_notes((tmp_path / "cli.witness").read_text())
+    key = Signer.from_file(keys / "ledger.key")
+    assert [size for size, _ in _open_all(notes, key, notes[0].split("\n")[0])] == [5]
+
+
+def test_cli_consume_without_a_checkpoint_key_warns(
+    kafka: KafkaSettings, keyring_file: Path, tmp_path: Path
+) -> None:
+    result = ledger_cli(
+        "consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
+        "--db", str(tmp_path / "l.duckdb"), "--keyring", str(keyring_file), "--until-idle", "1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "truncation" in result.stderr
