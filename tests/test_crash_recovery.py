@@ -36,9 +36,11 @@ from consumer_helpers import (
 
 from consumers.ledger_consumer import LedgerConsumer
 from ledger.broker import LocalBroker
+from ledger.checkpoint import open_checkpoint, split_notes
 from ledger.events import Event
 from ledger.kafka import KafkaSettings, ensure_topics
 from ledger.keys import Keyring, Signer
+from ledger.merkle import LeafHashes, leaf_hash, root_at
 from ledger.producer import seal
 from ledger.store import LedgerReader
 
@@ -140,8 +142,14 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         produced_ids.extend(e.id for e, _ in events)
         rejected.update({(d.partition, d.offset): d.value for d in delivered[len(values):]})
 
+    ledger_key = Signer.generate("ledger")
+    key_file = tmp_path / "ledger.key"
+    key_file.write_bytes(ledger_key.private_pem())
+    witness = tmp_path / "ledger.witness"
     env = cli_env(LEDGER_BOOTSTRAP=kafka.bootstrap, LEDGER_TOPIC=kafka.topic,
-                  LEDGER_DB=str(db), LEDGER_KEYRING=str(keyring_file))
+                  LEDGER_DB=str(db), LEDGER_KEYRING=str(keyring_file),
+                  LEDGER_CHECKPOINT_KEY=str(key_file), LEDGER_CHECKPOINT_EVERY="150",
+                  LEDGER_WITNESS=str(witness))
     command = [sys.executable, "-m", "ledger", "consume", "--batch-size", "100", "--workers", "2",
                "--verbose"]
     top_up(FIRST_BATCH)
@@ -175,7 +183,8 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         # the last run goes to the end of the topic and exits by itself
         final = ledger_cli("consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
                            "--db", str(db), "--keyring", str(keyring_file), "--batch-size", "100",
-                           "--until-idle", "3", "--json", timeout=300)
+                           "--until-idle", "3", "--json", timeout=300,
+                           LEDGER_CHECKPOINT_KEY=str(key_file), LEDGER_WITNESS=str(witness))
         assert final.returncode == 0, final.stderr
         summary = cli_json(final)
     finally:
@@ -210,6 +219,30 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     checked = ledger_cli("verify", "--db", str(db), "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert cli_json(checked)["size"] == len(produced_ids)
+    _assert_tree_and_checkpoints_survived(db, rows, witness, ledger_key)
+
+
+def _assert_tree_and_checkpoints_survived(
+    db: Path, rows: list[dict[str, Any]], witness: Path, key: Signer
+) -> None:
+    """The tree nodes and checkpoints were written in the batches' transactions: whatever
+    the kills, every stored and witnessed checkpoint signs the root of the entries."""
+    leaves = LeafHashes([leaf_hash(bytes(r["hash"])) for r in rows])
+    reader = LedgerReader(db)
+    try:
+        stored = reader.checkpoints()
+        tree = reader.tree()
+        assert root_at(tree, tree.size) == root_at(leaves, leaves.size)
+        origin = reader.meta()["origin"]
+    finally:
+        reader.close()
+    assert stored and stored[-1][0] == len(rows)  # the clean last run covered everything
+    for size, root, _note, _vkey in stored:
+        assert root == root_at(leaves, size)
+    witnessed = [open_checkpoint(n, key.key_id, key.public_raw, origin)
+                 for n in split_notes(witness.read_text())]
+    assert [c.size for c in witnessed] == sorted({c.size for c in witnessed})
+    assert {(c.size, c.root) for c in witnessed} <= {(s, r) for s, r, _, _ in stored}
 
 
 # --- broker restart ------------------------------------------------------------------------
