@@ -8,33 +8,15 @@ from pathlib import Path
 import pytest
 from conftest import make_event
 from consumer_helpers import consume, emit, entries, ledger_cli
-from kafka import KafkaConsumer, TopicPartition
 
 from consumers.ledger_consumer import CheckpointPolicy
 from ledger.checkpoint import open_checkpoint, split_notes
-from ledger.kafka import KafkaSettings
+from ledger.kafka import KafkaSettings, read_topic
 from ledger.keys import Keyring, Signer
 from ledger.merkle import LeafHashes, leaf_hash, root_at
 from ledger.store import LedgerReader
 
 pytestmark = pytest.mark.kafka
-
-
-def _topic_notes(settings: KafkaSettings, topic: str) -> list[str]:
-    consumer = KafkaConsumer(**settings.client_config(), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        notes: list[str] = []
-        while consumer.position(tp) < end:
-            for batch in consumer.poll(timeout_ms=1000).values():
-                notes.extend(record.value.decode() for record in batch)
-        return notes
-    finally:
-        consumer.close()
 
 
 def _open_all(notes: list[str], key: Signer, origin: str) -> list[tuple[int, bytes]]:
@@ -73,7 +55,8 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
     assert all(s - prev >= 50 for prev, s in zip([0, *sizes], sizes[:-1], strict=False))
     assert witnessed == [(size, root) for size, root, _, _ in stored]
     assert stats.checkpoints == len(stored)
-    assert _open_all(_topic_notes(kafka, topic), ledger_key, origin) == witnessed
+    published = [value.decode() for value in read_topic(kafka, topic)]
+    assert _open_all(published, ledger_key, origin) == witnessed
 
     # A restart with nothing new signs nothing and does not repeat the witness.
     before = witness.read_bytes()
