@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,30 +200,31 @@ class LedgerConsumer:
             idle_since = last_refresh = time.monotonic()
             log.info("ledger %s at seq %d; reading %s (%d partitions)",
                      self.db_path, writer.head_seq, self.settings.topic, len(assigned))
-            pending: _Pending | None = None  # verifying in the workers while we fetch
+            # Batches submitted to the workers, oldest first: the next one is verified while
+            # the main process commits the previous one, so neither side waits on the other.
+            pending: deque[_Pending] = deque()
             while True:
                 batch = [] if self.stop.is_set() else self._collect(consumer)
                 now = time.monotonic()
                 if self._recreated(consumer):
                     # Positions from the old incarnation are meaningless: start it over.
-                    pending = None
+                    pending.clear()
                     self._position(consumer, writer, assigned)
                     continue
-                if pending is not None:
+                if batch:
+                    pending.append(_Pending(batch, verifier.submit([m.value for m in batch])))
+                    idle_since = now
+                if len(pending) > 1 or (pending and not batch):
                     try:
-                        self._commit(pending, writer, consumer, dlq)
+                        self._commit(pending.popleft(), writer, consumer, dlq)
                     except TransportError as exc:
                         log.warning("batch not committed (%s); retrying from stored offsets",
                                     exc.message)
-                        pending = None
+                        pending.clear()
                         self.stop.wait(2.0)
                         self._position(consumer, writer, assigned)
                         continue
-                    pending = None
-                if batch:
-                    pending = _Pending(batch, verifier.submit([m.value for m in batch]))
-                    idle_since = now
-                else:
+                if not batch and not pending:
                     stopping = self.stop.is_set() or (
                         until_idle is not None and now - idle_since >= until_idle
                     )
