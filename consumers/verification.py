@@ -1,54 +1,27 @@
-"""Signature verification spread over worker processes (Ed25519 costs ~57 µs a core).
+"""Signature verification of received messages, inline or in the shared worker pool.
 
-Workers are spawned (not forked: the consumer runs Kafka and HTTP threads) and import only
-the pure verification core. They ignore SIGINT and SIGTERM: stopping is the parent's job,
-which finishes its batch and then shuts the pool down; if the parent dies (even by
-SIGKILL), a watcher thread in each worker sees it and the worker exits.
+The pool (ledger/workers.py) is one spawned process per core holding the keyring; Ed25519
+costs ~57 µs a core, so the consumer fetches batch N+1 while the workers verify batch N.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 from ledger.entries import DecodedColumns, decoded_columns
 from ledger.errors import RejectedMessage
 from ledger.keys import Keyring
 from ledger.verify import verify_message
+from ledger.workers import spawn_pool, worker_keyring
 
 __all__ = ["Outcome", "Verifier"]
 
 Outcome = tuple[DecodedColumns | None, str, str]
 """(columns of the verified event, or None with the refusal reason and detail)."""
 
-_worker_keyring: Keyring | None = None
-
-
-def _init_worker(keyring_json: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    global _worker_keyring
-    _worker_keyring = Keyring.model_validate_json(keyring_json)
-    # A worker holds its own end of the task queue, so a parent killed with SIGKILL leaves
-    # it waiting forever (and the resource tracker with it): watch the parent instead.
-    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
-
-
-def _exit_with_parent() -> None:
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        parent.join()  # returns when the parent process is gone
-        os._exit(0)
-
 
 def _verify_in_worker(values: Sequence[bytes]) -> list[Outcome]:
-    if _worker_keyring is None:
-        raise RuntimeError("verification worker started without a keyring")
-    return verify_all(values, _worker_keyring)
+    return verify_all(values, worker_keyring())
 
 
 def verify_all(values: Sequence[bytes], keyring: Keyring) -> list[Outcome]:
@@ -69,16 +42,7 @@ class Verifier:
     def __init__(self, keyring: Keyring, workers: int) -> None:
         self.keyring = keyring
         self.workers = workers
-        self._pool = (
-            ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(keyring.model_dump_json(),),
-            )
-            if workers > 1
-            else None
-        )
+        self._pool = spawn_pool(keyring, workers) if workers > 1 else None
 
     def submit(self, values: Sequence[bytes]) -> Callable[[], list[Outcome]]:
         """Start verifying a batch; the returned call waits for the outcomes, in order.

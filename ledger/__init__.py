@@ -38,8 +38,8 @@ if TYPE_CHECKING:
         new_event_id,
     )
     from ledger.integrity import (
-        ChainReport,
-        verify_chain,
+        LedgerReport,
+        verify_ledger,
     )
     from ledger.kafka import (
         KafkaSettings,
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "AuthorizationError": "ledger.errors",
     "ChainBrokenError": "ledger.errors",
-    "ChainReport": "ledger.integrity",
     "ConfigurationError": "ledger.errors",
     "Delivery": "ledger.producer",
     "EVENT_TYPES": "ledger.events",
@@ -79,6 +78,7 @@ _EXPORTS: dict[str, str] = {
     "LedgerError": "ledger.errors",
     "LedgerProducer": "ledger.producer",
     "LedgerReader": "ledger.store",
+    "LedgerReport": "ledger.integrity",
     "LedgerWriter": "ledger.store",
     "PAYLOAD_TYPE": "ledger.envelope",
     "RejectedMessage": "ledger.errors",
@@ -94,7 +94,7 @@ _EXPORTS: dict[str, str] = {
     "event_from_mapping": "ledger.events",
     "new_event_id": "ledger.events",
     "seal": "ledger.producer",
-    "verify_chain": "ledger.integrity",
+    "verify_ledger": "ledger.integrity",
     "verify_message": "ledger.verify",
 }
 
@@ -103,7 +103,6 @@ __all__ = [
     "PAYLOAD_TYPE",
     "AuthorizationError",
     "ChainBrokenError",
-    "ChainReport",
     "ConfigurationError",
     "Delivery",
     "Envelope",
@@ -115,6 +114,7 @@ __all__ = [
     "LedgerError",
     "LedgerProducer",
     "LedgerReader",
+    "LedgerReport",
     "LedgerWriter",
     "RejectedMessage",
     "Signature",
@@ -129,7 +129,7 @@ __all__ = [
     "event_from_mapping",
     "new_event_id",
     "seal",
-    "verify_chain",
+    "verify_ledger",
     "verify_message",
 ]
 

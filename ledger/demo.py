@@ -25,7 +25,15 @@ from ledger.kafka import KafkaSettings
 from ledger.keys import Keyring, Signer, generate_key_files
 from ledger.producer import LedgerProducer
 
-__all__ = ["DemoHistory", "build_history", "demo_keyring", "emit_history", "forged_messages"]
+__all__ = [
+    "LEDGER_KEY_ID",
+    "DemoHistory",
+    "build_history",
+    "demo_keyring",
+    "emit_history",
+    "forged_messages",
+    "ledger_key",
+]
 
 # Signing identities and what the keyring lets each of them sign.
 KEY_POLICIES: dict[str, tuple[list[str], list[str]]] = {
@@ -195,6 +203,16 @@ def demo_keyring(key_dir: Path) -> tuple[dict[str, Signer], Keyring]:
         ring.trust(key_id, signer.public_raw, types=types, sources=sources)
         signers[key_id] = signer
     return signers, ring
+
+
+LEDGER_KEY_ID = "ledger"
+"""The ledger's own key: signs checkpoints and evidence bundles, never events."""
+
+
+def ledger_key(key_dir: Path) -> Signer:
+    """Generate the ledger's key on disk beside the producers' (it is not in the keyring)."""
+    key_path, _ = generate_key_files(LEDGER_KEY_ID, key_dir)
+    return Signer.from_file(key_path)
 
 
 def forged_messages(history: DemoHistory, ci_signer: Signer) -> list[tuple[bytes, bytes]]:

@@ -213,3 +213,18 @@ class InconsistentCheckpointError(CheckpointError):
         self.size = size
         self.checkpoint_root = checkpoint_root
         self.ledger_root = ledger_root
+
+
+# --- evidence bundles ------------------------------------------------------------------------
+
+
+class EvidenceError(LedgerError):
+    """An evidence bundle cannot be built, or fails a step of its offline verification;
+    ``check`` names the step (see docs/formats.md), ``seq`` the entry when there is one."""
+
+    reason = "bad_evidence"
+
+    def __init__(self, message: str, check: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.check = check
+        self.seq = seq

@@ -1,94 +1,538 @@
-"""Integrity of a stored ledger: recompute every link from the stored bytes (no I/O here).
+"""Verification of a stored ledger: every byte, link, tree node, signature and checkpoint.
 
-Checks, in order, for each entry in sequence order; the first failure names its entry:
+``ledger verify`` runs this checklist. Entry checks come first and the failure reported is
+the one at the lowest sequence number (at the same entry, the lowest-numbered check);
+the checkpoint checks run once every entry passes.
+
+Over all entries at once, in DuckDB SQL (column-wise; each entry's hash depends only on
+its own row, so no Python loop walks the chain):
 
 1. ``sequence``: sequence numbers run 1, 2, 3, … with no gap or repeat;
 2. ``link``: ``prev_hash`` equals the previous entry's ``hash`` (zeros for the first);
-3. ``entry_hash``: ``hash`` equals the chain hash of the stored inputs (ledger.chain);
+3. ``entry_hash``: ``hash`` equals the chain hash of the row's stored inputs (ledger.chain);
 4. ``ingestion_order``: ingestion time never goes backwards;
-5. ``decoded_columns``: the query columns equal a fresh decode of the stored envelope.
+5. ``tree``: every stored Merkle node is the hash of its children (a leaf, of its entry's
+   hash), and each level holds exactly its ``size >> level`` nodes at their places.
 
-Deleting, inserting, reordering or editing rows, or any stored byte, fails one of them.
+Per entry, before the first failure of 1-5, in one spawned worker process per core fed
+Arrow batches of 10,000 rows:
+
+6. ``decoded_columns``: the envelope decodes, ``key_id`` is among its signers and the query
+   columns equal a fresh decode of the signed payload;
+7. ``signature``: the payload type is the ledger's and a signature by ``key_id`` verifies
+   over ``PAE(payloadType, payload)`` under the keyring's key;
+8. ``authorization``: the keyring authorizes ``key_id`` for the event's type and source at
+   the event's time (a key revoked since then fails, ``key_revoked``).
+
+Against signed checkpoints (C2SP notes; ledger/checkpoint.py):
+
+9. ``checkpoint``: each stored checkpoint opens under the trusted key (without one, under
+   the key stored beside it), names this ledger's origin, signs the size and root stored
+   with it, which is the tree's root at that size, and none is smaller than one signed
+   before it; each external checkpoint (a witness file) opens under the trusted key;
+10. ``truncated``: no external checkpoint is larger than the ledger;
+11. ``consistency``: the tree's root at each external checkpoint's size is the one it
+    signs: the ledger is a consistent extension of it.
+
+1-5 catch any edited byte or column, deleted, inserted or reordered row; 9-11 catch what
+the entries alone cannot: a cut-off tail, a rollback to an older state, and a chain
+rewritten consistently from some entry on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+import base64
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, TypeVar
 
-import pyarrow as pa
-
-from ledger.chain import GENESIS, entry_hash, micros
+from ledger.chain import DOMAIN, GENESIS
+from ledger.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
 from ledger.codec import decode_event
 from ledger.entries import DecodedColumns, decoded_columns
-from ledger.envelope import Envelope
-from ledger.errors import ChainBrokenError, LedgerError
+from ledger.envelope import PAYLOAD_TYPE, Envelope, pae
+from ledger.errors import (
+    AuthorizationError,
+    ChainBrokenError,
+    CheckpointError,
+    ConfigurationError,
+    InconsistentCheckpointError,
+    LedgerError,
+    SignatureError,
+)
+from ledger.keys import Keyring
+from ledger.merkle import Tree, root_at
+from ledger.workers import spawn_pool, worker_keyring
 
-__all__ = ["ChainReport", "verify_chain"]
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from ledger.proofs import TrustedKey
+    from ledger.store import LedgerReader
+
+__all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "check_entries", "verify_ledger"]
+
+CHECKS = (
+    "sequence", "link", "entry_hash", "ingestion_order", "tree", "decoded_columns",
+    "signature", "authorization", "checkpoint", "truncated", "consistency",
+)  # fmt: skip
+"""Check names in checklist order, which breaks ties between failures at one entry."""
+
+BATCH_ROWS = 10_000
+_T = TypeVar("_T")
+
+Progress = Callable[[str, int, int], None]
+"""Called with (stage, done, total) as verification advances."""
+
+EntryFailure = tuple[int, str, str]
+"""(seq, check, message) of an entry that failed one of checks 6-8."""
+
+# 1, 2, 4: the row at each position in seq order beside the previous row's hash and time.
+_ORDER_SQL = """
+SELECT pos, seq, prev_hash, previous_hash, ingested_at, previous_ingested FROM (
+    SELECT seq, prev_hash, ingested_at, row_number() OVER w AS pos,
+           lag(hash) OVER w AS previous_hash, lag(ingested_at) OVER w AS previous_ingested
+    FROM entries WINDOW w AS (ORDER BY seq, rowid))
+WHERE seq IS DISTINCT FROM pos OR prev_hash IS DISTINCT FROM coalesce(previous_hash, $genesis)
+   OR ingested_at < previous_ingested
+ORDER BY pos LIMIT 1
+"""
+# 3: ledger.chain.entry_hash in SQL. sha256() gives hex, unhex() the bytes; an integer cast
+# to BIT and then BLOB is its 8 bytes big-endian in two's complement (u64be for seq >= 1,
+# i64be for ingestion times, even before 1970).
+_HASH_SQL = """
+SELECT seq, hash, computed FROM (
+    SELECT seq, hash, unhex(sha256($domain || seq::BIT::BLOB
+        || epoch_us(ingested_at)::BIT::BLOB || prev_hash || unhex(sha256(envelope)))) AS computed
+    FROM entries)
+WHERE computed IS DISTINCT FROM hash
+ORDER BY seq LIMIT 1
+"""
+# 5: nodes where no node can be (an impossible level, past the last entry), then the first
+# node out of place within each level (the k-th node of level l must complete leaf k * 2^l).
+_TREE_STRAY_SQL = """
+SELECT level, min(last) FROM tree_nodes
+WHERE level NOT BETWEEN 0 AND $top OR last NOT BETWEEN 0 AND $size - 1
+GROUP BY level
+"""
+_TREE_PLACES_SQL = """
+SELECT level, min(least(last, expected)) FROM (
+    SELECT level, last,
+           row_number() OVER (PARTITION BY level ORDER BY last) * (1::BIGINT << level) - 1
+           AS expected
+    FROM tree_nodes WHERE level BETWEEN 0 AND $top AND last BETWEEN 0 AND $size - 1)
+WHERE last <> expected
+GROUP BY level
+"""
+_TREE_COUNTS_SQL = "SELECT level, count(*) FROM tree_nodes GROUP BY level"
+# Leaf i is the entry at position i + 1 in seq order (its seq, once 1 passes).
+_TREE_LEAVES_SQL = """
+SELECT n.last FROM tree_nodes n LEFT JOIN (
+    SELECT hash, row_number() OVER (ORDER BY seq, rowid) - 1 AS last FROM entries) e
+    ON e.last = n.last
+WHERE n.level = 0 AND n.hash IS DISTINCT FROM unhex(sha256($leaf || e.hash))
+ORDER BY n.last LIMIT 1
+"""
+_TREE_NODES_SQL = """
+SELECT p.level, p.last FROM tree_nodes p
+LEFT JOIN tree_nodes l ON l.level = p.level - 1 AND l.last = p.last - (1::BIGINT << (p.level - 1))
+LEFT JOIN tree_nodes r ON r.level = p.level - 1 AND r.last = p.last
+WHERE p.level BETWEEN 1 AND $top
+  AND p.hash IS DISTINCT FROM unhex(sha256($node || l.hash || r.hash))
+ORDER BY p.last, p.level LIMIT 1
+"""
+_ENTRY_COLUMNS = ", ".join(
+    "epoch_us(time) AS time_us" if name == "time_us" else name for name in DecodedColumns._fields
+)
+ENTRIES_SQL = f"SELECT seq, envelope, {_ENTRY_COLUMNS} FROM entries WHERE seq < $bound"
+"""The batches :func:`check_entries` takes: every entry below ``$bound``, storage order."""
 
 
-@dataclass(frozen=True)
-class ChainReport:
+@dataclass
+class LedgerReport:
+    """What verification established, or the first failure (``failure``)."""
+
     size: int
-    head_hash: str
+    head_hash: bytes | None = None
+    root: bytes | None = None
+    checkpoints_stored: int = 0
+    checkpoints_external: int = 0
+    trusted_key: bool = False
+    latest_checkpoint_size: int | None = None
+    signatures_checked: bool = False
+    signatures_verified: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    failure: ChainBrokenError | CheckpointError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        """The failing entry; after a truncation, the first one missing."""
+        failure = self.failure
+        if isinstance(failure, ChainBrokenError):
+            return failure.seq
+        if isinstance(failure, InconsistentCheckpointError) and failure.ledger_root is None:
+            return self.size + 1
+        return None
+
+    def check(self) -> LedgerReport:
+        """This report, or raise its failure."""
+        if self.failure is not None:
+            raise self.failure
+        return self
 
 
-def verify_chain(
-    batches: Iterable[pa.RecordBatch], progress: Callable[[int], None] | None = None
-) -> ChainReport:
-    """Raise :class:`ChainBrokenError` at the first entry that fails a check."""
-    expected_seq, prev, last_ingested = 1, GENESIS, None
-    for batch in batches:
-        for row in batch.to_pylist():
-            seq = row["seq"]
-            if seq != expected_seq:
-                raise ChainBrokenError(
-                    f"expected entry {expected_seq}, found {seq} (entries missing, inserted "
-                    "or renumbered)", seq=expected_seq, check="sequence")
-            if bytes(row["prev_hash"]) != prev:
-                raise ChainBrokenError(
-                    f"entry {seq}: prev_hash {bytes(row['prev_hash']).hex()[:16]}… does not "
-                    f"match entry {seq - 1}'s hash {prev.hex()[:16]}…", seq=seq, check="link")
-            ingested_us = micros(row["ingested_at"])
-            envelope = bytes(row["envelope"])
-            computed = entry_hash(seq, ingested_us, prev, envelope)
-            if computed != bytes(row["hash"]):
-                raise ChainBrokenError(
-                    f"entry {seq}: stored hash {bytes(row['hash']).hex()[:16]}… differs from "
-                    f"the hash of its stored bytes {computed.hex()[:16]}…", seq=seq,
-                    check="entry_hash")
-            if last_ingested is not None and ingested_us < last_ingested:
-                raise ChainBrokenError(
-                    f"entry {seq}: ingested before entry {seq - 1}", seq=seq,
-                    check="ingestion_order")
-            _check_columns(seq, row, envelope)
-            prev, last_ingested, expected_seq = computed, ingested_us, seq + 1
-        if progress is not None:
-            progress(batch.num_rows)
-    return ChainReport(size=expected_seq - 1, head_hash=prev.hex())
+def verify_ledger(
+    reader: LedgerReader,
+    keyring: Keyring | None,
+    *,
+    trusted: TrustedKey | None = None,
+    external: Sequence[tuple[str, str]] = (),
+    workers: int | None = None,
+    batch_rows: int = BATCH_ROWS,
+    progress: Progress | None = None,
+) -> LedgerReport:
+    """Run the checklist over one consistent snapshot of the ledger.
+
+    ``keyring`` None skips checks 6-8 (the report says so). ``external`` holds (where
+    from, signed note) pairs kept outside the ledger; they need ``trusted``. Checks 6-8
+    run in ``workers`` processes (default: one per core; 1: in this process).
+    """
+    if external and trusted is None:
+        raise ConfigurationError("external checkpoints need the ledger's trusted public key")
+    con = reader.con
+    con.execute("BEGIN TRANSACTION")  # one snapshot, even while the consumer appends
+    try:
+        return _verify(
+            reader, keyring, trusted, external, workers or os.cpu_count() or 1, batch_rows,
+            progress or _silent,
+        )
+    finally:
+        con.execute("ROLLBACK")
 
 
-def _check_columns(seq: int, row: dict[str, Any], envelope_bytes: bytes) -> None:
+def _silent(stage: str, done: int, total: int) -> None:
+    """No progress display."""
+
+
+def _verify(
+    reader: LedgerReader,
+    keyring: Keyring | None,
+    trusted: TrustedKey | None,
+    external: Sequence[tuple[str, str]],
+    workers: int,
+    batch_rows: int,
+    progress: Progress,
+) -> LedgerReport:
+    tables = reader.one(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name IN ('tree_nodes', 'checkpoints')"
+    )
+    if tables != (2,):
+        raise ConfigurationError(
+            "the ledger predates its Merkle tree and checkpoints: open it once with this "
+            "version's consumer (`ledger consume`), which adds the tree to it"
+        )
+    size = reader.size()
+    report = LedgerReport(size=size, trusted_key=trusted is not None)
+    head = reader.one("SELECT hash FROM entries ORDER BY seq DESC, rowid DESC LIMIT 1")
+    report.head_hash = bytes(head[0]) if head else None
+    failures: list[ChainBrokenError] = []
+
+    def stage(name: str, run: Callable[[], _T]) -> _T:
+        progress(name, 0, 1)
+        start = perf_counter()
+        result = run()
+        report.timings[name] = round(perf_counter() - start, 3)
+        progress(name, 1, 1)
+        return result
+
+    failures += stage("chain", lambda: _chain_failures(reader.con))
+    failures += stage("tree", lambda: _tree_failures(reader.con, size))
+    bound = min((f.seq for f in failures), default=size + 1)
+    if keyring is not None:
+        start = perf_counter()
+        entry_failure, checked = _entry_checks(
+            reader.con, keyring, bound, workers, batch_rows, progress
+        )
+        report.timings["signatures"] = round(perf_counter() - start, 3)
+        report.signatures_checked = True
+        report.signatures_verified = checked if entry_failure is None else entry_failure.seq - 1
+        if entry_failure is not None:
+            failures.append(entry_failure)
+    if failures:
+        report.failure = min(failures, key=lambda f: (f.seq, CHECKS.index(f.check)))
+        return report
+    report.root = root_at(reader.tree(), size)
+    try:
+        stage("checkpoints", lambda: _checkpoints(reader, report, trusted, external))
+    except CheckpointError as exc:
+        report.failure = exc
+    return report
+
+
+# --- 1-4: the chain ----------------------------------------------------------------------------
+
+
+def _short(value: bytes | None) -> str:
+    return "(none)" if value is None else bytes(value).hex()[:16] + "…"
+
+
+def _chain_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
+    """The first failure of checks 1, 2 and 4 (by position) and of check 3 (by seq).
+
+    Before the first position that fails 1, 2 or 4, each row's seq is its position, so the
+    lower of the two (ties in check order) is the first failure in seq order.
+    """
+    failures = []
+    rows = con.execute(_ORDER_SQL, {"genesis": GENESIS}).fetchall()
+    if rows:
+        pos, seq, prev_hash, previous_hash, ingested, previous_ingested = rows[0]
+        if seq != pos:
+            failures.append(ChainBrokenError(
+                f"expected entry {pos}, found {seq} (entries missing, inserted or renumbered)",
+                seq=pos, check="sequence"))  # fmt: skip
+        elif previous_hash is None:
+            failures.append(ChainBrokenError(
+                f"entry {seq}: prev_hash {_short(prev_hash)} is not 32 zero bytes, as the "
+                "first entry's must be", seq=seq, check="link"))  # fmt: skip
+        elif bytes(prev_hash) != bytes(previous_hash):
+            failures.append(ChainBrokenError(
+                f"entry {seq}: prev_hash {_short(prev_hash)} does not match entry "
+                f"{seq - 1}'s hash {_short(previous_hash)}", seq=seq, check="link"))  # fmt: skip
+        else:
+            failures.append(ChainBrokenError(
+                f"entry {seq}: ingested at {ingested.isoformat()}, before entry {seq - 1} "
+                f"({previous_ingested.isoformat()})", seq=seq,
+                check="ingestion_order"))  # fmt: skip
+    rows = con.execute(_HASH_SQL, {"domain": DOMAIN}).fetchall()
+    if rows:
+        seq, stored, computed = rows[0]
+        failures.append(ChainBrokenError(
+            f"entry {seq}: stored hash {_short(stored)} differs from the hash of its stored "
+            f"bytes {_short(computed)}", seq=seq, check="entry_hash"))  # fmt: skip
+    return failures
+
+
+# --- 5: the tree -------------------------------------------------------------------------------
+
+
+def _tree_failures(con: duckdb.DuckDBPyConnection, size: int) -> list[ChainBrokenError]:
+    """The first bad node, named by the entry that completed it (its last leaf + 1)."""
+    top = size.bit_length() - 1  # the highest level with a node
+    found: list[tuple[int, int, str]] = []  # (last leaf, level, what is wrong)
+    params = {"top": top, "size": size}
+    for level, last in con.execute(_TREE_STRAY_SQL, params).fetchall():
+        found.append((last, level, f"cannot exist in a tree of {size} entries"))
+    for level, last in con.execute(_TREE_PLACES_SQL, params).fetchall():
+        found.append((last, level, "is missing, duplicated or out of place"))
+    counts = dict(con.execute(_TREE_COUNTS_SQL).fetchall())
+    for level in range(top + 1):
+        have, want = counts.get(level, 0), size >> level
+        if have < want:  # every stored node in place (else above): the missing are the last
+            found.append((((have + 1) << level) - 1, level, "is missing"))
+    for (last,) in con.execute(_TREE_LEAVES_SQL, {"leaf": b"\x00"}).fetchall():
+        found.append((last, 0, "is not the leaf hash of the entry's hash"))
+    for level, last in con.execute(_TREE_NODES_SQL, {"node": b"\x01", "top": top}).fetchall():
+        found.append((last, level, "is not the hash of its two children"))
+    if not found:
+        return []
+    last, level, what = min(found)
+    span = f"entries {last + 2 - (1 << level)}..{last + 1}" if 0 < level < 63 else "it"
+    return [ChainBrokenError(
+        f"entry {last + 1}: the tree node at level {level} over {span} {what}",
+        seq=last + 1, check="tree")]  # fmt: skip
+
+
+# --- 6-8: each entry's envelope ------------------------------------------------------------
+
+
+def check_entries(batch: pa.RecordBatch, keyring: Keyring) -> EntryFailure | None:
+    """Checks 6-8 over one batch of ``ENTRIES_SQL``: the failure at the lowest seq."""
+    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+    first: EntryFailure | None = None
+    for seq, envelope, *values in zip(*columns, strict=True):
+        if first is not None and seq > first[0]:
+            continue
+        failure = _check_entry(seq, envelope, DecodedColumns(*values), keyring)
+        if failure is not None:
+            first = (seq, *failure)
+    return first
+
+
+def _check_entry(
+    seq: int, envelope_bytes: bytes, stored: DecodedColumns, keyring: Keyring
+) -> tuple[str, str] | None:
+    # 6. The stored columns are what the signed envelope says.
     try:
         envelope = Envelope.from_bytes(envelope_bytes)
         event = decode_event(envelope.payload)
     except LedgerError as exc:
-        raise ChainBrokenError(
-            f"entry {seq}: stored envelope no longer decodes: {exc.message}", seq=seq,
-            check="decoded_columns") from None
-    key_id = str(row["key_id"])
-    if key_id not in {s.keyid for s in envelope.signatures}:
-        raise ChainBrokenError(
-            f"entry {seq}: key_id {key_id!r} did not sign the stored envelope", seq=seq,
-            check="decoded_columns")
-    fresh = decoded_columns(event, key_id)
-    stored = DecodedColumns(
-        **{name: row[name] for name in DecodedColumns._fields if name != "time_us"},
-        time_us=micros(row["time"]),
-    )
+        return "decoded_columns", f"entry {seq}: stored envelope no longer decodes: {exc.message}"
+    signatures = [s.sig for s in envelope.signatures if s.keyid == stored.key_id]
+    if not signatures:
+        return "decoded_columns", f"entry {seq}: key_id {stored.key_id!r} did not sign it"
+    fresh = decoded_columns(event, stored.key_id)
     for name, want, got in zip(DecodedColumns._fields, fresh, stored, strict=True):
         if want != got:
-            raise ChainBrokenError(
-                f"entry {seq}: column {name} is {got!r} but the signed event says {want!r}",
-                seq=seq, check="decoded_columns")
+            return "decoded_columns", (
+                f"entry {seq}: column {name} is {got!r} but the signed event says {want!r}"
+            )
+    # 7. The signature by key_id verifies under the keyring's key.
+    if envelope.payload_type != PAYLOAD_TYPE:
+        kind = envelope.payload_type
+        return "signature", f"entry {seq}: payloadType {kind!r} is not the ledger's"
+    message = pae(envelope.payload_type, envelope.payload)
+    errors: list[SignatureError] = []
+    for sig in signatures:
+        try:
+            keyring.check_signature(stored.key_id, message, sig)
+            break
+        except SignatureError as exc:
+            errors.append(exc)
+    else:
+        return "signature", f"entry {seq}: {errors[0].message} ({errors[0].reason})"
+    # 8. The key may vouch for this event at the event's time, by today's keyring.
+    try:
+        keyring.authorize(stored.key_id, event.type, event.source, event.time)
+    except AuthorizationError as exc:
+        return "authorization", f"entry {seq}: {exc.message} ({exc.reason})"
+    return None
+
+
+def _check_in_worker(batch: pa.RecordBatch) -> EntryFailure | None:
+    return check_entries(batch, worker_keyring())
+
+
+def _entry_checks(
+    con: duckdb.DuckDBPyConnection,
+    keyring: Keyring,
+    bound: int,
+    workers: int,
+    batch_rows: int,
+    progress: Progress,
+) -> tuple[ChainBrokenError | None, int]:
+    """Checks 6-8 on every entry below ``bound``: (the lowest failure, entries checked).
+
+    The main process reads Arrow batches in storage order and keeps a few in flight per
+    worker; each worker answers the lowest failing seq of its batch. Once a failure is
+    known, batches wholly above it are skipped.
+    """
+    row = con.execute("SELECT count(*) FROM entries WHERE seq < $bound", {"bound": bound})
+    total = int(row.fetchall()[0][0])
+    workers = min(workers, -(-total // batch_rows))  # a process per batch at most
+    pool = spawn_pool(keyring, workers) if workers > 1 else None
+    first: EntryFailure | None = None
+    done = 0
+    in_flight: dict[Future[EntryFailure | None], int] = {}  # future -> its batch's rows
+
+    def settle(result: EntryFailure | None, rows: int) -> None:
+        nonlocal first, done
+        if result is not None and (first is None or result[0] < first[0]):
+            first = result
+        done += rows
+        progress("signatures", done, total)
+
+    def wait_until(pending: int) -> None:
+        while len(in_flight) > pending:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                settle(future.result(), in_flight.pop(future))
+
+    progress("signatures", 0, total)
+    try:
+        batches = con.sql(ENTRIES_SQL, params={"bound": bound}).to_arrow_reader(batch_rows)
+        for batch in batches:
+            if first is not None and min(batch.column(0).to_pylist()) > first[0]:
+                settle(None, batch.num_rows)
+            elif pool is None:
+                settle(check_entries(batch, keyring), batch.num_rows)
+            else:
+                in_flight[pool.submit(_check_in_worker, batch)] = batch.num_rows
+                wait_until(2 * workers)  # bounded memory: two batches per worker in flight
+        wait_until(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if first is None:
+        return None, total
+    seq, check, message = first
+    return ChainBrokenError(message, seq=seq, check=check), total
+
+
+# --- 9-11: checkpoints -------------------------------------------------------------------------
+
+
+def _b64(value: bytes | None) -> str:
+    return "(none)" if value is None else base64.b64encode(value).decode()
+
+
+def _checkpoints(
+    reader: LedgerReader,
+    report: LedgerReport,
+    trusted: TrustedKey | None,
+    external: Sequence[tuple[str, str]],
+) -> None:
+    """Checks 9-11; raises the first :class:`CheckpointError`."""
+    origin = reader.meta().get("origin")
+    stored = reader.checkpoints()
+    if (stored or external) and origin is None:
+        raise ConfigurationError("the ledger has no origin: no checkpoint can name it")
+    tree, size = reader.tree(), report.size
+    largest = 0
+    # 9. Stored checkpoints, in signing order.
+    for i, (cp_size, cp_root, note, vkey) in enumerate(stored, 1):
+        where = f"stored checkpoint {i} (size {cp_size})"
+        name, key = (trusted.name, trusted.public_raw) if trusted else parse_verifier_key(vkey)
+        try:
+            signed = open_checkpoint(note, name, key, origin)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}: {exc.message}", check="checkpoint") from None
+        if (signed.size, signed.root) != (cp_size, cp_root):
+            raise CheckpointError(
+                f"{where}: its note signs size {signed.size} and root {_b64(signed.root)}, "
+                f"not the size and root stored with it ({_b64(cp_root)})", check="checkpoint")
+        if cp_size < largest:
+            raise CheckpointError(
+                f"{where} was signed after one of size {largest}: rolled back, or an old "
+                "checkpoint replayed", check="checkpoint")
+        largest = cp_size
+        _extends(tree, size, f"{where} signed by {name!r}", signed, "checkpoint", "checkpoint")
+    report.checkpoints_stored = len(stored)
+    report.latest_checkpoint_size = largest if stored else None
+    # 10-11. External checkpoints, under the trusted key only.
+    for where, note in external:
+        assert trusted is not None
+        try:
+            signed = open_checkpoint(note, trusted.name, trusted.public_raw, origin)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"checkpoint {where}: {exc.message}", check="checkpoint"
+            ) from None
+        _extends(tree, size, f"checkpoint {where}", signed, "truncated", "consistency")
+        report.checkpoints_external += 1
+
+
+def _extends(
+    tree: Tree, size: int, where: str, signed: Checkpoint, truncated: str, rewritten: str
+) -> None:
+    """The ledger holds the checkpoint's entries, and its tree had the signed root then."""
+    if signed.size > size:
+        raise InconsistentCheckpointError(
+            f"ledger has {size} entries but a checkpoint signed at size {signed.size} exists "
+            f"({where}): truncated or rolled back",
+            check=truncated, size=signed.size, checkpoint_root=signed.root, ledger_root=None)
+    ledger_root = root_at(tree, signed.size)
+    if ledger_root != signed.root:
+        raise InconsistentCheckpointError(
+            f"{where} signs root {_b64(signed.root)} at size {signed.size}, but the ledger's "
+            f"tree has {_b64(ledger_root)} there: entries up to {signed.size} were rewritten",
+            check=rewritten, size=signed.size, checkpoint_root=signed.root,
+            ledger_root=ledger_root)  # fmt: skip

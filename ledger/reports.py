@@ -3,28 +3,58 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from ledger.errors import ChainBrokenError
-from ledger.integrity import verify_chain
+from ledger.integrity import Progress, verify_ledger
 from ledger.store import LedgerReader
+
+if TYPE_CHECKING:
+    from ledger.keys import Keyring
+    from ledger.proofs import TrustedKey
 
 __all__ = ["quarantine_report", "status_report", "verification_report"]
 
 
 def verification_report(
-    reader: LedgerReader, progress: Callable[[int], None] | None = None
+    reader: LedgerReader,
+    keyring: Keyring | None = None,
+    *,
+    trusted: TrustedKey | None = None,
+    external: Sequence[tuple[str, str]] = (),
+    workers: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """``ok`` with size and head, or the first bad entry, the check it failed and why."""
+    """What ``ledger verify`` established (ledger/integrity.py), or its first failure.
+
+    Without a keyring the per-entry signature checks are skipped: ``signatures_checked``
+    is false. ``first_bad_seq`` names the first bad entry (for a truncation, the first
+    missing one; null when a checkpoint shows a rewrite that no single entry reveals).
+    """
     meta = reader.meta()
-    base = {"algorithm": meta.get("hash_algorithm"), "ledger_id": meta.get("ledger_id")}
-    try:
-        report = verify_chain(reader.iter_entries(), progress)
-    except ChainBrokenError as exc:
-        return base | {"ok": False, "first_bad_seq": exc.seq, "check": exc.check,
-                       "reason": exc.message}
-    return base | {"ok": True, "size": report.size, "head_hash": report.head_hash}
+    report = verify_ledger(reader, keyring, trusted=trusted, external=external,
+                           workers=workers, progress=progress)  # fmt: skip
+    failure = report.failure
+    return {
+        "ok": report.ok,
+        "ledger_id": meta.get("ledger_id"),
+        "algorithm": meta.get("hash_algorithm"),
+        "size": report.size,
+        "head_hash": report.head_hash.hex() if report.head_hash is not None else None,
+        "root": base64.b64encode(report.root).decode() if report.root is not None else None,
+        "checkpoints": {
+            "stored": report.checkpoints_stored,
+            "external": report.checkpoints_external,
+            "trusted_key": report.trusted_key,
+            "latest_size": report.latest_checkpoint_size,
+        },
+        "signatures_checked": report.signatures_checked,
+        "signatures_verified": report.signatures_verified,
+        "first_bad_seq": report.first_bad_seq,
+        "check": failure.check if failure is not None else None,
+        "reason": failure.message if failure is not None else None,
+        "timings": report.timings,
+    }
 
 
 def quarantine_report(reader: LedgerReader) -> list[dict[str, Any]]:

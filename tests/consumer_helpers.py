@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
 from ledger.envelope import Envelope
 from ledger.events import Event
-from ledger.integrity import ChainReport, verify_chain
+from ledger.integrity import LedgerReport, verify_ledger
 from ledger.kafka import KafkaSettings
 from ledger.keys import Keyring, Signer
 from ledger.producer import LedgerProducer
@@ -138,10 +138,12 @@ def quarantine(db: Path) -> list[dict[str, Any]]:
         reader.close()
 
 
-def verify(db: Path) -> ChainReport:
+def verify(db: Path, keyring: Keyring | None = None) -> LedgerReport:
+    """Every check of `ledger verify` (signatures too, given the keyring); raises the first
+    failure."""
     reader = LedgerReader(db)
     try:
-        return verify_chain(reader.iter_entries())
+        return verify_ledger(reader, keyring, workers=1).check()
     finally:
         reader.close()
 

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from ledger.bundle import verify_bundle
+from ledger.checkpoint import open_checkpoint, split_notes
 from ledger.demo import build_history
-from ledger.integrity import verify_chain
+from ledger.integrity import verify_ledger
+from ledger.keys import load_public_key
+from ledger.proofs import TrustedKey
 from ledger.store import LedgerReader
 
 pytestmark = pytest.mark.kafka
@@ -46,7 +50,7 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     reader = LedgerReader(db)
     try:
-        assert verify_chain(reader.iter_entries()).size == summary["chain"]["size"]
+        assert verify_ledger(reader, None, workers=1).check().size == summary["chain"]["size"]
         manual = reader.con.execute(
             "SELECT count(*) FROM entries WHERE type = 'mutation.applied' "
             "AND data LIKE '%\"method\":\"manual\"%'"
@@ -60,6 +64,44 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     assert partial is not None and json.loads(partial[0])["instances"] == {"total": 5, "updated": 2}
     assert (tmp_path / "demo" / "keyring.json").exists()
     assert (tmp_path / "demo" / "keys" / "ci-github.key").stat().st_mode & 0o777 == 0o600
+
+    # The consumer signed checkpoints with the ledger key and appended them to the witness.
+    ledger_pub = load_public_key(tmp_path / "demo" / "keys" / "ledger.pub")
+    notes = split_notes((tmp_path / "demo.witness").read_text())
+    assert len(notes) == summary["stats"]["checkpoints"] >= 1
+    last = open_checkpoint(notes[-1], "ledger", ledger_pub)
+    assert last.size == summary["chain"]["size"]
+    # The answer it printed was written as an evidence bundle and verified offline, against
+    # the checkpoint the consumer published.
+    evidence = summary["evidence"]
+    assert evidence["ok"] is True and evidence["trusted"] is True
+    assert evidence["answer"] == summary["asof"]
+    bundle = (tmp_path / "demo-evidence.json").read_bytes()
+    report = verify_bundle(bundle, TrustedKey("ledger", ledger_pub))
+    assert report.answer == summary["asof"]
+    assert report.checkpoint == last
+    assert report.entries == evidence["entries"]
+    assert set(summary["asof"]["evidence"]["entries"]) <= set(report.entries)
+
+
+def test_demo_prints_the_offline_check_of_its_evidence(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env["COLUMNS"] = "200"
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "demo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Evidence, checked offline: demo-evidence.json" in result.stdout
+    assert "answer re-derived for payments@sha256:" in result.stdout
+    assert "ledger verify-bundle demo-evidence.json --trusted-key" in result.stderr
+    checked = subprocess.run(
+        [sys.executable, "-m", "ledger", "verify-bundle", "demo-evidence.json",
+         "--trusted-key", "demo/keys/ledger.pub"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert "signed by trusted ledger key 'ledger'" in checked.stderr
 
 
 def test_demo_history_has_a_self_approval_and_a_missing_one() -> None:

@@ -1,31 +1,42 @@
-"""Tamper attacks on a stored ledger, each named after the attack: `verify_chain` (and
-`ledger verify`) must name the first bad entry and the check it fails.
+"""Tamper attacks on a stored ledger, each named after the attack: `ledger verify` (and
+`verify_ledger`) must name the first bad entry and the check it fails.
 
 The ledger is a real DuckDB file written by LedgerWriter.prepare/commit from sealed events
 (no Kafka needed); each test edits its own copy with plain SQL, as an attacker with write
-access to the file would.
+access to the file would. Truncation, rollback and consistent rewrites, which only signed
+checkpoints reveal, are in test_truncation_attacks.py and test_rewrite_attacks.py.
 """
 
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
+from attack_helpers import (
+    entry,
+    execute,
+    failure,
+    rebuild_tree,
+    replace_rows,
+    rewrite_chain,
+)
 from conftest import make_event
 from consumer_helpers import cli_json, entries, ledger_cli
+from ledger_builders import append, signers, write_ledger
 
 from ledger.chain import GENESIS, entry_hash, micros
 from ledger.entries import decoded_columns
 from ledger.envelope import Envelope
 from ledger.errors import ChainBrokenError
-from ledger.integrity import verify_chain
+from ledger.integrity import verify_ledger
 from ledger.keys import Keyring, Signer
 from ledger.producer import seal
-from ledger.store import ENTRY_COLUMNS, Accepted, LedgerReader, LedgerWriter, Received
+from ledger.store import LedgerReader, LedgerWriter
 from ledger.verify import verify_message
 
 KINDS = [
@@ -35,93 +46,46 @@ KINDS = [
 ]  # fmt: skip
 
 
-def _signers() -> tuple[Signer, Signer, Keyring]:
-    ci, approver = Signer.generate("ci-main"), Signer.generate("change-board")
-    ring = Keyring()
-    ring.trust(ci.key_id, ci.public_raw, types=["deployment.*", "mutation.*", "service.*"],
-               sources=["ci/*"])
-    ring.trust(approver.key_id, approver.public_raw, types=["approval.*"], sources=["cab/*"])
-    return ci, approver, ring
-
-
-def _append(writer: LedgerWriter, ring: Keyring, values: list[bytes], first_offset: int) -> None:
-    """One batch, exactly as the consumer writes it."""
-    messages = []
-    for i, value in enumerate(values):
-        verified = verify_message(value, ring)
-        received = Received("ledger.events", 0, first_offset + i, b"key", value)
-        messages.append(Accepted(received, decoded_columns(verified.event, verified.key_id)))
-    offsets = {("ledger.events", 0): first_offset + len(values)}
-    writer.commit(writer.prepare(messages, offsets))
-
-
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keyring, Signer]:
-    """Ten entries of varied types in three batches; the writer is closed."""
-    ci, approver, ring = _signers()
+    """Ten entries of varied types in three batches; the writer is closed. The keyring is
+    saved beside it as keyring.json (for the command line)."""
+    ci, approver, ring = signers()
     values = [
         seal(make_event(kind, actor=f"user-{i}", service=["checkout", "billing"][i % 2]),
              approver if kind.startswith("approval.") else ci)
         for i, kind in enumerate(KINDS)
     ]
-    db = tmp_path_factory.mktemp("pristine") / "ledger.duckdb"
-    writer = LedgerWriter(db)
-    for start, stop in ((0, 4), (4, 7), (7, 10)):
-        _append(writer, ring, values[start:stop], start)
-    writer.close()
+    home = tmp_path_factory.mktemp("pristine")
+    ring.save(home / "keyring.json")
+    db = home / "ledger.duckdb"
+    write_ledger(db, values, ring, None, [4, 3], checkpoint=False)
     return db, ring, ci
 
 
 @pytest.fixture
 def ledger(pristine: tuple[Path, Keyring, Signer], tmp_path: Path) -> Path:
-    """A fresh copy of the pristine ledger for one attack."""
+    """A fresh copy of the pristine ledger (and its keyring) for one attack."""
     db = tmp_path / "ledger.duckdb"
     shutil.copy(pristine[0], db)
+    shutil.copy(pristine[0].with_name("keyring.json"), tmp_path / "keyring.json")
     return db
 
 
-def _row(db: Path, seq: int) -> dict[str, Any]:
-    return next(r for r in entries(db) if r["seq"] == seq)
-
-
-def _sql(db: Path, statement: str, *params: Any) -> None:
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(statement, list(params))
-    finally:
-        con.close()
-
-
-def _replace_rows(db: Path, old_seqs: list[int], rows: list[dict[str, Any]]) -> None:
-    """Delete rows by seq, then insert the given rows (all columns)."""
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM entries WHERE seq IN (SELECT unnest(?))", [old_seqs])
-        for row in rows:
-            con.execute(
-                f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in ENTRY_COLUMNS)})",
-                [row[name] for name in ENTRY_COLUMNS],
-            )
-        con.execute("COMMIT")
-    finally:
-        con.close()
+def _keyring(db: Path) -> str:
+    return str(db.with_name("keyring.json"))
 
 
 def _broken(db: Path) -> ChainBrokenError:
-    reader = LedgerReader(db)
-    try:
-        verify_chain(reader.iter_entries())
-    except ChainBrokenError as exc:
-        # Drop the traceback: its frames hold the reader's result stream, which would keep
-        # the file open read-only in this process and stop the next edit.
-        return exc.with_traceback(None)
-    finally:
-        reader.close()
-    raise AssertionError("the tampered ledger verified")
+    """The first failure of every check, signatures included (in this process)."""
+    error = failure(db, Keyring.load(db.with_name("keyring.json")))
+    assert isinstance(error, ChainBrokenError)
+    return error
+
+
+def _cli_verify(db: Path) -> tuple[int, dict[str, Any]]:
+    result = ledger_cli("verify", "--db", str(db), "--keyring", _keyring(db), "--json")
+    return result.returncode, cli_json(result)
 
 
 def _one_byte_changed(data: bytes, index: int) -> bytes:
@@ -141,24 +105,71 @@ def _payload_index(envelope: bytes, text: bytes) -> int:
 # --- the untampered ledger -------------------------------------------------------------------
 
 
-def test_untampered_ledger_verifies(ledger: Path) -> None:
+def test_untampered_ledger_verifies(ledger: Path, pristine: tuple[Path, Keyring, Signer]) -> None:
     reader = LedgerReader(ledger)
     try:
-        report = verify_chain(reader.iter_entries())
+        report = verify_ledger(reader, pristine[1], workers=1).check()
         meta = reader.meta()
     finally:
         reader.close()
     rows = entries(ledger)
-    assert report.size == 10
-    assert report.head_hash == bytes(rows[-1]["hash"]).hex()
+    assert (report.size, report.signatures_checked, report.signatures_verified) == (10, True, 10)
+    assert report.head_hash == bytes(rows[-1]["hash"])
     assert meta["hash_algorithm"] == "deploy-ledger-chain-sha256-v1"
-    result = ledger_cli("verify", "--db", str(ledger), "--json")
-    assert result.returncode == 0, result.stderr
-    printed = cli_json(result)
+    code, printed = _cli_verify(ledger)
+    assert code == 0, printed
     assert {k: printed.get(k) for k in ("ok", "algorithm", "size", "head_hash")} == {
         "ok": True, "algorithm": "deploy-ledger-chain-sha256-v1", "size": 10,
-        "head_hash": report.head_hash,
+        "head_hash": report.head_hash.hex(),
     }
+    assert (printed["signatures_checked"], printed["signatures_verified"]) == (True, 10)
+    assert (printed["first_bad_seq"], printed["check"], printed["reason"]) == (None, None, None)
+    assert set(printed["timings"]) == {"chain", "tree", "signatures", "checkpoints"}
+
+
+def test_verification_in_worker_processes_finds_the_same_first_failure(ledger: Path) -> None:
+    """Batches of 3 over 2 spawned workers: the lowest failing seq wins, whichever batch
+    finishes first."""
+    execute(ledger, "UPDATE entries SET actor = 'mallory' WHERE seq IN (5, 9)")
+    ring = Keyring.load(Path(_keyring(ledger)))
+    pooled = failure(ledger, ring, workers=2, batch_rows=3)
+    assert isinstance(pooled, ChainBrokenError)
+    assert (pooled.seq, pooled.check) == (5, "decoded_columns")
+    assert (pooled.seq, pooled.message) == (_broken(ledger).seq, _broken(ledger).message)
+
+
+def test_ledger_from_before_the_tree_is_refused_with_what_to_do(ledger: Path) -> None:
+    execute(ledger, "DROP TABLE tree_nodes")
+    result = ledger_cli("verify", "--db", str(ledger), "--keyring", _keyring(ledger))
+    assert result.returncode == 2
+    assert "open it once with this version's consumer" in result.stderr
+
+
+def test_verification_workers_load_without_kafka_duckdb_or_arrow() -> None:
+    """Workers import ledger.integrity for checks 6-8: small processes, fast start."""
+    code = ("import sys, ledger.integrity; "
+            "print(sorted(m for m in ('kafka', 'duckdb', 'pyarrow', 'fastapi') "
+            "if m in sys.modules))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    assert result.stdout.strip() == "[]"
+
+
+def test_ingestion_times_before_1970_hash_as_signed_integers(
+    ledger: Path, pristine: tuple[Path, Keyring, Signer]
+) -> None:
+    """The SQL check computes i64be(ingested_at_us) in two's complement, as ledger.chain
+    does: a (re)written ledger with ingestion times before the epoch still verifies."""
+    rows = entries(ledger)
+    for i, values in enumerate(rows):
+        values["ingested_at"] = datetime(1969, 7, 20, 20, 17, i, tzinfo=UTC)
+    rewrite_chain(ledger, rows)
+    assert micros(entries(ledger)[0]["ingested_at"]) < 0
+    reader = LedgerReader(ledger)
+    try:
+        assert verify_ledger(reader, pristine[1], workers=1).check().size == 10
+    finally:
+        reader.close()
 
 
 def test_chain_is_the_documented_construction(ledger: Path) -> None:
@@ -174,11 +185,11 @@ def test_reopened_writer_continues_the_chain(
     ledger: Path, pristine: tuple[Path, Keyring, Signer]
 ) -> None:
     _, ring, ci = pristine
-    head = _row(ledger, 10)
+    head = entry(ledger, 10)
     writer = LedgerWriter(ledger)
     try:
         assert (writer.head_seq, writer.head_hash) == (10, bytes(head["hash"]))
-        _append(writer, ring, [seal(make_event(), ci), seal(make_event(), ci)], 10)
+        append(writer, ring, [seal(make_event(), ci), seal(make_event(), ci)], 10)
     finally:
         writer.close()
     rows = entries(ledger)
@@ -187,7 +198,7 @@ def test_reopened_writer_continues_the_chain(
     assert rows[10]["ingested_at"] >= head["ingested_at"]
     reader = LedgerReader(ledger)
     try:
-        assert verify_chain(reader.iter_entries()).size == 12
+        assert verify_ledger(reader, ring, workers=1).check().size == 12
     finally:
         reader.close()
 
@@ -196,36 +207,48 @@ def test_reopened_writer_continues_the_chain(
 
 
 def test_edited_payload_byte(ledger: Path) -> None:
-    envelope = bytes(_row(ledger, 5)["envelope"])
+    envelope = bytes(entry(ledger, 5)["envelope"])
     forged = _one_byte_changed(envelope, _payload_index(envelope, b"user-4"))
-    _sql(ledger, "UPDATE entries SET envelope = ? WHERE seq = 5", forged)
+    execute(ledger, "UPDATE entries SET envelope = ? WHERE seq = 5", forged)
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "entry_hash")
-    result = ledger_cli("verify", "--db", str(ledger), "--json")
-    assert result.returncode == 1
-    report = cli_json(result)
+    code, report = _cli_verify(ledger)
+    assert code == 1
     assert (report["ok"], report["first_bad_seq"], report["check"]) == (False, 5, "entry_hash")
 
 
 def test_edited_payload_byte_with_the_row_hash_recomputed(ledger: Path) -> None:
-    """The attacker knows the hash construction and fixes the edited row's own hash."""
-    row = _row(ledger, 5)
+    """The attacker knows the constructions: fixes the edited row's own hash, then the
+    tree, then the actor column. Each step is caught at entry 5, last by its signature,
+    which no longer covers the edited payload (the link from entry 6 is broken too)."""
+    row = entry(ledger, 5)
     envelope = bytes(row["envelope"])
     forged = _one_byte_changed(envelope, _payload_index(envelope, b"user-4") + 5)  # user-5
     digest = entry_hash(5, micros(row["ingested_at"]), bytes(row["prev_hash"]), forged)
-    _sql(ledger, "UPDATE entries SET envelope = ?, hash = ? WHERE seq = 5", forged, digest)
+    execute(ledger, "UPDATE entries SET envelope = ?, hash = ? WHERE seq = 5", forged, digest)
+    error = _broken(ledger)
+    assert (error.seq, error.check) == (5, "tree")  # its leaf is the old hash's
+    rebuild_tree(ledger)
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "decoded_columns")  # the actor column says user-4
-    _sql(ledger, "UPDATE entries SET actor = 'user-5' WHERE seq = 5")
+    execute(ledger, "UPDATE entries SET actor = 'user-5' WHERE seq = 5")
     error = _broken(ledger)
-    assert (error.seq, error.check) == (6, "link")
+    assert (error.seq, error.check) == (5, "signature")
+    assert "does not match the payload (bad_signature)" in error.message
+    reader = LedgerReader(ledger)
+    try:  # without a keyring, the chain alone shows it at the next entry
+        chain_only = verify_ledger(reader, None).failure
+    finally:
+        reader.close()
+    assert isinstance(chain_only, ChainBrokenError)
+    assert (chain_only.seq, chain_only.check) == (6, "link")
 
 
 def test_edited_signature_byte(ledger: Path) -> None:
-    envelope = bytes(_row(ledger, 3)["envelope"])
+    envelope = bytes(entry(ledger, 3)["envelope"])
     signature = Envelope.from_bytes(envelope).signatures[0].sig
     forged = _one_byte_changed(envelope, envelope.find(signature) + 10)
-    _sql(ledger, "UPDATE entries SET envelope = ? WHERE seq = 3", forged)
+    execute(ledger, "UPDATE entries SET envelope = ? WHERE seq = 3", forged)
     error = _broken(ledger)
     assert (error.seq, error.check) == (3, "entry_hash")
 
@@ -245,54 +268,54 @@ def test_edited_signature_byte(ledger: Path) -> None:
 )
 def test_edited_decoded_column(ledger: Path, column: str, value: str) -> None:
     seq = 2  # deployment.succeeded: every column above is set
-    assert _row(ledger, seq)[column] not in (None, value)
-    _sql(ledger, f"UPDATE entries SET {column} = ? WHERE seq = ?", value, seq)
+    assert entry(ledger, seq)[column] not in (None, value)
+    execute(ledger, f"UPDATE entries SET {column} = ? WHERE seq = ?", value, seq)
     error = _broken(ledger)
     assert (error.seq, error.check) == (seq, "decoded_columns")
     assert column in error.message
 
 
 def test_edited_event_time_column(ledger: Path) -> None:
-    _sql(ledger, "UPDATE entries SET time = time - INTERVAL 1 DAY WHERE seq = 6")
+    execute(ledger, "UPDATE entries SET time = time - INTERVAL 1 DAY WHERE seq = 6")
     error = _broken(ledger)
     assert (error.seq, error.check) == (6, "decoded_columns")
 
 
 def test_edited_change_ref_column(ledger: Path) -> None:
     seq = next(r["seq"] for r in entries(ledger) if r["change_ref"] is not None)
-    _sql(ledger, "UPDATE entries SET change_ref = 'CHG-999' WHERE seq = ?", seq)
+    execute(ledger, "UPDATE entries SET change_ref = 'CHG-999' WHERE seq = ?", seq)
     error = _broken(ledger)
     assert (error.seq, error.check) == (seq, "decoded_columns")
 
 
 def test_edited_key_id(ledger: Path) -> None:
     """Attributing an event to another (trusted) key than the one that signed it."""
-    assert _row(ledger, 4)["key_id"] == "ci-main"
-    _sql(ledger, "UPDATE entries SET key_id = 'change-board' WHERE seq = 4")
+    assert entry(ledger, 4)["key_id"] == "ci-main"
+    execute(ledger, "UPDATE entries SET key_id = 'change-board' WHERE seq = 4")
     error = _broken(ledger)
     assert (error.seq, error.check) == (4, "decoded_columns")
     assert "key_id" in error.message
 
 
 def test_deleted_row(ledger: Path) -> None:
-    _sql(ledger, "DELETE FROM entries WHERE seq = 4")
+    execute(ledger, "DELETE FROM entries WHERE seq = 4")
     error = _broken(ledger)
     assert (error.seq, error.check) == (4, "sequence")
-    result = ledger_cli("verify", "--db", str(ledger), "--json")
-    assert result.returncode == 1
-    assert (cli_json(result)["first_bad_seq"], cli_json(result)["check"]) == (4, "sequence")
+    code, report = _cli_verify(ledger)
+    assert code == 1
+    assert (report["first_bad_seq"], report["check"]) == (4, "sequence")
 
 
 def test_deleted_first_row(ledger: Path) -> None:
-    _sql(ledger, "DELETE FROM entries WHERE seq = 1")
+    execute(ledger, "DELETE FROM entries WHERE seq = 1")
     error = _broken(ledger)
     assert (error.seq, error.check) == (1, "sequence")
 
 
 def test_renumbered_rows_after_delete(ledger: Path) -> None:
     """Delete entry 4 and close the gap: the sequence looks whole, the links do not."""
-    _sql(ledger, "DELETE FROM entries WHERE seq = 4")
-    _sql(ledger, "UPDATE entries SET seq = seq - 1 WHERE seq > 4")
+    execute(ledger, "DELETE FROM entries WHERE seq = 4")
+    execute(ledger, "UPDATE entries SET seq = seq - 1 WHERE seq > 4")
     assert [r["seq"] for r in entries(ledger)] == list(range(1, 10))
     error = _broken(ledger)
     assert (error.seq, error.check) == (4, "link")
@@ -301,10 +324,10 @@ def test_renumbered_rows_after_delete(ledger: Path) -> None:
 def test_renumbered_rows_after_delete_with_links_rewired(ledger: Path) -> None:
     """The attacker also points the next row's prev_hash at entry 3: its own hash, which
     covers its (new) sequence number and prev_hash, no longer matches."""
-    third = _row(ledger, 3)
-    _sql(ledger, "DELETE FROM entries WHERE seq = 4")
-    _sql(ledger, "UPDATE entries SET seq = seq - 1 WHERE seq > 4")
-    _sql(ledger, "UPDATE entries SET prev_hash = ? WHERE seq = 4", bytes(third["hash"]))
+    third = entry(ledger, 3)
+    execute(ledger, "DELETE FROM entries WHERE seq = 4")
+    execute(ledger, "UPDATE entries SET seq = seq - 1 WHERE seq > 4")
+    execute(ledger, "UPDATE entries SET prev_hash = ? WHERE seq = 4", bytes(third["hash"]))
     error = _broken(ledger)
     assert (error.seq, error.check) == (4, "entry_hash")
 
@@ -315,13 +338,13 @@ def _forged_row(
     """A validly signed event as entry ``seq``, its columns and hash computed correctly on
     top of entry ``seq - 1``: what an attacker who knows the construction can build."""
     _, ring, ci = pristine
-    previous = _row(ledger, seq - 1)
+    previous = entry(ledger, seq - 1)
     envelope = seal(make_event(actor="mallory"), ci)
     verified = verify_message(envelope, ring)
     columns = decoded_columns(verified.event, verified.key_id)._asdict()
     del columns["time_us"]
     ingested = previous["ingested_at"]
-    return _row(ledger, seq) | columns | {
+    return entry(ledger, seq) | columns | {
         "seq": seq, "time": verified.event.time, "ingested_at": ingested,
         "envelope": envelope, "prev_hash": bytes(previous["hash"]),
         "hash": entry_hash(seq, micros(ingested), bytes(previous["hash"]), envelope),
@@ -330,7 +353,7 @@ def _forged_row(
 
 def test_inserted_row(ledger: Path, pristine: tuple[Path, Keyring, Signer]) -> None:
     """A forged entry slipped in as a second entry 6, its own hash and link correct."""
-    _replace_rows(ledger, [], [_forged_row(ledger, pristine, 6)])
+    replace_rows(ledger, [], [_forged_row(ledger, pristine, 6)])
     error = _broken(ledger)
     assert (error.seq, error.check) == (7, "sequence")
 
@@ -338,28 +361,34 @@ def test_inserted_row(ledger: Path, pristine: tuple[Path, Keyring, Signer]) -> N
 def test_inserted_row_with_later_rows_renumbered(
     ledger: Path, pristine: tuple[Path, Keyring, Signer]
 ) -> None:
-    """The forged entry 6 goes in and every later entry moves up by one."""
+    """The forged entry 6 goes in and every later entry moves up by one. The tree, grown
+    as entries were appended, still has the original entry 6 as its leaf; rebuilt over the
+    forged rows, the link from the next entry still breaks."""
     forged = _forged_row(ledger, pristine, 6)
-    _sql(ledger, "UPDATE entries SET seq = seq + 1 WHERE seq >= 6")
-    _replace_rows(ledger, [], [forged])
+    execute(ledger, "UPDATE entries SET seq = seq + 1 WHERE seq >= 6")
+    replace_rows(ledger, [], [forged])
     assert [r["seq"] for r in entries(ledger)] == list(range(1, 12))
+    error = _broken(ledger)
+    assert (error.seq, error.check) == (6, "tree")
+    assert "level 0" in error.message
+    rebuild_tree(ledger)
     error = _broken(ledger)
     assert (error.seq, error.check) == (7, "link")
 
 
 def test_swapped_rows(ledger: Path) -> None:
     """Rows 3 and 7 exchange everything but their sequence numbers."""
-    third, seventh = _row(ledger, 3), _row(ledger, 7)
-    _replace_rows(ledger, [3, 7], [seventh | {"seq": 3}, third | {"seq": 7}])
+    third, seventh = entry(ledger, 3), entry(ledger, 7)
+    replace_rows(ledger, [3, 7], [seventh | {"seq": 3}, third | {"seq": 7}])
     error = _broken(ledger)
     assert (error.seq, error.check) == (3, "link")
 
 
 def test_swapped_envelopes_keeping_the_chain_columns(ledger: Path) -> None:
     """Rows 3 and 7 exchange their events (envelope and decoded columns), not their hashes."""
-    third, seventh = _row(ledger, 3), _row(ledger, 7)
+    third, seventh = entry(ledger, 3), entry(ledger, 7)
     chain = ("seq", "ingested_at", "prev_hash", "hash")
-    _replace_rows(ledger, [3, 7], [
+    replace_rows(ledger, [3, 7], [
         seventh | {name: third[name] for name in chain},
         third | {name: seventh[name] for name in chain},
     ])
@@ -368,7 +397,7 @@ def test_swapped_envelopes_keeping_the_chain_columns(ledger: Path) -> None:
 
 
 def test_rewritten_ingestion_time(ledger: Path) -> None:
-    _sql(ledger, "UPDATE entries SET ingested_at = ingested_at - INTERVAL 1 HOUR WHERE seq = 5")
+    execute(ledger, "UPDATE entries SET ingested_at = ingested_at - INTERVAL 1 HOUR WHERE seq = 5")
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "entry_hash")
 
@@ -382,25 +411,25 @@ def test_rewritten_ingestion_time_with_the_chain_recomputed(ledger: Path) -> Non
         row["prev_hash"] = prev
         row["hash"] = prev = entry_hash(row["seq"], micros(row["ingested_at"]), prev,
                                         bytes(row["envelope"]))
-    _replace_rows(ledger, [r["seq"] for r in rows[4:]], rows[4:])
+    replace_rows(ledger, [r["seq"] for r in rows[4:]], rows[4:])
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "ingestion_order")
 
 
 def test_edited_prev_hash(ledger: Path) -> None:
-    _sql(ledger, "UPDATE entries SET prev_hash = ? WHERE seq = 8", bytes(32))
+    execute(ledger, "UPDATE entries SET prev_hash = ? WHERE seq = 8", bytes(32))
     error = _broken(ledger)
     assert (error.seq, error.check) == (8, "link")
 
 
 def test_overwritten_head_hash(ledger: Path) -> None:
-    _sql(ledger, "UPDATE entries SET hash = ? WHERE seq = 10", b"\xff" * 32)
+    execute(ledger, "UPDATE entries SET hash = ? WHERE seq = 10", b"\xff" * 32)
     error = _broken(ledger)
     assert (error.seq, error.check) == (10, "entry_hash")
 
 
 def test_first_failure_is_reported_when_several_rows_are_tampered(ledger: Path) -> None:
-    _sql(ledger, "UPDATE entries SET actor = 'mallory' WHERE seq IN (4, 9)")
-    _sql(ledger, "DELETE FROM entries WHERE seq = 7")
+    execute(ledger, "UPDATE entries SET actor = 'mallory' WHERE seq IN (4, 9)")
+    execute(ledger, "DELETE FROM entries WHERE seq = 7")
     error = _broken(ledger)
     assert (error.seq, error.check) == (4, "decoded_columns")

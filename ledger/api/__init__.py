@@ -83,7 +83,11 @@ def create_app(cursor: Callable[[], duckdb.DuckDBPyConnection], token: str) -> F
 
     @app.get("/v1/verify")
     def get_verify(reader: Reader) -> dict[str, Any]:
-        """Recompute every link of the chain (as `ledger verify --json`)."""
+        """Hashes, links, tree and stored checkpoints (as `ledger verify --json`).
+
+        Signatures are not re-verified here (``signatures_checked`` is false): that needs
+        a process per core, which the consumer's own process does not spawn per request.
+        """
         return verification_report(reader)
 
     @app.get("/v1/quarantine")

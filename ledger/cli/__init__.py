@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import consume, demo, emit, keys, query
+from ledger.cli import consume, demo, emit, evidence, keys, proof, query
 
 app = typer.Typer(
     name="ledger",
@@ -22,6 +22,9 @@ app.command()(consume.status)
 app.command()(demo.demo)
 for command in (query.asof, query.snapshot, query.diff, query.timeline, query.search):
     app.command()(command)
+app.add_typer(proof.app, name="proof")
+app.command()(evidence.evidence)
+app.command(name="verify-bundle")(evidence.verify_bundle_command)
 
 
 def main() -> None:

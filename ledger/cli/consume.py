@@ -10,11 +10,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.api.server import parse_listen
+from ledger.checkpoint import split_notes
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
@@ -37,6 +45,9 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
 )
+from ledger.cli.proof import TrustedKeyOption
+from ledger.cli.proof import trusted_key as trusted_key_from
+from ledger.errors import ConfigurationError
 from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC
 from ledger.keys import Keyring, Signer
 from ledger.reports import quarantine_report, status_report, verification_report
@@ -137,28 +148,121 @@ def consume(
                       f"quarantined {stats.quarantined}, checkpoints {stats.checkpoints}")
 
 
-def verify(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
-    """Recompute every link of the chain from the stored bytes; exit 1 at the first bad entry."""
+OptionalKeyring = Annotated[
+    Path | None,
+    typer.Option("--keyring", envvar="LEDGER_KEYRING", show_envvar=True,
+                 help="Keyring to re-verify every signature with (default: keyring.json "
+                      "when present; without one, signatures are not re-verified)."),
+]
+CheckpointFiles = Annotated[
+    list[Path] | None,
+    typer.Option("--checkpoint", help="A witness file of signed checkpoints kept outside the "
+                 "ledger (repeatable): prove the ledger extends each. Needs --trusted-key."),
+]
+_STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "signatures": "signatures",
+           "checkpoints": "checkpoints"}  # fmt: skip
 
-    def local(reader: LedgerReader) -> dict[str, Any]:
-        with Progress("verifying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True,
-                      disable=json_out or not console.is_terminal) as progress:
-            task = progress.add_task("entries", total=reader.size())
-            return verification_report(reader, lambda n: progress.advance(task, n))
 
+def verify(
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    keyring: OptionalKeyring = None,
+    trusted_key: TrustedKeyOption = None,
+    checkpoint: CheckpointFiles = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Signature-checking processes; default: cores.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Re-check everything stored: hashes, links, tree, checkpoints, every signature.
+
+    Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10).
+    """
     with reporting_errors():
+        if checkpoint and trusted_key is None:
+            fail("--checkpoint needs --trusted-key (LEDGER_TRUSTED_KEY): the ledger's public "
+                 "key, kept apart from it, is what the checkpoints are checked against")
+        if api and (checkpoint or trusted_key):
+            fail("--checkpoint and --trusted-key are checked against the file: use --db (a "
+                 "copy, or with the consumer stopped)")
+        trusted = trusted_key_from(trusted_key)
+        external = _witnessed(checkpoint or [])
+        ring = _keyring(keyring) if not api else None
+
+        def local(reader: LedgerReader) -> dict[str, Any]:
+            with Progress(TextColumn("{task.description:>16}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                          transient=True,
+                          disable=json_out or not console.is_terminal) as bar:
+                tasks: dict[str, TaskID] = {}
+
+                def advance(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(_STAGES[stage], total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                return verification_report(reader, ring, trusted=trusted, external=external,
+                                           workers=workers, progress=advance)
+
         report = local_or_remote(db, api, "/v1/verify", local)
     if json_out:
         print_json(report)
-    elif report["ok"]:
-        console.print(f"[green]OK[/green] {report['size']} entries, chain intact "
-                      f"({report['algorithm']}); head {report['head_hash']}")
     else:
-        console.print(f"[red]FAILED[/red] at entry {report['first_bad_seq']} "
-                      f"({report['check']}): {report['reason']}")
+        _print_verification(report)
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+def _keyring(path: Path | None) -> Keyring | None:
+    """The keyring given, else keyring.json when present; None: signatures not re-checked."""
+    if path is None:
+        if not DEFAULT_KEYRING.exists():
+            return None
+        path = DEFAULT_KEYRING
+    return Keyring.load(path)
+
+
+def _witnessed(paths: list[Path]) -> list[tuple[str, str]]:
+    """(FILE#n, note) for every signed checkpoint note of the witness files."""
+    notes: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read checkpoint file {path}: {exc}") from None
+        found = split_notes(text)
+        if not found:
+            raise ConfigurationError(f"{path} holds no signed checkpoint")
+        notes += [(f"{path}#{i}", note) for i, note in enumerate(found, 1)]
+    return notes
+
+
+def _print_verification(report: dict[str, Any]) -> None:
+    if not report["ok"]:
+        where = f"at entry {report['first_bad_seq']} " if report["first_bad_seq"] else ""
+        console.print(f"[red]FAILED[/red] {where}({report['check']}): {report['reason']}")
+        return
+    console.print(f"[green]OK[/green] {report['size']:,} entries: hashes, links and Merkle "
+                  f"tree intact ({report['algorithm']})")
+    out.print(f"head  {report['head_hash']}\nroot  {report['root']}")
+    if report["signatures_checked"]:
+        console.print(f"signatures: {report['signatures_verified']:,} re-verified and "
+                      "authorized by the keyring")
+    else:
+        console.print("[yellow]signatures NOT re-verified: no keyring (pass --keyring), or "
+                      "read through --api (the server does not re-check them)[/yellow]")
+    cps = report["checkpoints"]
+    if not cps["stored"] and not cps["external"]:
+        console.print("[yellow]no signed checkpoint: a cut-off tail or a rewritten chain "
+                      "cannot be detected[/yellow]")
+        return
+    latest = f", latest at size {cps['latest_size']:,}" if cps["latest_size"] else ""
+    console.print(f"checkpoints: {cps['stored']} stored{latest}; {cps['external']} external "
+                  "consistent with the ledger")
+    if not cps["trusted_key"]:
+        console.print("[yellow]no --trusted-key: checkpoints were opened with the key stored "
+                      "beside them, so a rewrite by whoever holds the ledger file and a "
+                      "checkpoint key is not excluded[/yellow]")
 
 
 def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:

@@ -1,4 +1,4 @@
-"""`ledger demo`: the whole flow on the embedded default, from keys to a verified ledger."""
+"""`ledger demo`: the whole flow on the embedded default, from keys to an offline-checked answer."""
 
 from __future__ import annotations
 
@@ -12,13 +12,25 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 
-from consumers.ledger_consumer import LedgerConsumer
+from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.broker import LocalBroker
+from ledger.bundle import AsOfQuery
 from ledger.cli._common import Bootstrap, JsonFlag, console, out, print_json, reporting_errors
+from ledger.cli.evidence import check_bundle_file, report_json
 from ledger.cli.query import print_asof, print_diff
-from ledger.demo import KEY_POLICIES, build_history, demo_keyring, emit_history, forged_messages
-from ledger.integrity import verify_chain
-from ledger.kafka import DEFAULT_TOPIC, KafkaSettings, ensure_topics
+from ledger.demo import (
+    KEY_POLICIES,
+    LEDGER_KEY_ID,
+    build_history,
+    demo_keyring,
+    emit_history,
+    forged_messages,
+    ledger_key,
+)
+from ledger.evidence import build_bundle
+from ledger.integrity import verify_ledger
+from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_TOPIC, KafkaSettings, ensure_topics
+from ledger.proofs import TrustedKey
 from ledger.query import asof, diff, snapshot
 from ledger.store import LedgerReader
 
@@ -33,7 +45,8 @@ def demo(
     ] = Path("demo"),
     json_out: JsonFlag = False,
 ) -> None:
-    """Run the whole flow: broker, keys, three weeks of signed events, consume, verify, summary.
+    """Run the whole flow: broker, keys, three weeks of signed events, consume with signed
+    checkpoints, verify, ask, then write an evidence bundle and check it offline.
 
     Without --bootstrap (or LEDGER_BOOTSTRAP) it starts the bundled local broker on a free
     loopback port and stops it at the end.
@@ -42,12 +55,13 @@ def demo(
         _reset(db, workdir)
         if bootstrap:
             topic = f"ledger.demo.{uuid.uuid4().hex[:8]}"
-            summary = _run(KafkaSettings(bootstrap, topic), db, workdir, json_out)
+            summary = _run(KafkaSettings(bootstrap, topic), f"{topic}.checkpoints", db,
+                           workdir, json_out)
         else:
             with LocalBroker() as broker:
                 console.print(f"started the local Kafka-compatible broker on {broker.bootstrap}")
-                summary = _run(KafkaSettings(broker.bootstrap, DEFAULT_TOPIC), db, workdir,
-                               json_out)
+                summary = _run(KafkaSettings(broker.bootstrap, DEFAULT_TOPIC),
+                               DEFAULT_CHECKPOINT_TOPIC, db, workdir, json_out)
             console.print("stopped the local broker")
     if json_out:
         print_json(summary)
@@ -55,20 +69,32 @@ def demo(
         _print_summary(summary)
 
 
+def _witness(db: Path) -> Path:
+    return db.with_suffix(".witness")  # where `ledger consume` puts it by default
+
+
+def _bundle(db: Path) -> Path:
+    return db.with_name("demo-evidence.json")
+
+
 def _reset(db: Path, workdir: Path) -> None:
     """Remove what an earlier demo run wrote (and only that)."""
-    for path in (db, db.with_name(db.name + ".wal"), workdir / "keyring.json"):
+    for path in (db, db.with_name(db.name + ".wal"), workdir / "keyring.json", _witness(db),
+                 _bundle(db)):
         path.unlink(missing_ok=True)
-    for key_id in KEY_POLICIES:
+    for key_id in (*KEY_POLICIES, LEDGER_KEY_ID):
         for suffix in (".key", ".pub"):
             (workdir / "keys" / f"{key_id}{suffix}").unlink(missing_ok=True)
 
 
-def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[str, Any]:
+def _run(
+    settings: KafkaSettings, checkpoint_topic: str, db: Path, workdir: Path, quiet: bool
+) -> dict[str, Any]:
     signers, keyring = demo_keyring(workdir / "keys")
     keyring.save(workdir / "keyring.json")
-    console.print(f"generated {len(signers)} signing keys in {workdir / 'keys'}; "
-                  f"keyring {workdir / 'keyring.json'}")
+    ledger_signer = ledger_key(workdir / "keys")
+    console.print(f"generated {len(signers)} signing keys and the ledger's key in "
+                  f"{workdir / 'keys'}; keyring {workdir / 'keyring.json'}")
     history = build_history(datetime.now(UTC))
     forged = forged_messages(history, signers["ci-github"])
     ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
@@ -81,13 +107,18 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
     console.print(f"emitted {emitted} signed events ({len(forged)} of them forged) "
                   f"to {settings.topic}")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    consumer = LedgerConsumer(settings, db, keyring)
+    # Batches of 50, a checkpoint after each 50 entries and one on the way out: a few
+    # checkpoints to prove inclusion and consistency against.
+    policy = CheckpointPolicy(ledger_signer, _witness(db), checkpoint_topic, every=50)
+    consumer = LedgerConsumer(settings, db, keyring, batch_size=50, checkpoints=policy)
     stats = consumer.run(until_idle=2.0)
     console.print(f"consumed into {db}: {stats.accepted} chained, "
-                  f"{stats.quarantined} quarantined, {stats.duplicates} duplicates")
+                  f"{stats.quarantined} quarantined, {stats.duplicates} duplicates; "
+                  f"{stats.checkpoints} signed checkpoints, also in {_witness(db)}")
     reader = LedgerReader(db)
     try:
-        report = verify_chain(reader.iter_entries())
+        trusted = TrustedKey(LEDGER_KEY_ID, ledger_signer.public_raw)
+        report = verify_ledger(reader, keyring, trusted=trusted, workers=1).check()
         by_type = reader.con.execute(
             "SELECT type, count(*) FROM entries GROUP BY type ORDER BY type"
         ).fetchall()
@@ -102,14 +133,22 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
         moment = (history.end - timedelta(days=2)).replace(hour=14, minute=3)
         answer = asof(reader, "payments", "prod", moment).model_dump(mode="json")
         week = diff(reader, "prod", history.end - timedelta(days=7), history.end)
+        # ...and the answer as evidence an auditor checks without the ledger.
+        query = AsOfQuery(kind="asof", service="payments", environment="prod", at=moment)
+        bundle, _ = build_bundle(reader, query, keyring, ledger_signer)
     finally:
         reader.close()
+    _bundle(db).write_bytes(bundle)
+    pub = workdir / "keys" / f"{LEDGER_KEY_ID}.pub"
+    checked = check_bundle_file(_bundle(db), pub)
     return {
         "db": str(db),
         "topic": settings.topic,
         "history": {"from": history.start.isoformat(), "to": history.end.isoformat()},
         "stats": stats.as_dict(),
-        "chain": {"ok": True, "size": report.size, "head_hash": report.head_hash},
+        "chain": {"ok": True, "size": report.size,
+                  "head_hash": report.head_hash.hex() if report.head_hash else None,
+                  "checkpoints": report.checkpoints_stored},
         "entries_by_type": dict(by_type),
         "latest_deployments": [
             {"service": s, "environment": e, "image": d.image, "time": d.time.isoformat(),
@@ -119,12 +158,16 @@ def _run(settings: KafkaSettings, db: Path, workdir: Path, quiet: bool) -> dict[
         "quarantined": [{"reason": r, "detail": d} for r, d in quarantined],
         "asof": answer,
         "diff": week.model_dump(mode="json"),
+        "witness": str(_witness(db)),
+        "evidence": {"path": str(_bundle(db)), "trusted_key": str(pub)} | report_json(checked),
     }
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    console.print(f"verified: chain of {summary['chain']['size']} entries intact, "
-                  f"head {summary['chain']['head_hash'][:16]}…\n")
+    chain = summary["chain"]
+    console.print(f"verified: chain of {chain['size']} entries intact, "
+                  f"{chain['checkpoints']} signed checkpoints consistent with it, "
+                  f"head {chain['head_hash'][:16]}…\n")
     counts = Table("event type", "entries", title="What the ledger holds")
     for kind, n in summary["entries_by_type"].items():
         counts.add_row(kind, str(n))
@@ -146,6 +189,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     out.print("\n[bold]What changed in prod in the last week?[/bold] "
               "ledger diff --env prod --from '1 week ago'")
     print_diff(summary["diff"])
+    evidence = summary["evidence"]
+    name, digest = evidence["subjects"][0].split("@")
+    out.print(f"\n[bold]Evidence, checked offline:[/bold] {evidence['path']}: "
+              f"{len(evidence['entries'])} signed entries, each proven in the checkpoint of size "
+              f"{evidence['checkpoint']['size']}; answer re-derived for "
+              f"{name.rsplit('/', 1)[-1]}@{digest[:19]}… [green]OK[/green]")
     console.print(f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "
-                  f"ledger timeline --db {summary['db']} --service search --env prod; "
-                  f"ledger verify --db {summary['db']}")
+                  f"ledger verify --db {summary['db']}; ledger verify-bundle {evidence['path']} "
+                  f"--trusted-key {evidence['trusted_key']}")

@@ -1,0 +1,475 @@
+"""Evidence bundles: one self-contained file that proves a ledger answer offline (pure).
+
+A bundle is an in-toto Statement v1 in a DSSE JSON envelope signed by the ledger key. Its
+predicate carries the question, the answer, every entry the answer rests on (exact signed
+envelope bytes with the chain inputs), an RFC 9162 inclusion proof of each against one
+signed checkpoint, that checkpoint, and the keyring entries of the producers that signed
+the entries. :func:`verify_bundle` needs nothing else: no ledger, no Kafka, no network.
+
+Verification checklist (docs/formats.md §9); the first failure raises
+:class:`~ledger.errors.EvidenceError` whose ``check`` names it:
+
+1. ``envelope_signature``: the DSSE envelope is signed by the ledger key over
+   ``PAE(payloadType, payload)`` (the trusted key if given, else the key the bundle
+   carries, reported as untrusted);
+2. ``checkpoint``: the checkpoint note is signed by the same key, for the bundle's origin;
+3. ``inclusion``: each entry's chain hash, recomputed from its exact bytes, is leaf
+   ``seq - 1`` of the checkpoint's tree (its inclusion path leads to the signed root);
+4. ``producer_signature`` / ``authorization``: each envelope verifies under the carried
+   keyring exactly as the consumer checked it: signature over the payload, and the key's
+   authorization for the event's type and source at the event's time;
+5. ``scope`` / ``answer``: every entry belongs to the question (service, environment,
+   time), and the answer re-derived from the decoded entries by the point-in-time rules,
+   over the checkpoint's ledger size, equals the carried answer exactly;
+6. ``subjects``: the statement's subjects are the image digests the answer names.
+
+A bundle proves that each carried entry is in the log at the checkpoint and that the answer
+follows from them. It does not prove that no other entry exists (an omitted approval, a
+later deployment): that needs the whole ledger and ``ledger verify``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ledger.chain import ALGORITHM
+from ledger.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger.envelope import pae
+from ledger.errors import (
+    AuthorizationError,
+    CheckpointError,
+    EvidenceError,
+    ProofError,
+    RejectedMessage,
+)
+from ledger.events import Event
+from ledger.keys import Keyring, Signer, ed25519_verify
+from ledger.merkle import verify_inclusion
+from ledger.pointintime import AsOf, Fact, reconstruct
+from ledger.proofs import Blob, Hash, StoredEntry, TrustedKey, b64
+from ledger.query import TimelineEntry
+from ledger.verify import VerifiedEvent, verify_message
+
+__all__ = [
+    "PAYLOAD_TYPE",
+    "PREDICATE_TYPE",
+    "STATEMENT_TYPE",
+    "AsOfQuery",
+    "BundleReport",
+    "EntryProof",
+    "LedgerInfo",
+    "Predicate",
+    "Statement",
+    "Subject",
+    "TimelineAnswer",
+    "TimelineQuery",
+    "VerifiedEntry",
+    "derive_answer",
+    "open_entries",
+    "sign_statement",
+    "subjects_of",
+    "verify_bundle",
+]
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE: Final = "https://deploy-ledger.dev/evidence/v1"
+
+_IMAGE = re.compile(r"^(?P<name>[^@]+)@sha256:(?P<hex>[0-9a-f]{64})$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+
+# --- the format ------------------------------------------------------------------------------
+
+
+class AsOfQuery(_Strict):
+    """``ledger asof --service S --env E --at T``."""
+
+    kind: Literal["asof"]
+    service: str
+    environment: str
+    at: AwareDatetime
+
+
+class TimelineQuery(_Strict):
+    """``ledger evidence --from T1 --to T2``: the state at T1, then the timeline T1..T2."""
+
+    kind: Literal["timeline"]
+    service: str
+    environment: str
+    from_: AwareDatetime = Field(alias="from")
+    to: AwareDatetime
+
+
+Query = Annotated[AsOfQuery | TimelineQuery, Field(discriminator="kind")]
+
+
+class TimelineAnswer(_Strict):
+    state: AsOf
+    timeline: list[TimelineEntry]
+
+
+class EntryProof(_Strict):
+    """Inclusion of one carried entry (same position in ``proofs`` as in ``entries``) in
+    the checkpoint's tree, whose size and root the checkpoint note gives."""
+
+    leaf_index: int = Field(ge=0)
+    inclusion_path: list[Hash]
+
+
+class LedgerInfo(_Strict):
+    origin: str
+    hash_algorithm: str
+    verifier_key: str  # the ledger key, as a signed-note verifier key (name+hash+key)
+
+
+class Predicate(_Strict):
+    query: Query
+    answer: dict[str, Any]
+    entries: list[StoredEntry] = Field(min_length=1)
+    proofs: list[EntryProof]
+    checkpoint: str
+    keyring: Keyring
+    ledger: LedgerInfo
+
+
+class DigestSet(_Strict):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Subject(_Strict):
+    name: str
+    digest: DigestSet
+
+
+class Statement(_Strict):
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
+    subject: list[Subject] = Field(min_length=1)
+    predicate_type: Literal["https://deploy-ledger.dev/evidence/v1"] = Field(alias="predicateType")
+    predicate: Predicate
+
+
+class _DsseSignature(_Strict):
+    keyid: str
+    sig: Blob
+
+
+class _Dsse(_Strict):
+    payload_type: str = Field(alias="payloadType")
+    payload: Blob
+    signatures: list[_DsseSignature] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    """A carried entry whose producer signature and authorization have been checked."""
+
+    entry: StoredEntry
+    verified: VerifiedEvent
+
+    @property
+    def event(self) -> Event:
+        return self.verified.event
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    """What a verified bundle establishes, for printing."""
+
+    query: AsOfQuery | TimelineQuery
+    answer: dict[str, Any]
+    subjects: list[str]
+    entries: list[int]
+    checkpoint: Checkpoint
+    key_name: str
+    trusted: bool  # False: checked against the key the bundle itself carries
+
+
+# --- deriving the answer ---------------------------------------------------------------------
+
+
+def _fact(seq: int, event: Event) -> Fact:
+    """The rules' view of an entry, as ledger.query builds it from the stored columns."""
+    data: dict[str, Any] = event.data.model_dump(mode="json")
+    if data.get("valid_until") is not None:
+        data["valid_until"] = datetime.fromisoformat(data["valid_until"])
+    return Fact(seq, event.id, event.type, event.time, event.actor, data)
+
+
+def _timeline_entry(item: VerifiedEntry) -> TimelineEntry:
+    event = item.event
+    return TimelineEntry(
+        seq=item.entry.seq,
+        event_id=event.id,
+        type=event.type,
+        time=event.time,
+        ingested_at=_EPOCH + timedelta(microseconds=item.entry.ingested_at_us),
+        actor=event.actor,
+        source=event.source,
+        key_id=item.verified.key_id,
+        data=event.data.model_dump(mode="json"),
+    )
+
+
+def derive_answer(
+    query: AsOfQuery | TimelineQuery, entries: Iterable[VerifiedEntry], ledger_size: int
+) -> AsOf | TimelineAnswer:
+    """The answer the point-in-time rules give over these entries (those of the query's
+    service and environment; the rules themselves keep those at or before the instant)."""
+    mine = [
+        e
+        for e in entries
+        if e.event.service == query.service and e.event.environment == query.environment
+    ]
+    facts = [_fact(e.entry.seq, e.event) for e in mine]
+    if isinstance(query, AsOfQuery):
+        return reconstruct(query.service, query.environment, query.at, facts, ledger_size)
+    state = reconstruct(query.service, query.environment, query.from_, facts, ledger_size)
+    window = sorted(
+        (e for e in mine if query.from_ <= e.event.time <= query.to),
+        key=lambda e: (e.event.time, e.entry.seq),
+    )
+    return TimelineAnswer(state=state, timeline=[_timeline_entry(e) for e in window])
+
+
+def subjects_of(answer: Any) -> list[Subject]:
+    """Every image reference the answer names (``image``, ``from_image``), one subject each."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("image", "from_image") and isinstance(item, str):
+                    found.add(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(answer)
+    subjects = []
+    for reference in sorted(found):
+        match = _IMAGE.match(reference)
+        if match is not None:
+            subjects.append(Subject(name=reference, digest=DigestSet(sha256=match.group("hex"))))
+    return subjects
+
+
+def _canonical(value: Any) -> str:
+    """Exact comparison of JSON values: 2 and 2.0, or 1 and true, are different answers."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- signing ---------------------------------------------------------------------------------
+
+
+def sign_statement(statement: Statement, signer: Signer) -> bytes:
+    """The bundle file: the statement in a DSSE JSON envelope signed by the ledger key."""
+    payload = statement.model_dump_json().encode()
+    envelope = {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": b64(payload),
+        "signatures": [
+            {"keyid": signer.key_id, "sig": b64(signer.sign(pae(PAYLOAD_TYPE, payload)))}
+        ],
+    }
+    return (json.dumps(envelope, indent=2) + "\n").encode()
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+def _validation(exc: ValidationError, what: str) -> EvidenceError:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or what
+    return EvidenceError(
+        f"not an evidence bundle: {what} {where}: {first['msg']}", check="malformed"
+    )
+
+
+def _parse(data: bytes) -> tuple[_Dsse, Statement]:
+    try:
+        envelope = _Dsse.model_validate_json(data)
+    except ValidationError as exc:
+        raise _validation(exc, "envelope") from None
+    if envelope.payload_type != PAYLOAD_TYPE:
+        raise EvidenceError(
+            f"payloadType is {envelope.payload_type!r}, not {PAYLOAD_TYPE!r}", check="malformed"
+        )
+    try:
+        statement = Statement.model_validate_json(envelope.payload)
+    except ValidationError as exc:
+        raise _validation(exc, "statement") from None
+    return envelope, statement
+
+
+def _ledger_key(statement: Statement, trusted: TrustedKey | None) -> TrustedKey:
+    if trusted is not None:
+        return trusted
+    try:
+        name, raw = parse_verifier_key(statement.predicate.ledger.verifier_key)
+    except CheckpointError as exc:
+        raise EvidenceError(f"the carried ledger key: {exc.message}", check="malformed") from None
+    return TrustedKey(name, raw)
+
+
+def _check_envelope(envelope: _Dsse, key: TrustedKey) -> None:
+    """Step 1."""
+    message = pae(envelope.payload_type, envelope.payload)
+    mine = [s for s in envelope.signatures if s.keyid == key.name]
+    if not mine:
+        signers = ", ".join(repr(s.keyid) for s in envelope.signatures)
+        raise EvidenceError(
+            f"the bundle is not signed by ledger key {key.name!r} (signed by {signers})",
+            check="envelope_signature",
+        )
+    if not any(ed25519_verify(key.public_raw, message, s.sig) for s in mine):
+        raise EvidenceError(
+            f"the bundle's signature by {key.name!r} does not verify: the statement was "
+            "altered, or signed by another key of that name",
+            check="envelope_signature",
+        )
+
+
+def _check_checkpoint(predicate: Predicate, key: TrustedKey) -> Checkpoint:
+    """Step 2."""
+    try:
+        return open_checkpoint(
+            predicate.checkpoint, key.name, key.public_raw, predicate.ledger.origin
+        )
+    except CheckpointError as exc:
+        raise EvidenceError(
+            f"checkpoint ({exc.check}): {exc.message}", check="checkpoint"
+        ) from None
+
+
+def _check_inclusion(predicate: Predicate, checkpoint: Checkpoint) -> None:
+    """Step 3."""
+    if predicate.ledger.hash_algorithm != ALGORITHM:
+        raise EvidenceError(
+            f"hash algorithm {predicate.ledger.hash_algorithm!r} is not {ALGORITHM!r}",
+            check="inclusion",
+        )
+    entries, proofs = predicate.entries, predicate.proofs
+    if len(proofs) != len(entries):
+        raise EvidenceError(
+            f"{len(entries)} entries but {len(proofs)} inclusion proofs", check="inclusion"
+        )
+    seqs = [e.seq for e in entries]
+    if seqs != sorted(set(seqs)):
+        raise EvidenceError("entries are not in increasing seq order, each once", check="malformed")
+    for entry, proof in zip(entries, proofs, strict=True):
+        if proof.leaf_index != entry.seq - 1:
+            raise EvidenceError(
+                f"entry {entry.seq}: its proof is for leaf {proof.leaf_index}, not {entry.seq - 1}",
+                check="inclusion",
+                seq=entry.seq,
+            )
+        try:
+            verify_inclusion(
+                entry.leaf_hash(),
+                proof.leaf_index,
+                checkpoint.size,
+                proof.inclusion_path,
+                checkpoint.root,
+            )
+        except ProofError as exc:
+            raise EvidenceError(
+                f"entry {entry.seq} is not proven in the checkpoint of size {checkpoint.size} "
+                f"({exc.check}): {exc.message}",
+                check="inclusion",
+                seq=entry.seq,
+            ) from None
+
+
+def open_entries(entries: Iterable[StoredEntry], keyring: Keyring) -> list[VerifiedEntry]:
+    """Step 4: each envelope verified as the consumer verified it, under ``keyring``."""
+    opened = []
+    for entry in entries:
+        try:
+            verified = verify_message(entry.envelope, keyring)
+        except RejectedMessage as exc:  # an AuthorizationError is one too
+            check = "authorization" if isinstance(exc, AuthorizationError) else "producer_signature"
+            raise EvidenceError(
+                f"entry {entry.seq} ({exc.reason}): {exc.message}", check=check, seq=entry.seq
+            ) from None
+        opened.append(VerifiedEntry(entry, verified))
+    return opened
+
+
+def _check_scope(query: AsOfQuery | TimelineQuery, entries: list[VerifiedEntry]) -> None:
+    """Step 5a: nothing carried from another service, environment or later time."""
+    until = query.at if isinstance(query, AsOfQuery) else query.to
+    for item in entries:
+        event = item.event
+        if (event.service, event.environment) != (query.service, query.environment):
+            raise EvidenceError(
+                f"entry {item.entry.seq} is about {event.service}/{event.environment}, "
+                f"not {query.service}/{query.environment}",
+                check="scope",
+                seq=item.entry.seq,
+            )
+        if event.time > until:
+            raise EvidenceError(
+                f"entry {item.entry.seq} is dated {event.time.isoformat()}, after the "
+                f"question's {until.isoformat()}",
+                check="scope",
+                seq=item.entry.seq,
+            )
+
+
+def verify_bundle(data: bytes, trusted: TrustedKey | None = None) -> BundleReport:
+    """Run the checklist over a bundle file's bytes; raises :class:`EvidenceError`."""
+    envelope, statement = _parse(data)
+    predicate = statement.predicate
+    key = _ledger_key(statement, trusted)
+    # 1.
+    _check_envelope(envelope, key)
+    # 2.
+    checkpoint = _check_checkpoint(predicate, key)
+    # 3.
+    _check_inclusion(predicate, checkpoint)
+    # 4.
+    entries = open_entries(predicate.entries, predicate.keyring)
+    # 5.
+    _check_scope(predicate.query, entries)
+    derived = derive_answer(predicate.query, entries, checkpoint.size).model_dump(mode="json")
+    if _canonical(derived) != _canonical(predicate.answer):
+        differing = sorted(
+            k
+            for k in derived.keys() | predicate.answer.keys()
+            if _canonical(derived.get(k)) != _canonical(predicate.answer.get(k))
+        )
+        raise EvidenceError(
+            "the carried answer is not what the rules give over the carried entries at "
+            f"ledger size {checkpoint.size} (differs in: {', '.join(differing)})",
+            check="answer",
+        )
+    # 6.
+    expected = subjects_of(predicate.answer)
+    if statement.subject != expected:
+        names = ", ".join(s.name for s in expected) or "none"
+        raise EvidenceError(f"the subjects are not the answer's images ({names})", check="subjects")
+    return BundleReport(
+        query=predicate.query,
+        answer=predicate.answer,
+        subjects=[s.name for s in statement.subject],
+        entries=[e.entry.seq for e in entries],
+        checkpoint=checkpoint,
+        key_name=key.name,
+        trusted=trusted is not None,
+    )

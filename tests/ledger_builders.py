@@ -1,0 +1,93 @@
+"""Real ledger files with signed checkpoints, written without Kafka: the consumer's own
+verify-then-commit path (verify_message, LedgerWriter.prepare/commit) over sealed events.
+The command line is run with consumer_helpers.ledger_cli."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ledger.demo import KEY_POLICIES, build_history
+from ledger.entries import decoded_columns
+from ledger.keys import Keyring, Signer
+from ledger.producer import seal
+from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.verify import verify_message
+
+DEMO_END = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+
+
+def signers() -> tuple[Signer, Signer, Keyring]:
+    """A CI key and an approver key, each trusted for its own remit only."""
+    ci, approver = Signer.generate("ci-main"), Signer.generate("change-board")
+    ring = Keyring()
+    ring.trust(ci.key_id, ci.public_raw, types=["deployment.*", "mutation.*", "service.*"],
+               sources=["ci/*"])  # fmt: skip
+    ring.trust(approver.key_id, approver.public_raw, types=["approval.*"], sources=["cab/*"])
+    return ci, approver, ring
+
+
+def append(
+    writer: LedgerWriter, ring: Keyring, values: Sequence[bytes], first_offset: int,
+    checkpoint: bool = False,
+) -> str | None:  # fmt: skip
+    """One batch, exactly as the consumer writes it; the signed checkpoint note, if any."""
+    messages = []
+    for i, value in enumerate(values):
+        verified = verify_message(value, ring)
+        received = Received("ledger.events", 0, first_offset + i, b"key", value)
+        messages.append(Accepted(received, decoded_columns(verified.event, verified.key_id)))
+    offsets = {("ledger.events", 0): first_offset + len(values)}
+    return writer.commit(writer.prepare(messages, offsets), checkpoint=checkpoint)
+
+
+def write_ledger(
+    path: Path,
+    values: Sequence[bytes],
+    keyring: Keyring,
+    ledger_key: Signer | None,
+    batches: Sequence[int],
+    checkpoint: bool = True,
+) -> None:
+    """Append ``values`` in batches of the given sizes (the rest in one last batch), signing
+    a checkpoint after each batch when ``checkpoint`` (and ``ledger_key``)."""
+    writer = LedgerWriter(path, checkpoint_signer=ledger_key)
+    try:
+        start = 0
+        for size in [*batches, len(values) - sum(batches)]:
+            if size <= 0:
+                continue
+            append(writer, keyring, values[start : start + size], start, checkpoint=checkpoint)
+            start += size
+    finally:
+        writer.close()
+
+
+def demo_keys() -> tuple[dict[str, Signer], Keyring]:
+    """The demo's producer identities, in memory, with the demo's narrow keyring."""
+    keys = {key_id: Signer.generate(key_id) for key_id in KEY_POLICIES}
+    ring = Keyring()
+    for key_id, (types, sources) in KEY_POLICIES.items():
+        ring.trust(key_id, keys[key_id].public_raw, types=types, sources=sources)
+    return keys, ring
+
+
+def write_demo_ledger(path: Path, ledger_key: Signer, batch: int = 20) -> Keyring:
+    """The demo's three weeks of history (ending at DEMO_END), checkpointed every batch."""
+    keys, ring = demo_keys()
+    history = build_history(DEMO_END)
+    values = [seal(event, keys[key_id]) for key_id, event in history.events]
+    write_ledger(path, values, ring, ledger_key, [batch] * (len(values) // batch))
+    return ring
+
+
+def entry_hashes(path: Path) -> list[bytes]:
+    """Every stored entry hash, in seq order (the leaves' data)."""
+    reader = LedgerReader(path)
+    try:
+        rows = reader.con.execute("SELECT hash FROM entries ORDER BY seq").fetchall()
+        return [bytes(row[0]) for row in rows]
+    finally:
+        reader.close()
+
