@@ -195,6 +195,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
               f"{len(evidence['entries'])} signed entries, each proven in the checkpoint of size "
               f"{evidence['checkpoint']['size']}; answer re-derived for "
               f"{name.rsplit('/', 1)[-1]}@{digest[:19]}… [green]OK[/green]")
+    keys = Path(evidence["trusted_key"]).parent
     console.print(f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "
-                  f"ledger verify --db {summary['db']}; ledger verify-bundle {evidence['path']} "
+                  f"ledger verify --db {summary['db']} --keyring {keys.parent / 'keyring.json'} "
+                  f"--trusted-key {evidence['trusted_key']} --checkpoint {summary['witness']}; "
+                  f"ledger verify-bundle {evidence['path']} "
                   f"--trusted-key {evidence['trusted_key']}")
