@@ -72,12 +72,17 @@ def status_report(reader: LedgerReader) -> dict[str, Any]:
     meta = reader.meta()
     head = reader.one("SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1")
     quarantined = reader.one("SELECT count(*) FROM quarantine")
+    # How far the signed checkpoints trail the entries: what truncation could still erase.
+    checkpoint = reader.one("SELECT size, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")
     return {
         "ledger_id": meta.get("ledger_id"),
+        "origin": meta.get("origin"),
         "algorithm": meta.get("hash_algorithm"),
         "format_version": meta.get("format_version"),
         "size": head[0] if head else 0,
         "head_hash": bytes(head[1]).hex() if head else None,
         "last_ingested_at": head[2].isoformat() if head else None,
+        "checkpoint_size": checkpoint[0] if checkpoint else None,
+        "checkpoint_signed_at": checkpoint[1].isoformat() if checkpoint else None,
         "quarantined": quarantined[0] if quarantined else 0,
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_event
-from consumer_helpers import consume, emit, entries, ledger_cli
+from consumer_helpers import cli_json, consume, emit, entries, ledger_cli
 
 from consumers.ledger_consumer import CheckpointPolicy
 from ledger.checkpoint import open_checkpoint, split_notes
@@ -57,6 +57,10 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
     assert stats.checkpoints == len(stored)
     published = [value.decode() for value in read_topic(kafka, topic)]
     assert _open_all(published, ledger_key, origin) == witnessed
+
+    status = ledger_cli("status", "--db", str(db), "--json")
+    assert status.returncode == 0, status.stderr
+    assert (cli_json(status)["checkpoint_size"], cli_json(status)["origin"]) == (160, origin)
 
     # A restart with nothing new signs nothing and does not repeat the witness.
     before = witness.read_bytes()
