@@ -242,19 +242,9 @@ class LedgerWriter:
             ledger_id = str(uuid.uuid4())
             self._con.execute(
                 "INSERT INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)",
-                [
-                    "format_version",
-                    FORMAT_VERSION,
-                    "hash_algorithm",
-                    ALGORITHM,
-                    "ledger_id",
-                    ledger_id,
-                    "created_at",
-                    now,
-                    "origin",
-                    _origin(ledger_id),
-                ],
-            )
+                ["format_version", FORMAT_VERSION, "hash_algorithm", ALGORITHM,
+                 "ledger_id", ledger_id, "created_at", now, "origin", _origin(ledger_id)],
+            )  # fmt: skip
             existing = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
         elif existing.get("hash_algorithm") != ALGORITHM:
             raise ConfigurationError(
@@ -286,15 +276,16 @@ class LedgerWriter:
         tree = CompactRange.from_tree(StoredTree(self._con, stored), stored)
         if stored == self.head_seq:
             return tree
-        nodes: list[tuple[int, int, bytes]] = []
-        reader = self._con.sql(
+        # Read through a cursor of its own: this connection inserts between the batches.
+        reader = self._con.cursor().sql(
             f"SELECT hash FROM entries WHERE seq > {int(stored)} ORDER BY seq"
         ).to_arrow_reader(50_000)
-        for batch in reader:
+        self._con.execute("BEGIN TRANSACTION")
+        for batch in reader:  # batch by batch: bounded memory whatever the ledger's size
+            nodes: list[tuple[int, int, bytes]] = []
             for digest in batch.column(0).to_pylist():
                 nodes.extend(_completed(tree, leaf_hash(digest)))
-        self._con.execute("BEGIN TRANSACTION")
-        self._insert_nodes(nodes)
+            self._insert_nodes(nodes)
         self._con.execute("COMMIT")
         return tree
 
@@ -368,11 +359,11 @@ class LedgerWriter:
         """
         tree = self._tree.copy()
         table, head_hash, nodes = self._entries_table(plan, tree)
-        note = None
-        if checkpoint and self.checkpoint_signer is not None and tree.size > self.checkpoint_size:
-            note = sign_checkpoint(
-                Checkpoint(self.origin, tree.size, tree.root()), self.checkpoint_signer
-            )
+        note = vkey = None
+        signer = self.checkpoint_signer
+        if checkpoint and signer is not None and tree.size > self.checkpoint_size:
+            note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), signer)
+            vkey = verifier_key(signer.key_id, signer.public_raw)
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -385,34 +376,20 @@ class LedgerWriter:
                 con.unregister("new_entries")
                 self._insert_nodes(nodes)
             if note is not None:
-                signer = self.checkpoint_signer
-                assert signer is not None
                 con.execute(
                     "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)",
-                    [tree.size, tree.root(), note,
-                     verifier_key(signer.key_id, signer.public_raw), datetime.now(UTC)],
-                )  # fmt: skip
+                    [tree.size, tree.root(), note, vkey, datetime.now(UTC)],
+                )
             if plan.quarantined:
                 received_at = datetime.now(UTC)
                 con.executemany(
                     "INSERT INTO quarantine (received_at, kafka_topic, kafka_partition, "
                     "kafka_offset, kafka_key, value, reason, detail, event_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            received_at,
-                            r.received.topic,
-                            r.received.partition,
-                            r.received.offset,
-                            r.received.key,
-                            r.received.value,
-                            r.reason,
-                            r.detail,
-                            r.event_id,
-                        ]
-                        for r in plan.quarantined
-                    ],
-                )
+                    [[received_at, r.received.topic, r.received.partition, r.received.offset,
+                      r.received.key, r.received.value, r.reason, r.detail, r.event_id]
+                     for r in plan.quarantined],
+                )  # fmt: skip
             if plan.offsets:
                 con.executemany(
                     "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
