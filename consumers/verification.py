@@ -1,7 +1,7 @@
 """Signature verification of received messages, inline or in the shared worker pool.
 
 The pool (ledger/workers.py) is one spawned process per core holding the keyring; Ed25519
-costs ~57 µs a core, so the consumer fetches batch N+1 while the workers verify batch N.
+costs ~57 µs a core, so the workers verify batch N+1 while the consumer commits batch N.
 """
 
 from __future__ import annotations
