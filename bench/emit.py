@@ -80,12 +80,12 @@ SERVICE_COUNT = 100  # x 2 environments = 200 Kafka message keys
 ACTORS = ("alice", "bob", "carol", "dave", "erin", "frank", "github-actions", "platform-bot")
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _image(service: str, version: int) -> str:
-    return f"registry.acme.example/{service}@{_digest(f'{service}:{version}')}"
+def image_ref(service: str, version: int) -> str:
+    return f"registry.acme.example/{service}@{digest(f'{service}:{version}')}"
 
 
 def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, dict[str, Any]]:
@@ -93,7 +93,7 @@ def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, di
     service = f"svc-{rng.randrange(SERVICE_COUNT):03d}"
     env = rng.choice(ENVIRONMENTS)
     version = rng.randint(1, 500)
-    image = _image(service, version)
+    image = image_ref(service, version)
     change_ref = f"CHG-{10_000 + n // 3}"
     actor = rng.choice(ACTORS)
     key = "ci-github"
@@ -121,7 +121,7 @@ def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, di
         }
     elif kind == "deployment.rolled_back":
         data = {
-            "image": _image(service, version - 1),
+            "image": image_ref(service, version - 1),
             "from_image": image,
             "change_ref": change_ref,
             "reason": "error rate above SLO",
@@ -149,8 +149,8 @@ def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, di
         data = {
             "target_kind": target_kind,
             "target": target,
-            "hash": _digest(f"{service}{target}{n}"),
-            "previous_hash": _digest(f"{service}{target}{n - 1}"),
+            "hash": digest(f"{service}{target}{n}"),
+            "previous_hash": digest(f"{service}{target}{n - 1}"),
             "tool": tool,
             "method": "manual" if tool == "manual" else "pipeline",
         }
@@ -164,7 +164,7 @@ def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, di
         if rng.random() < 0.6:
             data["image"] = image
         else:
-            data["hash"] = _digest(f"{service}{n}")
+            data["hash"] = digest(f"{service}{n}")
     elif kind == "approval.revoked":
         key, source = "change-board", "cab/servicenow"
         data = {"change_ref": change_ref, "reason": "superseded"}

@@ -39,7 +39,7 @@ import uvicorn
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emit import ACTORS, TYPE_WEIGHTS, keyring_for, make_signers
+from emit import ACTORS, TYPE_WEIGHTS, digest, image_ref, keyring_for, make_signers
 
 from ledger.api import create_app
 from ledger.entries import DecodedColumns, decoded_columns
@@ -69,14 +69,6 @@ TOOLS = (
 TOKEN = "bench-query-token"
 
 
-def _digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _image(service: str, version: int) -> str:
-    return f"registry.acme.example/{service}@{_digest(f'{service}:{version}')}"
-
-
 def _raw(rng: random.Random, n: int, total: int, kind: str) -> tuple[str, dict[str, Any]]:
     """(signing key id, JSON-shaped event) for event number ``n`` of ``total``."""
     pair = rng.randrange(PAIRS)
@@ -84,7 +76,7 @@ def _raw(rng: random.Random, n: int, total: int, kind: str) -> tuple[str, dict[s
     bucket = n // REF_BUCKET
     change_ref = f"CHG-{pair}-{bucket}"
     version = bucket + rng.randint(0, 1)
-    image = _image(service, version)
+    image = image_ref(service, version)
     actor = rng.choice(ACTORS)
     # Spread over a year, a little out of order (late arrivals are placed by time).
     when = START + SPAN * (n / total) + timedelta(seconds=rng.uniform(-3600, 3600))
@@ -107,7 +99,7 @@ def _raw(rng: random.Random, n: int, total: int, kind: str) -> tuple[str, dict[s
         }  # fmt: skip
     elif kind == "deployment.rolled_back":
         data = {
-            "image": _image(service, version - 1), "from_image": image,
+            "image": image_ref(service, version - 1), "from_image": image,
             "change_ref": change_ref, "reason": "error rate above SLO",
         }  # fmt: skip
     elif kind == "mutation.applied":
@@ -117,7 +109,7 @@ def _raw(rng: random.Random, n: int, total: int, kind: str) -> tuple[str, dict[s
         target_kind, target = rng.choice(TARGETS)
         data = {
             "target_kind": target_kind, "target": target,
-            "hash": None if rng.random() < 0.03 else _digest(f"{service}{env}{target}{n}"),
+            "hash": None if rng.random() < 0.03 else digest(f"{service}{env}{target}{n}"),
             "tool": tool, "method": "manual" if tool == "manual" else "pipeline",
         }  # fmt: skip
         if target_kind in ("file", "package", "patch") or tool == "manual":
@@ -131,7 +123,7 @@ def _raw(rng: random.Random, n: int, total: int, kind: str) -> tuple[str, dict[s
         if scope < 0.6:
             data["image"] = image
         elif scope < 0.8:
-            data["hash"] = _digest(f"{service}{env}{n}")
+            data["hash"] = digest(f"{service}{env}{n}")
         if rng.random() < 0.3:
             data["valid_until"] = when + timedelta(days=14)
     elif kind == "approval.revoked":

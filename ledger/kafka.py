@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -20,7 +20,6 @@ __all__ = [
     "DLQ_SUFFIX",
     "KafkaSettings",
     "ensure_topics",
-    "read_topic",
 ]
 
 DEFAULT_TOPIC = "ledger.events"
@@ -80,32 +79,3 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
     finally:
         admin.close()
 
-
-def read_topic(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> list[bytes]:
-    """Every value in ``topic`` up to its current end, partition by partition (no group)."""
-    try:
-        consumer = KafkaConsumer(
-            **settings.client_config(), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", consumer_timeout_ms=int(timeout * 1000),
-        )
-    except KafkaError as exc:
-        raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            raise TransportError(f"topic {topic} does not exist on {settings.bootstrap}")
-        values: list[bytes] = []
-        for tp in (TopicPartition(topic, p) for p in sorted(partitions)):
-            consumer.assign([tp])  # one at a time: a poll returns this partition's records only
-            consumer.seek_to_beginning(tp)
-            ends = consumer.end_offsets([tp])
-            while consumer.position(tp) < ends[tp]:
-                records = consumer.poll(timeout_ms=int(timeout * 1000)).get(tp, [])
-                if not records and consumer.position(tp) < ends[tp]:
-                    raise TransportError(f"timed out reading {topic}[{tp.partition}]")
-                values.extend(r.value for r in records if r.offset < ends[tp])
-        return values
-    except KafkaError as exc:
-        raise TransportError(f"cannot read {topic} from {settings.bootstrap}: {exc}") from None
-    finally:
-        consumer.close()

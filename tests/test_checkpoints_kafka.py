@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import make_event
-from consumer_helpers import cli_json, consume, emit, entries, ledger_cli
+from consumer_helpers import cli_json, consume, emit, entries, ledger_cli, topic_values
 
 from consumers.ledger_consumer import CheckpointPolicy
 from ledger.checkpoint import open_checkpoint, split_notes
-from ledger.kafka import KafkaSettings, read_topic
+from ledger.kafka import KafkaSettings
 from ledger.keys import Keyring, Signer
 from ledger.merkle import LeafHashes, leaf_hash, root_at
 from ledger.store import LedgerReader
@@ -55,7 +55,7 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
     assert all(s - prev >= 50 for prev, s in zip([0, *sizes], sizes[:-1], strict=False))
     assert witnessed == [(size, root) for size, root, _, _ in stored]
     assert stats.checkpoints == len(stored)
-    published = [value.decode() for value in read_topic(kafka, topic)]
+    published = [value.decode() for value in topic_values(kafka, topic)]
     assert _open_all(published, ledger_key, origin) == witnessed
 
     status = ledger_cli("status", "--db", str(db), "--json")
