@@ -1,10 +1,11 @@
 """Building evidence bundles from the ledger (the format and its verification: ledger.bundle).
 
 The answer is the one ``ledger asof`` / ``ledger timeline`` give. The entries carried are
-exactly the candidate facts the point-in-time rules consume, chosen here by the same
-narrowing ledger.query applies in SQL (latest deployment, failures after it, latest
-mutation per target, latest classification, the grants and revocations of the live
-changes' refs), so a verifier re-derives the answer from them and nothing else. The answer
+exactly the candidate facts the point-in-time rules consume (``ledger.query.candidates``,
+the narrowing ``asof`` itself uses: latest deployment, failures after it, latest mutation
+per target unless a later deployment wiped it, latest classification, the grants and
+revocations of the live changes' refs), so a verifier re-derives the answer from them and
+nothing else. The answer
 is re-derived from the decoded envelopes before signing and must equal the query's: a
 ledger whose decoded columns were edited cannot produce a bundle.
 
@@ -14,11 +15,6 @@ fresh one over the stored tree's root at that size, signed with the ledger key.
 """
 
 from __future__ import annotations
-
-import json
-from collections.abc import Iterable
-from datetime import datetime
-from typing import Any
 
 from ledger.bundle import (
     PREDICATE_TYPE,
@@ -42,69 +38,12 @@ from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.errors import EvidenceError
 from ledger.keys import Keyring, Signer
 from ledger.merkle import inclusion_proof, root_at
-from ledger.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact
+from ledger.pointintime import AsOf
 from ledger.proofs import TrustedKey, b64, ledger_origin, snapshot, stored_entries
-from ledger.query import asof, timeline
+from ledger.query import asof, candidates, timeline
 from ledger.store import LedgerReader
 
-__all__ = ["build_bundle", "candidates"]
-
-_DEPLOYED = ("deployment.succeeded", "deployment.rolled_back")
-_APPROVALS = ("approval.granted", "approval.revoked")
-
-
-def candidates(facts: Iterable[Fact], at: datetime) -> list[Fact]:
-    """The facts of one service/environment the rules can depend on at ``at``, in seq order:
-    what ledger.query's SQL narrows to, for one service. The latest deployment, failures
-    after it, the latest mutation per target unless a later deployment wiped it (instance-
-    local kinds), the latest classification, and the grants and revocations of the refs of
-    the deployment and those mutations."""
-    base = sorted((f for f in facts if f.time <= at), key=lambda f: f.order)
-    live = next((f for f in reversed(base) if f.type in _DEPLOYED), None)
-    latest: dict[tuple[str, str, str | None], Fact] = {}
-    classified = None
-    for fact in base:
-        if fact.type == "mutation.applied":
-            d = fact.data
-            latest[(d["target_kind"], d["target"], d.get("instance"))] = fact
-        elif fact.type == "service.classified":
-            classified = fact
-    changes = [
-        f
-        for f in latest.values()
-        if live is None or f.data["target_kind"] not in INSTANCE_LOCAL_KINDS or f.order > live.order
-    ]
-    chosen = [*changes, *([live] if live is not None else [])]
-    refs = {f.data.get("change_ref") for f in chosen} - {None}
-    chosen += [
-        f for f in base if f.type == "deployment.failed" and (live is None or f.order > live.order)
-    ]
-    chosen += [f for f in base if f.type in _APPROVALS and f.data["change_ref"] in refs]
-    if classified is not None:
-        chosen.append(classified)
-    return sorted(chosen, key=lambda f: f.seq)
-
-
-def _data(raw: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(raw)
-    if data.get("valid_until") is not None:
-        data["valid_until"] = datetime.fromisoformat(data["valid_until"])
-    return data
-
-
-def _candidate_seqs(
-    reader: LedgerReader, service: str, environment: str, at: datetime, ledger_size: int
-) -> set[int]:
-    rows = reader.con.execute(
-        "SELECT seq, event_id, type, time, actor, data FROM entries "
-        "WHERE service = $service AND environment = $env AND time <= $at AND seq <= $size",
-        {"service": service, "env": environment, "at": at, "size": ledger_size},
-    ).fetchall()
-    facts = [
-        Fact(seq, event_id, kind, time, actor, _data(data))
-        for seq, event_id, kind, time, actor, data in rows
-    ]
-    return {f.seq for f in candidates(facts, at)}
+__all__ = ["build_bundle"]
 
 
 def _checkpoint(reader: LedgerReader, origin: str, size: int, signer: Signer) -> str:
@@ -153,7 +92,8 @@ def _statement(
     expected, state, window = _answer(reader, query)
     size = state.evidence.ledger_size
     start = query.at if isinstance(query, AsOfQuery) else query.from_
-    seqs = _candidate_seqs(reader, query.service, query.environment, start, size) | window
+    facts = candidates(reader, query.service, query.environment, start)
+    seqs = {f.seq for f in facts} | window
     entries = stored_entries(reader, seqs)
     opened = open_entries(entries, keyring)
     answer = derive_answer(query, opened, size)

@@ -29,6 +29,7 @@ __all__ = [
     "Snapshot",
     "TimelineEntry",
     "asof",
+    "candidates",
     "diff",
     "search",
     "snapshot",
@@ -140,14 +141,26 @@ def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
     ]
 
 
+def candidates(
+    reader: LedgerReader, service: str, environment: str, at: datetime,
+    known_at: datetime | None = None,
+) -> list[Fact]:
+    """The facts of one service the rules can depend on at ``at``: what an evidence bundle
+    carries so that a verifier re-derives the answer from them alone."""
+    rows = reader.con.execute(
+        _CANDIDATES, {"env": environment, "service": service, "at": at, "known_at": known_at}
+    ).fetchall()
+    return _facts(rows)
+
+
 def asof(
     reader: LedgerReader, service: str, environment: str, at: datetime,
     known_at: datetime | None = None,
 ) -> AsOf:
     """What was live for one service in one environment at ``at``."""
     size = _ledger_size(reader, known_at)
-    answers = _answers(reader, environment, service, at, known_at, size)
-    return answers[0] if answers else reconstruct(service, environment, at, [], size, known_at)
+    facts = candidates(reader, service, environment, at, known_at)
+    return reconstruct(service, environment, at, facts, size, known_at)
 
 
 class _Model(BaseModel):

@@ -32,13 +32,13 @@ from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, veri
 from ledger.demo import SERVICES
 from ledger.envelope import Envelope, pae
 from ledger.errors import EvidenceError
-from ledger.evidence import build_bundle, candidates
+from ledger.evidence import build_bundle
 from ledger.keys import Keyring, Signer
 from ledger.merkle import LeafHashes, inclusion_proof, leaf_hash, root, root_at
 from ledger.pointintime import Fact, reconstruct
 from ledger.producer import seal
 from ledger.proofs import StoredEntry, TrustedKey
-from ledger.query import asof, timeline
+from ledger.query import asof, candidates, timeline
 from ledger.store import LedgerReader
 
 MOMENT = (DEMO_END - timedelta(days=2)).replace(hour=14, minute=3)  # the demo's question
@@ -245,7 +245,7 @@ def test_candidates_are_enough_for_the_rules(reader: LedgerReader) -> None:
             ]  # fmt: skip
             for day in range(22):
                 at = DEMO_END - timedelta(days=day)
-                narrowed = candidates(facts, at)
+                narrowed = candidates(reader, service, env, at)
                 assert reconstruct(service, env, at, narrowed, 1) == reconstruct(
                     service, env, at, facts, 1
                 )
