@@ -334,6 +334,7 @@ class LedgerConsumer:
         if plan.quarantined:
             self._dead_letter(dlq, plan.quarantined)
         self._signed(writer.commit(plan, checkpoint=self._checkpoint_due(writer, plan)))
+        self._cluster(writer)
         self.stats.last_commit = time.monotonic()
         self.stats.batches += 1
         self.stats.accepted += len(plan.entries)
@@ -347,6 +348,14 @@ class LedgerConsumer:
         log.debug("batch: %d chained (head %d), %d duplicates, %d quarantined",
                   len(plan.entries), writer.head_seq, plan.duplicates, len(plan.quarantined))
         self._commit_group(consumer, offsets)
+
+    def _cluster(self, writer: LedgerWriter) -> None:
+        """Keep the query index current (ledger.facts): cheap unless a run is due."""
+        started = time.monotonic()
+        added = writer.cluster()
+        if added:
+            log.info("query index: %d entries clustered in %.1f s (head %d)",
+                     added, time.monotonic() - started, writer.head_seq)
 
     # --- checkpoints -------------------------------------------------------------------------
 

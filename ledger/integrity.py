@@ -24,17 +24,23 @@ Arrow batches of 10,000 rows:
 8. ``authorization``: the keyring authorizes ``key_id`` for the event's type and source at
    the event's time (a key revoked since then fails, ``key_revoked``).
 
+Again in SQL, when 1-5 pass (ranked after 6-8, so that an edited entry column is named
+by 6, its cause):
+
+9. ``query_index``: the query index (the ``facts`` view over its runs; ledger.facts) holds
+   exactly the facts derived afresh from the entries, once each.
+
 Against signed checkpoints (C2SP notes; ledger/checkpoint.py):
 
-9. ``checkpoint``: each stored checkpoint opens under the trusted key (without one, under
+10. ``checkpoint``: each stored checkpoint opens under the trusted key (without one, under
    the key stored beside it), names this ledger's origin, signs the size and root stored
    with it, which is the tree's root at that size, and none is smaller than one signed
    before it; each external checkpoint (a witness file) opens under the trusted key;
-10. ``truncated``: no external checkpoint is larger than the ledger;
-11. ``consistency``: the tree's root at each external checkpoint's size is the one it
+11. ``truncated``: no external checkpoint is larger than the ledger;
+12. ``consistency``: the tree's root at each external checkpoint's size is the one it
     signs: the ledger is a consistent extension of it.
 
-1-5 catch any edited byte or column, deleted, inserted or reordered row; 9-11 catch what
+1-9 catch any edited byte or column, deleted, inserted or reordered row; 10-12 catch what
 the entries alone cannot: a cut-off tail, a rollback to an older state, and a chain
 rewritten consistently from some entry on.
 """
@@ -63,6 +69,7 @@ from ledger.errors import (
     LedgerError,
     SignatureError,
 )
+from ledger.facts import DERIVE
 from ledger.keys import Keyring
 from ledger.merkle import Tree, root_at
 from ledger.workers import spawn_pool, worker_keyring
@@ -78,7 +85,7 @@ __all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "check_entries",
 
 CHECKS = (
     "sequence", "link", "entry_hash", "ingestion_order", "tree", "decoded_columns",
-    "signature", "authorization", "checkpoint", "truncated", "consistency",
+    "signature", "authorization", "query_index", "checkpoint", "truncated", "consistency",
 )  # fmt: skip
 """Check names in checklist order, which breaks ties between failures at one entry."""
 
@@ -257,6 +264,8 @@ def _verify(
     failures += stage("chain", lambda: _chain_failures(reader.con))
     failures += stage("tree", lambda: _tree_failures(reader.con, size))
     bound = min((f.seq for f in failures), default=size + 1)
+    if not failures:  # the index is derived from the entries: judged once they are sound
+        failures += stage("index", lambda: _index_failures(reader.con))
     if keyring is not None:
         start = perf_counter()
         entry_failure, checked = _entry_checks(
@@ -349,6 +358,34 @@ def _tree_failures(con: duckdb.DuckDBPyConnection, size: int) -> list[ChainBroke
     return [ChainBrokenError(
         f"entry {last + 1}: the tree node at level {level} over {span} {what}",
         seq=last + 1, check="tree")]  # fmt: skip
+
+
+# --- 9: the query index ------------------------------------------------------------------------
+
+_INDEX_SQL = f"""
+WITH derived AS ({DERIVE}),
+differ AS (
+    -- a row missing on either side, or not equal column for column (rows as structs)
+    SELECT coalesce(f.seq, d.seq) AS seq FROM facts f FULL JOIN derived d ON f.seq = d.seq
+    WHERE f.seq IS NULL OR d.seq IS NULL OR f IS DISTINCT FROM d
+    UNION ALL
+    SELECT seq FROM facts GROUP BY seq HAVING count(*) > 1  -- a row held twice
+)
+SELECT min(seq) FROM differ
+"""
+
+
+def _index_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
+    """The lowest entry whose facts row is missing, extra, repeated or not its own."""
+    rows = con.execute(_INDEX_SQL).fetchall()
+    if not rows or rows[0][0] is None:
+        return []
+    seq = int(rows[0][0])
+    return [ChainBrokenError(
+        f"entry {seq}: the query index (facts) does not hold exactly the facts derived from "
+        "the entry; with the consumer stopped, drop the facts view and the facts_run_ tables: "
+        "the consumer re-creates them",
+        seq=seq, check="query_index")]  # fmt: skip
 
 
 # --- 6-8: each entry's envelope ------------------------------------------------------------
@@ -467,7 +504,7 @@ def _entry_checks(
     return ChainBrokenError(message, seq=seq, check=check), total
 
 
-# --- 9-11: checkpoints -------------------------------------------------------------------------
+# --- 10-12: checkpoints -------------------------------------------------------------------------
 
 
 def _b64(value: bytes | None) -> str:
@@ -480,7 +517,7 @@ def _checkpoints(
     trusted: TrustedKey | None,
     external: Sequence[tuple[str, str]],
 ) -> None:
-    """Checks 9-11; raises the first :class:`CheckpointError`."""
+    """Checks 10-12; raises the first :class:`CheckpointError`."""
     origin = reader.meta().get("origin")
     stored = reader.checkpoints()
     if (stored or external) and origin is None:

@@ -27,6 +27,20 @@ from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.entries import DecodedColumns
 from ledger.envelope import Envelope
 from ledger.errors import ConfigurationError, ConflictingDuplicateError, LedgerLockedError
+from ledger.facts import (
+    DERIVED_VIEW,
+    RUN_PREFIX,
+    chunks,
+    create_table,
+    derive_range,
+    insert_slice,
+    run_due,
+    slices,
+    stream_sizes,
+    to_merge,
+    union,
+    view,
+)
 from ledger.keys import Signer
 from ledger.merkle import CompactRange, leaf_hash
 
@@ -260,6 +274,10 @@ class LedgerWriter:
             self._con.execute("INSERT INTO meta VALUES ('origin', ?)", [existing["origin"]])
         self.origin: str = existing["origin"]
         self._tree = self._load_tree()
+        runs = self._runs()
+        self.indexed_seq: int = max((last for _, last, _ in runs), default=0)
+        # The query index's view, (re)defined by this build's DERIVE.
+        self._con.execute(view([name for name, _, _ in runs], self.indexed_seq))
         row = self._one("SELECT coalesce(max(size), 0) FROM checkpoints")
         self.checkpoint_size: int = row[0] if row else 0
 
@@ -415,6 +433,65 @@ class LedgerWriter:
             self.checkpoint_size = tree.size
         return note
 
+    def cluster(self, force: bool = False) -> int:
+        """Bring the query index (ledger.facts) up to date: the tail becomes a run once
+        it is long enough (any length with ``force``), and runs of one size are merged.
+        How many entries it added to the runs (0: nothing done).
+
+        One transaction: readers see the old runs or the new ones, never a mix.
+        """
+        covered = self.indexed_seq
+        pending = self.head_seq - covered
+        if pending == 0 or not (force or run_due(pending)):
+            return 0
+        runs = self._runs()
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for first, last in chunks(covered + 1, self.head_seq):
+                self._write_run(derive_range(first, last), last)
+                runs.append((f"{RUN_PREFIX}{last}", last, last - first + 1))
+                while merge := to_merge([(name, rows) for name, _, rows in runs]):
+                    merged = runs[-len(merge):]
+                    del runs[-len(merge):]
+                    self._write_run(union(merge), last, replacing=merge)
+                    runs.append((f"{RUN_PREFIX}{last}", last, sum(r for _, _, r in merged)))
+            con.execute(view([name for name, _, _ in runs], self.head_seq))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.indexed_seq = self.head_seq
+        return pending
+
+    def _runs(self) -> list[tuple[str, int, int]]:
+        """(name, last seq, rows) of each run of the query index, oldest first."""
+        names = [
+            name for (name,) in self._con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+                "AND starts_with(table_name, ?)", [RUN_PREFIX],
+            ).fetchall()
+        ]  # fmt: skip
+        runs = []
+        for name in names:
+            row = self._one(f"SELECT max(seq), count(*) FROM {name}")
+            assert row is not None
+            runs.append((name, int(row[0]), int(row[1])))
+        return sorted(runs, key=lambda run: run[1])
+
+    def _write_run(self, source: str, last: int, replacing: Sequence[str] = ()) -> None:
+        """Write the facts of ``source`` stream slice by stream slice to run ``last``."""
+        con, name = self._con, f"{RUN_PREFIX}{last}"
+        con.execute(create_table("new_run"))
+        for environment, first, final in slices(con.execute(stream_sizes(source)).fetchall()):
+            con.execute(
+                insert_slice("new_run", source),
+                {"env": environment, "first": first, "last": final},
+            )
+        for old in replacing:
+            con.execute(f"DROP TABLE {old}")
+        con.execute(f"ALTER TABLE new_run RENAME TO {name}")
+
     def latest_checkpoint(self) -> str | None:
         """The newest signed checkpoint note (to publish again after a restart)."""
         row = self._con.execute(
@@ -490,6 +567,10 @@ class LedgerReader:
             if not source.exists():
                 raise ConfigurationError(f"ledger {source} does not exist")
             self.con = _connect(source, read_only=True)
+            if not self.con.execute(
+                "SELECT 1 FROM duckdb_views() WHERE view_name = 'facts' AND NOT temporary"
+            ).fetchall():
+                self.con.execute(DERIVED_VIEW)
         else:
             self.con = source
 

@@ -274,25 +274,39 @@ def _fact(entry: TimelineEntry) -> Fact:
     return Fact(entry.seq, entry.event_id, entry.type, entry.time, entry.actor, data)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("seed", "clustered", "runs"), [
+    (1, (), 0),  # every fact derived from the entries (no run yet)
+    (2, (0,), 1),  # one run, then a tail
+    (3, (0, 1, 2, 3, 4), 2),  # five runs, the first four merged into one; no tail
+])  # fmt: skip
 def test_answers_equal_the_rules_applied_to_every_entry(
-    tmp_path: Path, ci_signer: Signer, approver_signer: Signer, keyring: Keyring, seed: int
+    tmp_path: Path, ci_signer: Signer, approver_signer: Signer, keyring: Keyring, seed: int,
+    clustered: tuple[int, ...], runs: int,
 ) -> None:
-    """``asof`` and ``snapshot`` read only the candidate entries; the answer is the same as
-    the rules (``reconstruct``) applied to every entry of the service, known or not yet."""
+    """``asof`` and ``snapshot`` read only the candidate entries, through the query index
+    (runs and tail); the answer is the same as the rules (``reconstruct``) applied to every
+    entry of the service, known or not yet."""
     rng = random.Random(seed)
     db = tmp_path / "ledger.duckdb"
     writer = LedgerWriter(db)
-    append(writer, keyring, [_random_event(rng, ci_signer, approver_signer) for _ in range(150)])
-    time.sleep(0.05)
-    between = datetime.now(UTC)
-    time.sleep(0.05)
-    append(writer, keyring, [_random_event(rng, ci_signer, approver_signer) for _ in range(60)])
+    for batch in range(5):
+        if batch == 4:
+            time.sleep(0.05)
+            between = datetime.now(UTC)
+            time.sleep(0.05)
+        events = [_random_event(rng, ci_signer, approver_signer) for _ in range(42)]
+        append(writer, keyring, events)
+        if batch in clustered:
+            assert writer.cluster(force=True) == 42
     writer.close()
     instants = [at(9) + timedelta(minutes=m) for m in range(-5, 250, 10)]
     instants += [moment + timedelta(minutes=2) for moment in instants[::4]]
     reader = LedgerReader(db)
     try:
+        tables = reader.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE starts_with(table_name, 'facts_run_')"
+        ).fetchall()
+        assert tables == [(runs,)]
         history = {pair: timeline(reader, *pair) for pair in PAIRS}
         for known_at in (None, between):
             known = {pair: [_fact(e) for e in entries

@@ -159,8 +159,8 @@ CheckpointFiles = Annotated[
     typer.Option("--checkpoint", help="A witness file of signed checkpoints kept outside the "
                  "ledger (repeatable): prove the ledger extends each. Needs --trusted-key."),
 ]
-_STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "signatures": "signatures",
-           "checkpoints": "checkpoints"}  # fmt: skip
+_STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "index": "query index",
+           "signatures": "signatures", "checkpoints": "checkpoints"}  # fmt: skip
 
 
 def verify(

@@ -1,0 +1,196 @@
+"""The query index: what the point-in-time rules read, clustered by stream (SQL only).
+
+Entries are stored in sequence order, so the history of one service and environment (a
+stream) is spread over the whole file, and a question about it decompresses every row
+group: about 60 ms per question at ten million entries. The index holds the fields the
+rules read as typed columns (no JSON to parse) in *runs*: tables ``facts_run_<last seq>``,
+each covering a range of entries, written stream by stream, so that DuckDB's min/max zone
+maps skip the row groups of every other stream. The view ``facts`` unions the runs and
+derives the facts of the newest entries (the tail) on the fly; ``LedgerWriter.cluster``
+turns a long enough tail into a run and merges runs of one size, like a log-structured
+merge tree, and redefines the view in the same transaction.
+
+It is derived data, like the decoded columns: :data:`DERIVE` is its one definition, and
+``ledger verify`` re-derives it and compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "DERIVE",
+    "DERIVED_VIEW",
+    "FACT_COLUMNS",
+    "RUN_PREFIX",
+    "chunks",
+    "create_table",
+    "derive_range",
+    "insert_slice",
+    "run_due",
+    "slices",
+    "stream_sizes",
+    "to_merge",
+    "union",
+    "view",
+]
+
+FACT_COLUMNS = (
+    "environment", "service", "time", "seq", "type", "ingested_at", "event_id", "actor",
+    "change_ref", "image", "target_kind", "target", "instance", "content_hash", "tool", "method",
+    "approver", "valid_until", "updated", "total", "state", "criticality", "model",
+)  # fmt: skip
+
+_COLUMNS_DDL = """(
+    environment VARCHAR NOT NULL,
+    service VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    seq BIGINT NOT NULL,
+    type VARCHAR NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL,
+    event_id VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL,
+    change_ref VARCHAR,
+    image VARCHAR,
+    target_kind VARCHAR,
+    target VARCHAR,
+    instance VARCHAR,
+    content_hash VARCHAR,
+    tool VARCHAR,
+    method VARCHAR,
+    approver VARCHAR,
+    valid_until TIMESTAMPTZ,
+    updated INTEGER,
+    total INTEGER,
+    state VARCHAR,
+    criticality VARCHAR,
+    model VARCHAR
+)"""
+
+
+def create_table(name: str) -> str:
+    """The statement that creates an empty facts table (a run) called ``name``."""
+    return f"CREATE TABLE {name} {_COLUMNS_DDL}"
+
+
+_DATA_FIELDS = (
+    ("tool", "VARCHAR", "$.tool"), ("method", "VARCHAR", "$.method"),
+    ("approver", "VARCHAR", "$.approver"), ("valid_until", "TIMESTAMPTZ", "$.valid_until"),
+    ("updated", "INTEGER", "$.instances.updated"), ("total", "INTEGER", "$.instances.total"),
+    ("state", "VARCHAR", "$.state"), ("criticality", "VARCHAR", "$.criticality"),
+    ("model", "VARCHAR", "$.model"),
+)  # fmt: skip
+"""(column, type, JSON path in the event data): the fields the rules read from ``data``."""
+
+_FROM_DATA = ", ".join(
+    f"CAST(d[{i}] AS {kind}) AS {name}" for i, (name, kind, _) in enumerate(_DATA_FIELDS, 1)
+)
+_PATHS = ", ".join(f"'{path}'" for _, _, path in _DATA_FIELDS)
+
+DERIVE = f"""
+SELECT environment, service, time, seq, type, ingested_at, event_id, actor, change_ref, image,
+       target_kind, target, instance, content_hash, {_FROM_DATA}
+FROM (SELECT *, json_extract_string(data, [{_PATHS}]) AS d FROM entries)
+"""
+"""Every fact from its entry; one JSON parse per entry (a path list, not one per field)."""
+
+RUN_PREFIX = "facts_run_"
+_RUN_MIN = 50_000
+"""Entries not in a run yet are read straight from ``entries`` (the tail); once 50,000 have
+arrived they become a run: re-clustering a handful at a time would cost more than it saves."""
+_CHUNK = 500_000
+"""A new run is made from at most this many entries (a ledger upgraded in one go gets
+several), so each slice of it scans at most this many unclustered rows."""
+_FANOUT = 4
+"""Four runs of one size class are merged into one: each fact is copied about
+log4(n / 50,000) times over the ledger's life, and a question reads a few runs per class."""
+_SLICE_ROWS = 250_000
+"""A run is written a slice of consecutive streams at a time, about two DuckDB row groups
+(122,880 rows), so a question reads the two or three row groups of its stream's slice.
+No sort: DuckDB's sort of these wide rows runs out of the writer's 64 MB memory limit at a
+few hundred thousand rows; each slice is a filtered copy instead."""
+
+
+def view(runs: Sequence[str], covered: int) -> str:
+    """The statement that (re)defines the ``facts`` view: every run, then the facts of the
+    entries after ``covered`` derived on the fly. One definition, read in the reader's own
+    transaction: a reader sees every entry once, whatever the writer does meanwhile."""
+    parts = [f"SELECT * FROM {run}" for run in runs]
+    parts.append(f"SELECT * FROM ({DERIVE}) WHERE seq > {int(covered)}")
+    return "CREATE OR REPLACE VIEW facts AS\n" + "\nUNION ALL ".join(parts)
+
+
+DERIVED_VIEW = f"CREATE TEMP VIEW facts AS {DERIVE}"
+"""For a reader of a ledger last written before the query index existed: every fact is
+derived on the fly (correct, and as slow as before); the next writer adds the index."""
+
+
+def run_due(pending: int) -> bool:
+    """Whether the tail is long enough to become a run."""
+    return pending >= _RUN_MIN
+
+
+def chunks(first: int, last: int) -> list[tuple[int, int]]:
+    """Seq ranges of at most ``_CHUNK`` entries covering ``first`` to ``last``."""
+    return [(a, min(a + _CHUNK - 1, last)) for a in range(first, last + 1, _CHUNK)]
+
+
+def derive_range(first: int, last: int) -> str:
+    """The facts of entries ``first`` to ``last``: the source of a new run."""
+    return f"({DERIVE} WHERE seq BETWEEN {int(first)} AND {int(last)})"
+
+
+def union(runs: Sequence[str]) -> str:
+    """The facts of several runs: the source of a merged run."""
+    return "(" + " UNION ALL ".join(f"FROM {run}" for run in runs) + ")"
+
+
+def _size_class(rows: int) -> int:
+    size, level = _RUN_MIN * _FANOUT, 0
+    while rows >= size:
+        size, level = size * _FANOUT, level + 1
+    return level
+
+
+def to_merge(runs: Sequence[tuple[str, int]]) -> list[str]:
+    """The runs to merge now, given (name, rows) oldest first: the newest ``_FANOUT``
+    when they are of one size class (so runs stay ordered by size, like the digits of a
+    counter), else none."""
+    newest = runs[-_FANOUT:]
+    if len(newest) == _FANOUT and len({_size_class(rows) for _, rows in newest}) == 1:
+        return [name for name, _ in newest]
+    return []
+
+
+def stream_sizes(source: str) -> str:
+    """The number of facts of each stream in ``source``, in clustering order."""
+    return (
+        f"SELECT environment, service, count(*) FROM {source} "
+        "GROUP BY ALL ORDER BY environment, service"
+    )
+
+
+def slices(sizes: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, str]]:
+    """(environment, first service, last service) ranges of consecutive streams, of about
+    ``_SLICE_ROWS`` facts each (a larger stream is a slice of its own), from
+    :func:`stream_sizes` rows. A slice stays in one environment: its filter is then an
+    equality and a range, which DuckDB checks against the zone maps."""
+    out: list[tuple[str, str, str]] = []
+    rows = 0
+    for environment, service, count in sizes:
+        if out and out[-1][0] == environment and rows + count <= _SLICE_ROWS:
+            out[-1] = (environment, out[-1][1], service)
+            rows += count
+        else:
+            out.append((environment, service, service))
+            rows = count
+    return out
+
+
+def insert_slice(table: str, source: str) -> str:
+    """The statement that copies the facts of one slice ($env, $first, $last) of ``source``
+    to ``table``."""
+    return (
+        f"INSERT INTO {table} SELECT {', '.join(FACT_COLUMNS)} FROM {source} "
+        "WHERE environment = $env AND service BETWEEN $first AND $last"
+    )
