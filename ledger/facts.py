@@ -5,7 +5,8 @@ stream) is spread over the whole file, and a question about it decompresses ever
 group: about 60 ms per question at ten million entries. The index holds the fields the
 rules read as typed columns (no JSON to parse) in *runs*: tables ``facts_run_<last seq>``,
 each covering a range of entries, written stream by stream, so that DuckDB's min/max zone
-maps skip the row groups of every other stream. The view ``facts`` unions the runs and
+maps skip the row groups of every other stream, and within a row group its rows are
+together. The view ``facts`` unions the runs and
 derives the facts of the newest entries (the tail) on the fly; ``LedgerWriter.cluster``
 turns a long enough tail into a run and merges runs of one size, like a log-structured
 merge tree, and redefines the view in the same transaction.
@@ -104,11 +105,12 @@ several), so each slice of it scans at most this many unclustered rows."""
 _FANOUT = 4
 """Four runs of one size class are merged into one: each fact is copied about
 log4(n / 50,000) times over the ledger's life, and a question reads a few runs per class."""
-_SLICE_ROWS = 250_000
-"""A run is written a slice of consecutive streams at a time, about two DuckDB row groups
-(122,880 rows), so a question reads the two or three row groups of its stream's slice.
-No sort: DuckDB's sort of these wide rows runs out of the writer's 64 MB memory limit at a
-few hundred thousand rows; each slice is a filtered copy instead."""
+_SLICE_ROWS = 50_000
+"""A run is written a slice of consecutive streams at a time, each slice sorted by stream:
+a question then reads its stream's few vectors only. DuckDB's sort of these wide rows
+needs memory with their number (under the writer's 64 MB limit it fails at about 200,000
+rows), so slices are kept to 50,000 rows; a larger stream is a slice of its own, copied
+in the order it is found (one stream needs no sorting to be contiguous)."""
 
 
 def view(runs: Sequence[str], covered: int) -> str:
@@ -170,27 +172,28 @@ def stream_sizes(source: str) -> str:
     )
 
 
-def slices(sizes: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, str]]:
-    """(environment, first service, last service) ranges of consecutive streams, of about
-    ``_SLICE_ROWS`` facts each (a larger stream is a slice of its own), from
+def slices(sizes: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, str, int]]:
+    """(environment, first service, last service, streams) ranges of consecutive streams,
+    of at most ``_SLICE_ROWS`` facts each (a larger stream is a slice of its own), from
     :func:`stream_sizes` rows. A slice stays in one environment: its filter is then an
     equality and a range, which DuckDB checks against the zone maps."""
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str, str, int]] = []
     rows = 0
     for environment, service, count in sizes:
         if out and out[-1][0] == environment and rows + count <= _SLICE_ROWS:
-            out[-1] = (environment, out[-1][1], service)
+            out[-1] = (environment, out[-1][1], service, out[-1][3] + 1)
             rows += count
         else:
-            out.append((environment, service, service))
+            out.append((environment, service, service, 1))
             rows = count
     return out
 
 
-def insert_slice(table: str, source: str) -> str:
+def insert_slice(table: str, source: str, streams: int) -> str:
     """The statement that copies the facts of one slice ($env, $first, $last) of ``source``
-    to ``table``."""
+    to ``table``; a slice of several streams sorted by stream."""
+    order = " ORDER BY service, time, seq" if streams > 1 else ""
     return (
         f"INSERT INTO {table} SELECT {', '.join(FACT_COLUMNS)} FROM {source} "
-        "WHERE environment = $env AND service BETWEEN $first AND $last"
+        f"WHERE environment = $env AND service BETWEEN $first AND $last{order}"
     )

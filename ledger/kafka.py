@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -20,6 +21,7 @@ __all__ = [
     "DLQ_SUFFIX",
     "KafkaSettings",
     "ensure_topics",
+    "read_topic",
 ]
 
 DEFAULT_TOPIC = "ledger.events"
@@ -79,3 +81,37 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
     finally:
         admin.close()
 
+
+
+def read_topic(
+    settings: KafkaSettings, topic: str, timeout: float = 60.0
+) -> list[tuple[int, int, bytes]]:
+    """Every record of ``topic`` up to its end as it is now, as (partition, offset, value):
+    a copy kept outside the ledger, such as the checkpoint topic. No consumer group joins
+    and nothing is committed."""
+    try:
+        consumer = KafkaConsumer(**settings.client_config(), group_id=None,
+                                 enable_auto_commit=False, auto_offset_reset="earliest")
+    except KafkaError as exc:
+        raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise TransportError(f"topic {topic} does not exist on {settings.bootstrap}")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        records: list[tuple[int, int, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in assigned):
+            if time.monotonic() > deadline:
+                raise TransportError(f"topic {topic}: not read to its end in {timeout:.0f} s")
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                records += [(tp.partition, r.offset, r.value) for r in batch
+                            if r.offset < ends[tp]]  # fmt: skip
+        return sorted(records)
+    except KafkaError as exc:
+        raise TransportError(f"cannot read topic {topic}: {exc}") from None
+    finally:
+        consumer.close()

@@ -483,9 +483,10 @@ class LedgerWriter:
         """Write the facts of ``source`` stream slice by stream slice to run ``last``."""
         con, name = self._con, f"{RUN_PREFIX}{last}"
         con.execute(create_table("new_run"))
-        for environment, first, final in slices(con.execute(stream_sizes(source)).fetchall()):
+        sizes = con.execute(stream_sizes(source)).fetchall()
+        for environment, first, final, streams in slices(sizes):
             con.execute(
-                insert_slice("new_run", source),
+                insert_slice("new_run", source, streams),
                 {"env": environment, "first": first, "last": final},
             )
         for old in replacing:

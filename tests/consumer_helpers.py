@@ -154,25 +154,6 @@ def assert_gap_free(rows: list[dict[str, Any]]) -> None:
     assert len(ids) == len(set(ids)), "an event id is chained twice"
 
 
-def topic_values(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> list[bytes]:
-    """Every value of a one-partition topic up to its current end (no group)."""
-    consumer = KafkaConsumer(**settings.client_config(), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while consumer.position(tp) < end and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                values.extend(r.value for r in batch if r.offset < end)
-        return values
-    finally:
-        consumer.close()
-
-
 def dead_letters(settings: KafkaSettings, expected: int, timeout: float = 20.0) -> list[Any]:
     """Every record of the dead-letter topic (waits until ``expected`` have arrived)."""
     consumer = KafkaConsumer(**settings.client_config(), group_id=None,

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from attack_helpers import truncate
 from conftest import make_event
-from consumer_helpers import cli_json, consume, emit, entries, ledger_cli, topic_values
+from consumer_helpers import cli_json, consume, emit, entries, ledger_cli
 
 from consumers.ledger_consumer import CheckpointPolicy
 from ledger.checkpoint import open_checkpoint, split_notes
-from ledger.kafka import KafkaSettings
+from ledger.kafka import KafkaSettings, read_topic
 from ledger.keys import Keyring, Signer
 from ledger.merkle import LeafHashes, leaf_hash, root_at
 from ledger.store import LedgerReader
@@ -55,7 +56,7 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
     assert all(s - prev >= 50 for prev, s in zip([0, *sizes], sizes[:-1], strict=False))
     assert witnessed == [(size, root) for size, root, _, _ in stored]
     assert stats.checkpoints == len(stored)
-    published = [value.decode() for value in topic_values(kafka, topic)]
+    published = [value.decode() for _, _, value in read_topic(kafka, topic)]
     assert _open_all(published, ledger_key, origin) == witnessed
 
     status = ledger_cli("status", "--db", str(db), "--json")
@@ -99,3 +100,43 @@ def test_cli_consume_without_a_checkpoint_key_warns(
     )
     assert result.returncode == 0, result.stderr
     assert "truncation" in result.stderr
+
+
+def test_verify_proves_the_ledger_extends_every_checkpoint_on_the_topic(
+    kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path
+) -> None:
+    """The topic is a copy outside the ledger: a cut-off tail is caught against it."""
+    ledger_key = Signer.generate("ledger")
+    pub = tmp_path / "ledger.pub"
+    pub.write_bytes(ledger_key.public_pem())
+    db, topic = tmp_path / "ledger.duckdb", kafka.topic + ".checkpoints"
+    policy = CheckpointPolicy(ledger_key, tmp_path / "w", topic=topic, every=20, seconds=3600)
+    emit(kafka, ci_signer, [make_event(service=f"svc-{i % 3}") for i in range(60)])
+    consume(kafka, db, keyring, batch_size=20, checkpoints=policy)
+    verify = ("verify", "--db", str(db), "--trusted-key", str(pub), "--checkpoint-topic", topic,
+              "--bootstrap", kafka.bootstrap, "--json")  # fmt: skip
+
+    result = ledger_cli(*verify)
+    assert result.returncode == 0, result.stderr
+    assert cli_json(result)["checkpoints"]["external"] == len(read_topic(kafka, topic)) >= 3
+
+    truncate(db, 45)
+    result = ledger_cli(*verify)
+    report = cli_json(result)
+    assert result.returncode == 1
+    assert (report["check"], report["first_bad_seq"]) == ("truncated", 46)
+    assert f"{topic}[0]@" in report["reason"]
+
+
+def test_verify_names_a_missing_checkpoint_topic(
+    kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path
+) -> None:
+    pub = tmp_path / "ledger.pub"
+    pub.write_bytes(Signer.generate("ledger").public_pem())
+    db = tmp_path / "ledger.duckdb"
+    emit(kafka, ci_signer, [make_event()])
+    consume(kafka, db, keyring)
+    result = ledger_cli("verify", "--db", str(db), "--trusted-key", str(pub),
+                        "--checkpoint-topic", "no.such.topic", "--bootstrap", kafka.bootstrap)
+    assert result.returncode == 2
+    assert "no.such.topic does not exist" in result.stderr

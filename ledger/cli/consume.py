@@ -48,7 +48,7 @@ from ledger.cli._common import (
 from ledger.cli.proof import TrustedKeyOption
 from ledger.cli.proof import trusted_key as trusted_key_from
 from ledger.errors import ConfigurationError
-from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC
+from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, read_topic
 from ledger.keys import Keyring, Signer
 from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
@@ -159,6 +159,12 @@ CheckpointFiles = Annotated[
     typer.Option("--checkpoint", help="A witness file of signed checkpoints kept outside the "
                  "ledger (repeatable): prove the ledger extends each. Needs --trusted-key."),
 ]
+CheckpointTopic = Annotated[
+    str | None,
+    typer.Option("--checkpoint-topic", help="A Kafka topic of signed checkpoints (the "
+                 "consumer's ledger.checkpoints): prove the ledger extends each. Needs "
+                 "--bootstrap and --trusted-key."),
+]
 _STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "index": "query index",
            "signatures": "signatures", "checkpoints": "checkpoints"}  # fmt: skip
 
@@ -169,6 +175,8 @@ def verify(
     keyring: OptionalKeyring = None,
     trusted_key: TrustedKeyOption = None,
     checkpoint: CheckpointFiles = None,
+    checkpoint_topic: CheckpointTopic = None,
+    bootstrap: Bootstrap = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Signature-checking processes; default: cores.")
     ] = None,
@@ -179,14 +187,18 @@ def verify(
     Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10).
     """
     with reporting_errors():
-        if checkpoint and trusted_key is None:
-            fail("--checkpoint needs --trusted-key (LEDGER_TRUSTED_KEY): the ledger's public "
-                 "key, kept apart from it, is what the checkpoints are checked against")
-        if api and (checkpoint or trusted_key):
-            fail("--checkpoint and --trusted-key are checked against the file: use --db (a "
-                 "copy, or with the consumer stopped)")
+        if (checkpoint or checkpoint_topic) and trusted_key is None:
+            fail("--checkpoint and --checkpoint-topic need --trusted-key (LEDGER_TRUSTED_KEY): "
+                 "the ledger's public key, kept apart from it, is what the checkpoints are "
+                 "checked against")
+        if api and (checkpoint or checkpoint_topic or trusted_key):
+            fail("--checkpoint, --checkpoint-topic and --trusted-key are checked against the "
+                 "file: use --db (a copy, or with the consumer stopped)")
+        settings = kafka_settings(bootstrap, checkpoint_topic) if checkpoint_topic else None
         trusted = trusted_key_from(trusted_key)
         external = _witnessed(checkpoint or [])
+        if settings is not None:
+            external += _published(settings)
         ring = _keyring(keyring) if not api else None
 
         def local(reader: LedgerReader) -> dict[str, Any]:
@@ -234,6 +246,21 @@ def _witnessed(paths: list[Path]) -> list[tuple[str, str]]:
         if not found:
             raise ConfigurationError(f"{path} holds no signed checkpoint")
         notes += [(f"{path}#{i}", note) for i, note in enumerate(found, 1)]
+    return notes
+
+
+def _published(settings: KafkaSettings) -> list[tuple[str, str]]:
+    """(TOPIC[partition]@offset, note) for every record of the checkpoint topic."""
+    records = read_topic(settings, settings.topic)
+    if not records:
+        raise ConfigurationError(f"topic {settings.topic} holds no signed checkpoint")
+    notes: list[tuple[str, str]] = []
+    for partition, offset, value in records:
+        where = f"{settings.topic}[{partition}]@{offset}"
+        try:
+            notes.append((where, value.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{where} is not a signed checkpoint note") from None
     return notes
 
 
