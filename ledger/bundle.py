@@ -16,7 +16,8 @@ Verification checklist (docs/formats.md §9); the first failure raises
 3. ``inclusion``: each entry's chain hash, recomputed from its exact bytes, is leaf
    ``seq - 1`` of the checkpoint's tree (its inclusion path leads to the signed root);
 4. ``producer_signature`` / ``authorization``: each envelope verifies under the carried
-   keyring exactly as the consumer checked it: signature over the payload, and the key's
+   keyring (or the auditor's own, when given: the carried one is the ledger operator's
+   statement) exactly as the consumer checked it: signature over the payload, and the key's
    authorization for the event's type and source at the event's time;
 5. ``scope`` / ``answer``: every entry belongs to the question (service, environment,
    time), and the answer re-derived from the decoded entries by the point-in-time rules,
@@ -196,13 +197,14 @@ class BundleReport:
     checkpoint: Checkpoint
     key_name: str
     trusted: bool  # False: checked against the key the bundle itself carries
+    own_keyring: bool  # False: producer keys from the keyring the bundle carries
 
 
 # --- deriving the answer ---------------------------------------------------------------------
 
 
 def _fact(seq: int, event: Event) -> Fact:
-    """The rules' view of an entry, as ledger.query builds it from the stored columns."""
+    """The rules' view of an entry: its event data, as decoded from the signed payload."""
     data: dict[str, Any] = event.data.model_dump(mode="json")
     if data.get("valid_until") is not None:
         data["valid_until"] = datetime.fromisoformat(data["valid_until"])
@@ -432,8 +434,13 @@ def _check_scope(query: AsOfQuery | TimelineQuery, entries: list[VerifiedEntry])
             )
 
 
-def verify_bundle(data: bytes, trusted: TrustedKey | None = None) -> BundleReport:
-    """Run the checklist over a bundle file's bytes; raises :class:`EvidenceError`."""
+def verify_bundle(
+    data: bytes, trusted: TrustedKey | None = None, keyring: Keyring | None = None
+) -> BundleReport:
+    """Run the checklist over a bundle file's bytes; raises :class:`EvidenceError`.
+
+    ``trusted`` pins the ledger key, ``keyring`` the producers' keys (else the carried
+    keyring is used, which whoever holds the ledger key could have written)."""
     envelope, statement = _parse(data)
     predicate = statement.predicate
     key = _ledger_key(statement, trusted)
@@ -444,7 +451,7 @@ def verify_bundle(data: bytes, trusted: TrustedKey | None = None) -> BundleRepor
     # 3.
     _check_inclusion(predicate, checkpoint)
     # 4.
-    entries = open_entries(predicate.entries, predicate.keyring)
+    entries = open_entries(predicate.entries, keyring or predicate.keyring)
     # 5.
     _check_scope(predicate.query, entries)
     derived = derive_answer(predicate.query, entries, checkpoint.size).model_dump(mode="json")
@@ -472,4 +479,5 @@ def verify_bundle(data: bytes, trusted: TrustedKey | None = None) -> BundleRepor
         checkpoint=checkpoint,
         key_name=key.name,
         trusted=trusted is not None,
+        own_keyring=keyring is not None,
     )

@@ -26,7 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_builders import DEMO_END, entry_hashes, signers, write_demo_ledger, write_ledger
 
-from ledger.bundle import PAYLOAD_TYPE, AsOfQuery, TimelineQuery, verify_bundle
+from ledger.bundle import (
+    PAYLOAD_TYPE,
+    AsOfQuery,
+    TimelineQuery,
+    derive_answer,
+    open_entries,
+    verify_bundle,
+)
 from ledger.chain import micros
 from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
 from ledger.demo import SERVICES
@@ -350,8 +357,20 @@ def test_tampered_entry_in_a_forged_tree(
     image = statement["predicate"]["answer"]["deployment"]["image"].encode()
     entry = _entry(statement, seq)
     entry["envelope"] = _tampered_envelope(entry["envelope"], image[-64:], b"c" * 64)
-    leaves = [leaf_hash(h) for h in entry_hashes(demo[0])]
-    leaves[seq - 1] = StoredEntry.model_validate(entry).leaf_hash()
+    _in_forged_tree(statement, demo[0], [entry], ledger_key)
+    error = _caught(_signed(statement, ledger_key), trusted)
+    assert (error.check, error.seq) == ("producer_signature", seq)
+    assert "bad_signature" in error.message
+
+
+def _in_forged_tree(
+    statement: Statement, db: Path, edited: list[dict[str, Any]], key: Signer
+) -> None:
+    """Rebuild the tree around edited entries, prove every carried entry in it and sign a
+    checkpoint of it with the ledger key: what an insider holding that key can do."""
+    leaves = [leaf_hash(h) for h in entry_hashes(db)]
+    for entry in edited:
+        leaves[entry["seq"] - 1] = StoredEntry.model_validate(entry).leaf_hash()
     size = len(leaves)
     predicate = statement["predicate"]
     predicate["proofs"] = [
@@ -361,10 +380,67 @@ def test_tampered_entry_in_a_forged_tree(
         for e in predicate["entries"]
     ]  # fmt: skip
     origin = predicate["ledger"]["origin"]
-    predicate["checkpoint"] = sign_checkpoint(Checkpoint(origin, size, root(leaves)), ledger_key)
-    error = _caught(_signed(statement, ledger_key), trusted)
-    assert (error.check, error.seq) == ("producer_signature", seq)
+    predicate["checkpoint"] = sign_checkpoint(Checkpoint(origin, size, root(leaves)), key)
+
+
+def test_forged_producer_key_in_the_carried_keyring(
+    bundle: bytes, demo: tuple[Path, Keyring], ledger_key: Signer, trusted: TrustedKey,
+    tmp_path: Path,
+) -> None:
+    """The insider also swaps the CI key in the carried keyring for one of their own and
+    re-signs an edited deployment with it: every check under the carried keyring passes;
+    the auditor's own keyring (--keyring) catches it."""
+    insider = Signer.generate("ci-github")
+    statement = _statement(bundle)
+    predicate = statement["predicate"]
+    seq = _deployment_seq(statement)
+    image = predicate["answer"]["deployment"]["image"]
+    forged = image[:-64] + "c" * 64
+    resigned = []  # every entry the CI key signed, re-signed by the insider's key
+    for entry in predicate["entries"]:
+        original = Envelope.from_bytes(base64.b64decode(entry["envelope"]))
+        if original.signatures[0].keyid != "ci-github":
+            continue
+        payload = original.payload.replace(image.encode(), forged.encode())
+        entry["envelope"] = _b64(Envelope.sign(payload, insider).to_bytes())
+        resigned.append(entry)
+    assert seq in [e["seq"] for e in resigned]
+    _in_forged_tree(statement, demo[0], resigned, ledger_key)
+    predicate["keyring"]["keys"]["ci-github"]["public_key"] = _b64(insider.public_raw)
+    # The answer the rules give over the forged entries (the real approval, signed by the
+    # change board for the real image, no longer matches: the insider cannot re-sign it).
+    opened = open_entries([StoredEntry.model_validate(e) for e in predicate["entries"]],
+                          Keyring.model_validate(predicate["keyring"]))  # fmt: skip
+    size = len(entry_hashes(demo[0]))
+    predicate["answer"] = derive_answer(PAYMENTS, opened, size).model_dump(mode="json")
+    assert predicate["answer"]["deployment"]["image"] == forged
+    statement["subject"] = [
+        s if s["name"] != image else {**s, "name": forged, "digest": {"sha256": "c" * 64}}
+        for s in statement["subject"]
+    ]
+    data = _signed(statement, ledger_key)
+
+    assert verify_bundle(data, trusted).answer["deployment"]["image"] == forged
+    error = _caught_with(data, trusted, demo[1])
+    assert (error.check, error.seq) == ("producer_signature", resigned[0]["seq"])
     assert "bad_signature" in error.message
+
+    bundle_file, keyring_file = tmp_path / "bundle.json", tmp_path / "keyring.json"
+    bundle_file.write_bytes(data)
+    demo[1].save(keyring_file)
+    pub = tmp_path / "ledger.pub"
+    pub.write_bytes(ledger_key.public_pem())
+    carried = ledger_cli("verify-bundle", str(bundle_file), "--trusted-key", str(pub))
+    assert carried.returncode == 0 and "keyring the bundle carries" in carried.stderr
+    own = ledger_cli("verify-bundle", str(bundle_file), "--trusted-key", str(pub),
+                     "--keyring", str(keyring_file))  # fmt: skip
+    assert own.returncode == 1 and "producer_signature" in own.stderr
+
+
+def _caught_with(data: bytes, trusted: TrustedKey, keyring: Keyring) -> EvidenceError:
+    with pytest.raises(EvidenceError) as caught:
+        verify_bundle(data, trusted, keyring)
+    return caught.value
 
 
 def test_tampered_proof(bundle: bytes, ledger_key: Signer, trusted: TrustedKey) -> None:

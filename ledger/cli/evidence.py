@@ -27,14 +27,17 @@ from ledger.keys import Keyring, Signer
 from ledger.store import LedgerReader
 
 
-def check_bundle_file(path: Path, trusted: Path | None) -> BundleReport:
+def check_bundle_file(
+    path: Path, trusted: Path | None, keyring: Path | None = None
+) -> BundleReport:
     """Read and verify a bundle file: what `ledger verify-bundle` and the demo both run."""
     key = trusted_key(trusted)
+    ring = Keyring.load(keyring) if keyring is not None else None
     try:
         data = path.read_bytes()
     except OSError as exc:
         fail(f"{path}: {exc.strerror}")
-    return verify_bundle(data, key)
+    return verify_bundle(data, key, ring)
 
 
 def _describe(report: BundleReport) -> str:
@@ -61,6 +64,7 @@ def report_json(report: BundleReport) -> dict[str, Any]:
         "checkpoint": {"origin": report.checkpoint.origin, "size": report.checkpoint.size},
         "key": report.key_name,
         "trusted": report.trusted,
+        "own_keyring": report.own_keyring,
         "answer": report.answer,
     }
 
@@ -132,13 +136,18 @@ def evidence(
 def verify_bundle_command(
     file: Annotated[Path, typer.Argument(help="A bundle written by `ledger evidence`.")],
     trusted: TrustedKeyOption = None,
+    keyring: Annotated[
+        Path | None,
+        typer.Option("--keyring", help="The producers' keyring as you hold it: check their "
+                     "signatures under it, not under the keyring the bundle carries."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Check an evidence bundle offline (no ledger, no Kafka, no network); exit 1 naming the
     failed check: signature, checkpoint, inclusion, producer signature, answer, subjects."""
     with reporting_errors():
         try:
-            report = check_bundle_file(file, trusted)
+            report = check_bundle_file(file, trusted, keyring)
         except EvidenceError as exc:
             if json_out:
                 print_json({"ok": False, "check": exc.check, "seq": exc.seq, "reason": exc.message})
@@ -156,4 +165,11 @@ def verify_bundle_command(
         console.print(
             f"[yellow]signed by key {report.key_name!r} carried in the bundle, which "
             "nothing vouches for: pass --trusted-key (or LEDGER_TRUSTED_KEY)[/yellow]"
+        )
+    if report.own_keyring:
+        console.print("producer signatures checked under your keyring")
+    else:
+        console.print(
+            "[yellow]producer keys from the keyring the bundle carries (the ledger "
+            "operator's statement): pass --keyring to check them under your own[/yellow]"
         )
