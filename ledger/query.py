@@ -9,8 +9,10 @@ Valid time is the event ``time``; ``known_at`` restricts to what had been ingest
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from operator import itemgetter
@@ -38,7 +40,7 @@ __all__ = [
 _LOCAL_KINDS = ", ".join(f"'{kind}'" for kind in sorted(INSTANCE_LOCAL_KINDS))
 
 _CANDIDATES = f"""
-WITH base AS (
+WITH base AS {{materialized}} (
     SELECT seq, type, time, service, change_ref, target_kind, target, instance
     FROM facts
     WHERE environment = $env {{stream}} AND time <= $at
@@ -92,10 +94,13 @@ WHERE environment = $env {{stream}} AND seq IN (
 )
 ORDER BY service COLLATE C  -- byte order, as Python sorts str, whatever default_collation
 """
-_SERVICE_CANDIDATES = _CANDIDATES.format(stream="AND service = $service")
-_ENVIRONMENT_CANDIDATES = _CANDIDATES.format(stream="")
+_SERVICE_CANDIDATES = _CANDIDATES.format(stream="AND service = $service", materialized="")
+_ENVIRONMENT_CANDIDATES = _CANDIDATES.format(stream="", materialized="NOT MATERIALIZED")
 """Two statements, not one with ``$service IS NULL OR``: DuckDB checks a plain equality
-against the zone maps of the query index, so the one-service form reads its stream only."""
+against the zone maps of the query index, so the one-service form reads its stream only.
+A whole environment's ``base`` is a million rows at ten million entries: copying it once
+costs more than reading it again in each part (measured: snapshot p50 245 -> 212 ms), while
+one stream's few thousand rows are cheaper kept (asof p50 20 -> 15 ms)."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -122,16 +127,34 @@ def _answers(
     """An answer for each service with candidate entries, in service order.
 
     Facts are built and judged one service at a time, so each service's facts are garbage
-    once its answer exists: holding a whole snapshot's facts made the cyclic garbage
-    collector walk them over and over (about a fifth of the Python time).
+    once its answer exists.
     """
     rows = reader.con.execute(
         _ENVIRONMENT_CANDIDATES, {"env": environment, "at": at, "known_at": known_at}
     ).fetchall()
-    return [
-        reconstruct(svc, environment, at, _facts(group), ledger_size, known_at)
-        for svc, group in groupby(rows, key=itemgetter(5))
-    ]
+    with _without_cyclic_gc():
+        return [
+            reconstruct(svc, environment, at, _facts(group), ledger_size, known_at)
+            for svc, group in groupby(rows, key=itemgetter(5))
+        ]
+
+
+@contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a snapshot's answers are built.
+
+    The tens of thousands of rows, facts and models alive at once make it walk the young
+    heap every few hundred allocations: half of the Python time of a snapshot at ten
+    million entries (measured: 130 -> 65 ms). Nothing built here is cyclic; reference
+    counting frees it all. Re-enabled only if it was enabled, so a caller's choice holds.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
