@@ -149,7 +149,8 @@ class LedgerConsumer:
             return None
         if not self.api_token:
             raise ConfigurationError("serving the HTTP API needs a token (LEDGER_API_TOKEN)")
-        api = ApiServer(create_app(writer.read_cursor, self.api_token), *self.serve)
+        bundles = None if self.checkpoints is None else (self.keyring, self.checkpoints.signer)
+        api = ApiServer(create_app(writer.read_cursor, self.api_token, bundles), *self.serve)
         api.start()
         self.api_url = api.url
         log.info("serving read-only HTTP API on %s", api.url)

@@ -16,6 +16,8 @@ fresh one over the stored tree's root at that size, signed with the ledger key.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from ledger.bundle import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -35,7 +37,7 @@ from ledger.bundle import (
 )
 from ledger.chain import ALGORITHM
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
-from ledger.errors import EvidenceError
+from ledger.errors import ConfigurationError, EvidenceError
 from ledger.keys import Keyring, Signer
 from ledger.merkle import inclusion_proof, root_at
 from ledger.pointintime import AsOf
@@ -43,7 +45,32 @@ from ledger.proofs import TrustedKey, b64, ledger_origin, snapshot, stored_entri
 from ledger.query import asof, candidates, timeline
 from ledger.store import LedgerReader
 
-__all__ = ["build_bundle"]
+__all__ = ["build_bundle", "evidence_query"]
+
+
+def evidence_query(
+    service: str, environment: str, at: datetime | None, start: datetime | None,
+    end: datetime | None,
+) -> AsOfQuery | TimelineQuery:
+    """The question a bundle answers: what was live ``at`` an instant, or the state at
+    ``start`` and the timeline up to ``end`` (default: now). Same for the CLI and the API
+    (whose parameters are named as the options, without dashes)."""
+    if (at is None) == (start is None):
+        raise ConfigurationError(
+            "give either --at (what was live) or --from, optionally with --to (a timeline)"
+        )
+    if at is not None:
+        if end is not None:
+            raise ConfigurationError("--to goes with --from, not with --at")
+        return AsOfQuery(kind="asof", service=service, environment=environment, at=at)
+    assert start is not None
+    query = TimelineQuery(
+        kind="timeline", service=service, environment=environment, from_=start,
+        to=end or datetime.now(UTC),
+    )  # fmt: skip
+    if query.to < query.from_:
+        raise ConfigurationError("--to is before --from")
+    return query
 
 
 def _checkpoint(reader: LedgerReader, origin: str, size: int, signer: Signer) -> str:

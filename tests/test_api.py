@@ -10,30 +10,39 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from consumers.ledger_consumer import LedgerConsumer
+from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.broker import free_port
+from ledger.bundle import verify_bundle
 from ledger.kafka import KafkaSettings
 from ledger.keys import Keyring, Signer
 from ledger.producer import LedgerProducer
+from ledger.proofs import TrustedKey
 from tests.conftest import make_event
+from tests.consumer_helpers import cli_json, ledger_cli
 
 pytestmark = pytest.mark.kafka
 
 TOKEN = "test-token-0123456789"
 
 
+LEDGER_KEY = Signer.generate("ledger")
+
+
 @pytest.fixture
 def running(
     kafka: KafkaSettings, keyring: Keyring, tmp_path: Path
 ) -> Iterator[tuple[LedgerConsumer, str, Path]]:
+    """A consumer serving the API, signing checkpoints (and so bundles) with LEDGER_KEY."""
     db = tmp_path / "ledger.duckdb"
     port = free_port()
+    policy = CheckpointPolicy(LEDGER_KEY, tmp_path / "ledger.witness", every=5)
     consumer = LedgerConsumer(kafka, db, keyring, workers=1, serve=("127.0.0.1", port),
-                              api_token=TOKEN)
+                              api_token=TOKEN, checkpoints=policy)
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -119,3 +128,52 @@ def test_serving_without_a_token_is_refused(kafka: KafkaSettings, tmp_path: Path
     )
     assert result.returncode == 2
     assert "LEDGER_API_TOKEN" in result.stderr
+
+
+def test_evidence_bundle_while_the_consumer_writes(
+    running: tuple[LedgerConsumer, str, Path], kafka: KafkaSettings, ci_signer: Signer,
+    tmp_path: Path,
+) -> None:
+    """An auditor's bundle without stopping ingestion: the consumer signs it with its ledger
+    key; the CLI fetches it, checks it and writes it byte for byte as served."""
+    _, url, _ = running
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(12):
+            producer.emit(make_event("deployment.succeeded", change_ref=f"CHG-{n}"))
+    _wait_for_size(url, 12)
+    at = make_event("deployment.succeeded").time.isoformat()
+    query = urlencode({"service": "checkout", "env": "prod", "at": at})
+    served = _get(url, f"/v1/evidence?{query}")
+    assert served.status_code == 200, served.text
+    assert verify_bundle(served.content, TrustedKey("ledger", LEDGER_KEY.public_raw))
+
+    out, pub = tmp_path / "bundle.json", tmp_path / "ledger.pub"
+    pub.write_bytes(LEDGER_KEY.public_pem())
+    fetched = ledger_cli("evidence", "--api", url, "--service", "checkout", "--env", "prod",
+                         "--at", at, "--out", str(out), LEDGER_API_TOKEN=TOKEN)  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    checked = ledger_cli("verify-bundle", str(out), "--trusted-key", str(pub), "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert cli_json(checked)["answer"]["deployment"]["change_ref"] == "CHG-11"
+
+    assert _get(url, "/v1/evidence?service=checkout&env=prod").status_code == 400
+
+
+def test_evidence_needs_a_consumer_with_the_ledger_key(
+    kafka: KafkaSettings, keyring: Keyring, tmp_path: Path
+) -> None:
+    port = free_port()
+    consumer = LedgerConsumer(kafka, tmp_path / "l.duckdb", keyring, workers=1,
+                              serve=("127.0.0.1", port), api_token=TOKEN)  # fmt: skip
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while consumer.api_url is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        path = "/v1/evidence?service=s&env=e&at=2026-01-01T00:00:00Z"
+        response = _get(consumer.api_url or "", path)
+        assert response.status_code == 404 and "--checkpoint-key" in response.text
+    finally:
+        consumer.stop.set()
+        thread.join(30)

@@ -14,9 +14,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import duckdb
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.errors import ConfigurationError, EvidenceError
+from ledger.evidence import build_bundle, evidence_query
+from ledger.keys import Keyring, Signer
 from ledger.pointintime import AsOf
 from ledger.query import (
     Diff,
@@ -63,8 +66,13 @@ def _reader(request: Request) -> Iterator[LedgerReader]:
 Reader = Annotated[LedgerReader, Depends(_reader)]
 
 
-def create_app(cursor: Callable[[], duckdb.DuckDBPyConnection], token: str) -> FastAPI:
-    """An app reading through ``cursor()`` (one per request), guarded by ``token``."""
+def create_app(
+    cursor: Callable[[], duckdb.DuckDBPyConnection],
+    token: str,
+    bundles: tuple[Keyring, Signer] | None = None,
+) -> FastAPI:
+    """An app reading through ``cursor()`` (one per request), guarded by ``token``; with
+    ``bundles`` (the producers' keyring and the ledger key), it also signs evidence."""
     if not token:
         raise ValueError("the HTTP API needs a token")
     app = FastAPI(
@@ -135,6 +143,32 @@ def create_app(cursor: Callable[[], duckdb.DuckDBPyConnection], token: str) -> F
         if sum(v is not None for v in (image, commit, change_ref)) != 1:
             raise HTTPException(400, "give exactly one of image, commit, change_ref")
         return search(reader, image=image, commit=commit, change_ref=change_ref)
+
+    @app.get(
+        "/v1/evidence",
+        response_class=Response,
+        responses={200: {"content": {"application/json": {}},
+                         "description": "The signed bundle, byte for byte as `ledger evidence` "
+                                        "writes it (a DSSE envelope)."}},
+    )  # fmt: skip
+    def get_evidence(
+        reader: Reader, service: str, env: str, at: datetime | None = None,
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> Response:
+        """An evidence bundle (as `ledger evidence`), signed with the consumer's ledger key
+        (`--checkpoint-key`): give `at`, or `from` and optionally `to`."""
+        if bundles is None:
+            raise HTTPException(404, "this consumer signs no bundles: start it with "
+                                     "--checkpoint-key (the ledger key)")  # fmt: skip
+        try:
+            query = evidence_query(service, env, _opt(at), _opt(start), _opt(end))
+            data, _ = build_bundle(reader, query, *bundles)
+        except ConfigurationError as exc:
+            raise HTTPException(400, exc.message) from None
+        except EvidenceError as exc:
+            raise HTTPException(409, f"{exc.check}: {exc.message}") from None
+        return Response(data, media_type="application/json")
 
     return app
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 
+from ledger.api.client import fetch_bytes
 from ledger.bundle import AsOfQuery, BundleReport, TimelineQuery, verify_bundle
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
+    ApiUrl,
     DbPath,
     JsonFlag,
     KeyringPath,
@@ -22,7 +25,7 @@ from ledger.cli._common import (
 )
 from ledger.cli.proof import TrustedKeyOption, trusted_key
 from ledger.errors import EvidenceError
-from ledger.evidence import build_bundle
+from ledger.evidence import build_bundle, evidence_query
 from ledger.keys import Keyring, Signer
 from ledger.store import LedgerReader
 
@@ -73,14 +76,15 @@ def evidence(
     service: Annotated[str, typer.Option("--service", help="Service name.")],
     env: Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")],
     key: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--key",
             envvar="LEDGER_CHECKPOINT_KEY",
             show_envvar=True,
-            help="The ledger's private key (the checkpoint key): signs the bundle.",
+            help="The ledger's private key (the checkpoint key): signs the bundle. Not "
+            "with --api: the consumer signs with its own.",
         ),
-    ],
+    ] = None,
     at: Annotated[
         str | None, typer.Option("--at", help="What was live at this instant (asof).")
     ] = None,
@@ -91,6 +95,7 @@ def evidence(
         str | None, typer.Option("--to", help="...up to this one (default: now).")
     ] = None,
     db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
     keyring: KeyringPath = DEFAULT_KEYRING,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Bundle file to write; default: stdout.")
@@ -98,32 +103,28 @@ def evidence(
 ) -> None:
     """Write an evidence bundle: the answer, the entries it rests on, their inclusion proofs
     against a signed checkpoint and the keys, as a signed in-toto statement (DSSE)."""
-    if (at is None) == (start is None):
-        fail("give either --at T (what was live), or --from T1 [--to T2] (a timeline)")
-    if at is not None and end is not None:
-        fail("--to goes with --from, not with --at")
-    query: AsOfQuery | TimelineQuery
-    if at is not None:
-        query = AsOfQuery(kind="asof", service=service, environment=env, at=parse_time(at, "--at"))
-    else:
-        assert start is not None
-        query = TimelineQuery(
-            kind="timeline",
-            service=service,
-            environment=env,
-            from_=parse_time(start, "--from"),
-            to=parse_time(end or "now", "--to"),
-        )
-        if query.to < query.from_:
-            fail("--to is before --from")
     with reporting_errors():
-        signer = Signer.from_file(key)
-        ring = Keyring.load(keyring)
-        reader = LedgerReader(db)
-        try:
-            data, report = build_bundle(reader, query, ring, signer)
-        finally:
-            reader.close()
+        query = evidence_query(
+            service, env, parse_time(at, "--at") if at else None,
+            parse_time(start, "--from") if start else None,
+            parse_time(end, "--to") if end else None,
+        )  # fmt: skip
+        if api:
+            if key is not None:
+                fail("--key goes with --db: through --api the consumer signs with its own key")
+            data = fetch_bytes(api, "/v1/evidence?" + urlencode(_params(query)))
+            report = verify_bundle(data)  # as served: refused here if it does not verify
+        else:
+            if key is None:
+                fail("--key (LEDGER_CHECKPOINT_KEY) is needed to sign the bundle, or --api "
+                     "URL of a consumer started with --checkpoint-key")
+            signer = Signer.from_file(key)
+            ring = Keyring.load(keyring)
+            reader = LedgerReader(db)
+            try:
+                data, report = build_bundle(reader, query, ring, signer)
+            finally:
+                reader.close()
     if out_path is None:
         typer.echo(data.decode(), nl=False)
     else:
@@ -131,6 +132,13 @@ def evidence(
     console.print(
         f"wrote {out_path or 'the bundle'}: {_describe(report)}; signed by {report.key_name!r}"
     )
+
+
+def _params(query: AsOfQuery | TimelineQuery) -> dict[str, str]:
+    params = {"service": query.service, "env": query.environment}
+    if isinstance(query, AsOfQuery):
+        return params | {"at": query.at.isoformat()}
+    return params | {"from": query.from_.isoformat(), "to": query.to.isoformat()}
 
 
 def verify_bundle_command(
