@@ -83,9 +83,8 @@ approvals AS (
 -- The wide columns are read for the chosen few facts only: narrowing over the narrow
 -- columns first is several times faster than carrying them.
 SELECT seq, event_id, type, epoch_us(time), actor, service, change_ref, image, target_kind,
-       target, instance, content_hash, tool, method, approver, epoch_us(valid_until), updated,
-       total,
-       state, criticality, model
+       target, instance, content_hash, tool, method, approver, epoch_us(valid_until),
+       updated, total, state, criticality, model
 FROM facts
 WHERE environment = $env {{stream}} AND seq IN (
     SELECT seq FROM latest WHERE type <> 'mutation.applied'

@@ -4,6 +4,8 @@ Everything a batch produces (chained entries, the Merkle tree nodes they complet
 quarantined messages, the Kafka offsets that follow them and, when one is due, the signed
 checkpoint of the new tree) is written in one DuckDB transaction, so a crash at any moment
 leaves either all of it or none of it, and the consumer resumes from the offsets it stored.
+The query index (ledger.facts) is derived from the entries in transactions of its own
+(:meth:`LedgerWriter.cluster`).
 DuckDB allows one writing process; a second process opens the file read-only, which works
 whenever the consumer is not running (see docs/architecture.md for reads during ingest).
 """
@@ -474,9 +476,8 @@ class LedgerWriter:
         ]  # fmt: skip
         runs = []
         for name in names:
-            row = self._one(f"SELECT max(seq), count(*) FROM {name}")
-            assert row is not None
-            runs.append((name, int(row[0]), int(row[1])))
+            [(last, rows)] = self._con.execute(f"SELECT max(seq), count(*) FROM {name}").fetchall()
+            runs.append((name, int(last), int(rows)))
         return sorted(runs, key=lambda run: run[1])
 
     def _write_run(self, source: str, last: int, replacing: Sequence[str] = ()) -> None:

@@ -188,9 +188,9 @@ def verify(
     """
     with reporting_errors():
         if (checkpoint or checkpoint_topic) and trusted_key is None:
-            fail("--checkpoint and --checkpoint-topic need --trusted-key (LEDGER_TRUSTED_KEY): "
-                 "the ledger's public key, kept apart from it, is what the checkpoints are "
-                 "checked against")
+            given = "--checkpoint" if checkpoint else "--checkpoint-topic"
+            fail(f"{given} needs --trusted-key (LEDGER_TRUSTED_KEY): the ledger's public "
+                 "key, kept apart from it, is what the checkpoints are checked against")
         if api and (checkpoint or checkpoint_topic or trusted_key):
             fail("--checkpoint, --checkpoint-topic and --trusted-key are checked against the "
                  "file: use --db (a copy, or with the consumer stopped)")
