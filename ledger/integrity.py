@@ -360,34 +360,6 @@ def _tree_failures(con: duckdb.DuckDBPyConnection, size: int) -> list[ChainBroke
         seq=last + 1, check="tree")]  # fmt: skip
 
 
-# --- 9: the query index ------------------------------------------------------------------------
-
-_INDEX_SQL = f"""
-WITH derived AS ({DERIVE}),
-differ AS (
-    -- a row missing on either side, or not equal column for column (rows as structs)
-    SELECT coalesce(f.seq, d.seq) AS seq FROM facts f FULL JOIN derived d ON f.seq = d.seq
-    WHERE f.seq IS NULL OR d.seq IS NULL OR f IS DISTINCT FROM d
-    UNION ALL
-    SELECT seq FROM facts GROUP BY seq HAVING count(*) > 1  -- a row held twice
-)
-SELECT min(seq) FROM differ
-"""
-
-
-def _index_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
-    """The lowest entry whose facts row is missing, extra, repeated or not its own."""
-    rows = con.execute(_INDEX_SQL).fetchall()
-    if not rows or rows[0][0] is None:
-        return []
-    seq = int(rows[0][0])
-    return [ChainBrokenError(
-        f"entry {seq}: the query index (facts) does not hold exactly the facts derived from "
-        "the entry; with the consumer stopped, drop the facts view and the facts_run_ tables: "
-        "the consumer re-creates them",
-        seq=seq, check="query_index")]  # fmt: skip
-
-
 # --- 6-8: each entry's envelope ------------------------------------------------------------
 
 
@@ -502,6 +474,34 @@ def _entry_checks(
         return None, total
     seq, check, message = first
     return ChainBrokenError(message, seq=seq, check=check), total
+
+
+# --- 9: the query index ------------------------------------------------------------------------
+
+_INDEX_SQL = f"""
+WITH derived AS ({DERIVE}),
+differ AS (
+    -- a row missing on either side, or not equal column for column (rows as structs)
+    SELECT coalesce(f.seq, d.seq) AS seq FROM facts f FULL JOIN derived d ON f.seq = d.seq
+    WHERE f.seq IS NULL OR d.seq IS NULL OR f IS DISTINCT FROM d
+    UNION ALL
+    SELECT seq FROM facts GROUP BY seq HAVING count(*) > 1  -- a row held twice
+)
+SELECT min(seq) FROM differ
+"""
+
+
+def _index_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
+    """The lowest entry whose facts row is missing, extra, repeated or not its own."""
+    rows = con.execute(_INDEX_SQL).fetchall()
+    if not rows or rows[0][0] is None:
+        return []
+    seq = int(rows[0][0])
+    return [ChainBrokenError(
+        f"entry {seq}: the query index (facts) does not hold exactly the facts derived from "
+        "the entry; with the consumer stopped, drop the facts view and the facts_run_ tables: "
+        "the consumer re-creates them",
+        seq=seq, check="query_index")]  # fmt: skip
 
 
 # --- 10-12: checkpoints -------------------------------------------------------------------------
