@@ -269,8 +269,8 @@ def _print_verification(report: dict[str, Any]) -> None:
         where = f"at entry {report['first_bad_seq']} " if report["first_bad_seq"] else ""
         console.print(f"[red]FAILED[/red] {where}({report['check']}): {report['reason']}")
         return
-    console.print(f"[green]OK[/green] {report['size']:,} entries: hashes, links and Merkle "
-                  f"tree intact ({report['algorithm']})")
+    console.print(f"[green]OK[/green] {report['size']:,} entries: hashes, links, Merkle "
+                  f"tree and query index intact ({report['algorithm']})")
     out.print(f"head  {report['head_hash']}\nroot  {report['root']}")
     if report["signatures_checked"]:
         console.print(f"signatures: {report['signatures_verified']:,} re-verified and "
