@@ -23,6 +23,7 @@ __all__ = [
     "DERIVE",
     "DERIVED_VIEW",
     "FACT_COLUMNS",
+    "RUNS",
     "RUN_PREFIX",
     "chunks",
     "create_table",
@@ -96,6 +97,11 @@ FROM (SELECT *, json_extract_string(data, [{_PATHS}]) AS d FROM entries)
 """Every fact from its entry; one JSON parse per entry (a path list, not one per field)."""
 
 RUN_PREFIX = "facts_run_"
+RUNS = (
+    "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+    f"AND starts_with(table_name, '{RUN_PREFIX}')"
+)
+"""The names of the runs; a run called ``facts_run_N`` holds the facts up to entry N."""
 _RUN_MIN = 50_000
 """Entries not in a run yet are read straight from ``entries`` (the tail); once 50,000 have
 arrived they become a run: re-clustering a handful at a time would cost more than it saves."""

@@ -6,6 +6,7 @@ import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ledger.facts import RUN_PREFIX, RUNS
 from ledger.integrity import Progress, verify_ledger
 from ledger.store import LedgerReader
 
@@ -74,6 +75,8 @@ def status_report(reader: LedgerReader) -> dict[str, Any]:
     quarantined = reader.one("SELECT count(*) FROM quarantine")
     # How far the signed checkpoints trail the entries: what truncation could still erase.
     checkpoint = reader.one("SELECT size, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")
+    # How much of the ledger the query index holds in runs; the rest is derived per question.
+    runs = [int(name.removeprefix(RUN_PREFIX)) for (name,) in reader.con.execute(RUNS).fetchall()]
     return {
         "ledger_id": meta.get("ledger_id"),
         "origin": meta.get("origin"),
@@ -85,4 +88,6 @@ def status_report(reader: LedgerReader) -> dict[str, Any]:
         "checkpoint_size": checkpoint[0] if checkpoint else None,
         "checkpoint_signed_at": checkpoint[1].isoformat() if checkpoint else None,
         "quarantined": quarantined[0] if quarantined else 0,
+        "index_runs": len(runs),
+        "indexed_size": max(runs, default=0),
     }

@@ -32,6 +32,7 @@ from ledger.errors import ConfigurationError, ConflictingDuplicateError, LedgerL
 from ledger.facts import (
     DERIVED_VIEW,
     RUN_PREFIX,
+    RUNS,
     chunks,
     create_table,
     derive_range,
@@ -468,14 +469,8 @@ class LedgerWriter:
 
     def _runs(self) -> list[tuple[str, int, int]]:
         """(name, last seq, rows) of each run of the query index, oldest first."""
-        names = [
-            name for (name,) in self._con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-                "AND starts_with(table_name, ?)", [RUN_PREFIX],
-            ).fetchall()
-        ]  # fmt: skip
         runs = []
-        for name in names:
+        for (name,) in self._con.execute(RUNS).fetchall():
             [(last, rows)] = self._con.execute(f"SELECT max(seq), count(*) FROM {name}").fetchall()
             runs.append((name, int(last), int(rows)))
         return sorted(runs, key=lambda run: run[1])

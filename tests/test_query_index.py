@@ -13,6 +13,7 @@ import duckdb
 import pytest
 from attack_helpers import execute, failure
 from conftest import make_event
+from consumer_helpers import cli_json, ledger_cli
 from ledger_builders import append, signers, write_ledger
 
 from ledger.errors import ChainBrokenError
@@ -116,6 +117,9 @@ def test_a_run_is_made_only_when_due_and_merges_keep_runs_few(tmp_path: Path) ->
         writer.close()
     # Runs of 6, 6, 6, 6 merged into one of 24 when the fourth came; the fifth stands alone.
     assert _runs(db) == [("facts_run_24", 24), ("facts_run_30", 6)]
+    status = ledger_cli("status", "--db", str(db), "--json")
+    assert status.returncode == 0, status.stderr
+    assert (cli_json(status)["index_runs"], cli_json(status)["indexed_size"]) == (2, 30)
 
 
 def test_reader_of_a_ledger_without_the_index_derives_every_fact(
