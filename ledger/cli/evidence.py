@@ -82,7 +82,7 @@ def evidence(
             envvar="LEDGER_CHECKPOINT_KEY",
             show_envvar=True,
             help="The ledger's private key (the checkpoint key): signs the bundle. Not "
-            "with --api: the consumer signs with its own.",
+            "read with --api: the consumer signs with its own.",
         ),
     ] = None,
     at: Annotated[
@@ -109,9 +109,7 @@ def evidence(
             parse_time(start, "--from") if start else None,
             parse_time(end, "--to") if end else None,
         )  # fmt: skip
-        if api:
-            if key is not None:
-                fail("--key goes with --db: through --api the consumer signs with its own key")
+        if api:  # the consumer signs with its own key: --key (or its variable) is not read
             data = fetch_bytes(api, "/v1/evidence?" + urlencode(_params(query)))
             report = verify_bundle(data)  # as served: refused here if it does not verify
         else:
