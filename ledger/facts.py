@@ -22,58 +22,20 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "DERIVE",
     "DERIVED_VIEW",
-    "FACT_COLUMNS",
     "RUNS",
-    "RUN_PREFIX",
     "chunks",
     "create_table",
     "derive_range",
     "insert_slice",
     "run_due",
+    "run_last",
+    "run_name",
     "slices",
     "stream_sizes",
     "to_merge",
     "union",
     "view",
 ]
-
-FACT_COLUMNS = (
-    "environment", "service", "time", "seq", "type", "ingested_at", "event_id", "actor",
-    "change_ref", "image", "target_kind", "target", "instance", "content_hash", "tool", "method",
-    "approver", "valid_until", "updated", "total", "state", "criticality", "model",
-)  # fmt: skip
-
-_COLUMNS_DDL = """(
-    environment VARCHAR NOT NULL,
-    service VARCHAR NOT NULL,
-    time TIMESTAMPTZ NOT NULL,
-    seq BIGINT NOT NULL,
-    type VARCHAR NOT NULL,
-    ingested_at TIMESTAMPTZ NOT NULL,
-    event_id VARCHAR NOT NULL,
-    actor VARCHAR NOT NULL,
-    change_ref VARCHAR,
-    image VARCHAR,
-    target_kind VARCHAR,
-    target VARCHAR,
-    instance VARCHAR,
-    content_hash VARCHAR,
-    tool VARCHAR,
-    method VARCHAR,
-    approver VARCHAR,
-    valid_until TIMESTAMPTZ,
-    updated INTEGER,
-    total INTEGER,
-    state VARCHAR,
-    criticality VARCHAR,
-    model VARCHAR
-)"""
-
-
-def create_table(name: str) -> str:
-    """The statement that creates an empty facts table (a run) called ``name``."""
-    return f"CREATE TABLE {name} {_COLUMNS_DDL}"
-
 
 _DATA_FIELDS = (
     ("tool", "VARCHAR", "$.tool"), ("method", "VARCHAR", "$.method"),
@@ -96,12 +58,31 @@ FROM (SELECT *, json_extract_string(data, [{_PATHS}]) AS d FROM entries)
 """
 """Every fact from its entry; one JSON parse per entry (a path list, not one per field)."""
 
-RUN_PREFIX = "facts_run_"
+
+def create_table(name: str) -> str:
+    """The statement that creates an empty run called ``name``: its columns and types are
+    those :data:`DERIVE` gives, so the runs and the tail of the view always line up."""
+    return f"CREATE TABLE {name} AS SELECT * FROM ({DERIVE}) WHERE false"
+
+
+_RUN_PREFIX = "facts_run_"
 RUNS = (
     "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-    f"AND starts_with(table_name, '{RUN_PREFIX}')"
+    f"AND starts_with(table_name, '{_RUN_PREFIX}')"
 )
-"""The names of the runs; a run called ``facts_run_N`` holds the facts up to entry N."""
+"""The names of the runs (see :func:`run_name`)."""
+
+
+def run_name(last: int) -> str:
+    """The run holding the facts up to entry ``last``: its name says how far it reaches."""
+    return f"{_RUN_PREFIX}{int(last)}"
+
+
+def run_last(name: str) -> int:
+    """The last entry whose facts the run ``name`` holds."""
+    return int(name.removeprefix(_RUN_PREFIX))
+
+
 _RUN_MIN = 50_000
 """Entries not in a run yet are read straight from ``entries`` (the tail); once 50,000 have
 arrived they become a run: re-clustering a handful at a time would cost more than it saves."""
@@ -200,6 +181,6 @@ def insert_slice(table: str, source: str, streams: int) -> str:
     to ``table``; a slice of several streams sorted by stream."""
     order = " ORDER BY service, time, seq" if streams > 1 else ""
     return (
-        f"INSERT INTO {table} SELECT {', '.join(FACT_COLUMNS)} FROM {source} "
+        f"INSERT INTO {table} SELECT * FROM {source} "
         f"WHERE environment = $env AND service BETWEEN $first AND $last{order}"
     )

@@ -6,7 +6,7 @@ import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ledger.facts import RUN_PREFIX, RUNS
+from ledger.facts import RUNS, run_last
 from ledger.integrity import Progress, verify_ledger
 from ledger.store import LedgerReader
 
@@ -76,7 +76,7 @@ def status_report(reader: LedgerReader) -> dict[str, Any]:
     # How far the signed checkpoints trail the entries: what truncation could still erase.
     checkpoint = reader.one("SELECT size, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")
     # How much of the ledger the query index holds in runs; the rest is derived per question.
-    runs = [int(name.removeprefix(RUN_PREFIX)) for (name,) in reader.con.execute(RUNS).fetchall()]
+    runs = [run_last(name) for (name,) in reader.con.execute(RUNS).fetchall()]
     return {
         "ledger_id": meta.get("ledger_id"),
         "origin": meta.get("origin"),

@@ -31,13 +31,14 @@ from ledger.envelope import Envelope
 from ledger.errors import ConfigurationError, ConflictingDuplicateError, LedgerLockedError
 from ledger.facts import (
     DERIVED_VIEW,
-    RUN_PREFIX,
     RUNS,
     chunks,
     create_table,
     derive_range,
     insert_slice,
     run_due,
+    run_last,
+    run_name,
     slices,
     stream_sizes,
     to_merge,
@@ -453,12 +454,12 @@ class LedgerWriter:
         try:
             for first, last in chunks(covered + 1, self.head_seq):
                 self._write_run(derive_range(first, last), last)
-                runs.append((f"{RUN_PREFIX}{last}", last, last - first + 1))
+                runs.append((run_name(last), last, last - first + 1))
                 while merge := to_merge([(name, rows) for name, _, rows in runs]):
                     merged = runs[-len(merge):]
                     del runs[-len(merge):]
                     self._write_run(union(merge), last, replacing=merge)
-                    runs.append((f"{RUN_PREFIX}{last}", last, sum(r for _, _, r in merged)))
+                    runs.append((run_name(last), last, sum(r for _, _, r in merged)))
             con.execute(view([name for name, _, _ in runs], self.head_seq))
             con.execute("COMMIT")
         except BaseException:
@@ -471,13 +472,13 @@ class LedgerWriter:
         """(name, last seq, rows) of each run of the query index, oldest first."""
         runs = []
         for (name,) in self._con.execute(RUNS).fetchall():
-            [(last, rows)] = self._con.execute(f"SELECT max(seq), count(*) FROM {name}").fetchall()
-            runs.append((name, int(last), int(rows)))
+            [(rows,)] = self._con.execute(f"SELECT count(*) FROM {name}").fetchall()
+            runs.append((name, run_last(name), int(rows)))
         return sorted(runs, key=lambda run: run[1])
 
     def _write_run(self, source: str, last: int, replacing: Sequence[str] = ()) -> None:
         """Write the facts of ``source`` stream slice by stream slice to run ``last``."""
-        con, name = self._con, f"{RUN_PREFIX}{last}"
+        con = self._con
         con.execute(create_table("new_run"))
         sizes = con.execute(stream_sizes(source)).fetchall()
         for environment, first, final, streams in slices(sizes):
@@ -487,7 +488,7 @@ class LedgerWriter:
             )
         for old in replacing:
             con.execute(f"DROP TABLE {old}")
-        con.execute(f"ALTER TABLE new_run RENAME TO {name}")
+        con.execute(f"ALTER TABLE new_run RENAME TO {run_name(last)}")
 
     def latest_checkpoint(self) -> str | None:
         """The newest signed checkpoint note (to publish again after a restart)."""
