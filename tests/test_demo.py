@@ -86,14 +86,25 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
 
 def test_demo_prints_the_offline_check_of_its_evidence(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env["COLUMNS"] = "200"
+    env["COLUMNS"] = "80"  # the narrowest common terminal: nothing may be cut off in it
     result = subprocess.run(
         [sys.executable, "-m", "ledger", "demo"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stderr
+    # Rich shortens over-wide cells to an ellipsis unless told otherwise; it once made both
+    # sides of the diff's image changes read "checkout@sha25…".
+    assert "…" not in result.stdout
+    report = verify_bundle(
+        (tmp_path / "demo-evidence.json").read_bytes(),
+        TrustedKey("ledger", load_public_key(tmp_path / "demo" / "keys" / "ledger.pub")),
+    )
+    for mutation in report.answer["mutations"]:  # each live change, with its whole hash
+        assert f": {mutation['hash']}" in result.stdout
+    name, _, digest = report.answer["deployment"]["image"].partition("@")
+    short = f"{name.rsplit('/', 1)[-1]}@{digest.removeprefix('sha256:')[:12]}"
     assert "Evidence, checked offline: demo-evidence.json" in result.stdout
-    assert "answer re-derived for payments@sha256:" in result.stdout
+    assert f"answer re-derived for {short}" in result.stdout
     assert "ledger verify-bundle demo-evidence.json --trusted-key" in result.stderr
     checked = subprocess.run(
         [sys.executable, "-m", "ledger", "verify-bundle", "demo-evidence.json",

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from ledger.api.client import fetch
 from ledger.errors import ConfigurationError, LedgerError
@@ -103,6 +105,9 @@ __all__ = [
     "parse_time",
     "print_json",
     "reporting_errors",
+    "short_digest",
+    "short_image",
+    "table",
 ]
 
 
@@ -131,6 +136,32 @@ def local_or_remote(
         return local(reader)
     finally:
         reader.close()
+
+
+def table(*headers: str, title: str | None = None) -> Table:
+    """A table that wraps, and folds what it cannot wrap, rather than cutting anything off.
+
+    Rich shortens an over-wide cell to an ellipsis by default: on an 80-column terminal two
+    images of one service became the same ``checkout@sha25…``, hiding the very change a
+    diff is about. No vertical rules: their width goes to the cells.
+    """
+    grid = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        grid.add_column(header, overflow="fold")
+    return grid
+
+
+def short_digest(value: str) -> str:
+    """``sha256:<64 hex>`` as its first 12 hex digits, as container tools show image IDs."""
+    return value.partition(":")[2][:12] or value
+
+
+def short_image(image: str | None) -> str:
+    """``registry/path/name@sha256:<hex>`` as ``name@<12 hex>``; the JSON keeps it whole."""
+    if not image:
+        return "-"
+    name, _, digest = image.partition("@")
+    return f"{name.rsplit('/', 1)[-1]}@{short_digest(digest)}"
 
 
 def print_json(value: Any) -> None:

@@ -18,7 +18,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.api.server import parse_listen
@@ -44,6 +43,7 @@ from ledger.cli._common import (
     out,
     print_json,
     reporting_errors,
+    table,
 )
 from ledger.cli.proof import TrustedKeyOption
 from ledger.cli.proof import trusted_key as trusted_key_from
@@ -299,12 +299,12 @@ def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag =
     if json_out:
         print_json(rows)
         return
-    table = Table("id", "received", "from", "reason", "detail")
+    grid = table("id", "received", "from", "reason", "detail")
     for row in rows:
-        table.add_row(str(row["id"]), row["received_at"][:19].replace("T", " "),
+        grid.add_row(str(row["id"]), row["received_at"][:19].replace("T", " "),
                       f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
                       row["reason"], row["detail"])
-    out.print(table)
+    out.print(grid)
     console.print(f"{len(rows)} quarantined message(s)")
 
 

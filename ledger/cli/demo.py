@@ -10,12 +10,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress
-from rich.table import Table
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.broker import LocalBroker
 from ledger.bundle import AsOfQuery
-from ledger.cli._common import Bootstrap, JsonFlag, console, out, print_json, reporting_errors
+from ledger.cli._common import (
+    Bootstrap,
+    JsonFlag,
+    console,
+    out,
+    print_json,
+    reporting_errors,
+    short_image,
+    table,
+)
 from ledger.cli.evidence import check_bundle_file, report_json
 from ledger.cli.query import print_asof, print_diff
 from ledger.demo import (
@@ -168,18 +176,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(f"verified: chain of {chain['size']} entries intact, "
                   f"{chain['checkpoints']} signed checkpoints consistent with it, "
                   f"head {chain['head_hash'][:16]}…\n")
-    counts = Table("event type", "entries", title="What the ledger holds")
+    counts = table("event type", "entries", title="What the ledger holds")
     for kind, n in summary["entries_by_type"].items():
         counts.add_row(kind, str(n))
     out.print(counts)
-    latest = Table("service", "env", "image (digest)", "since", "by",
+    latest = table("service", "env", "image (digest)", "since", "by",
                    title="Latest deployment per service")
     for d in summary["latest_deployments"]:
-        name, digest = d["image"].split("@")
-        latest.add_row(d["service"], d["environment"], f"{name.rsplit('/', 1)[-1]}@{digest[:19]}…",
+        latest.add_row(d["service"], d["environment"], short_image(d["image"]),
                        d["time"][:16].replace("T", " "), d["actor"])
     out.print(latest)
-    refused = Table("reason", "detail", title="Refused and quarantined")
+    refused = table("reason", "detail", title="Refused and quarantined")
     for q in summary["quarantined"]:
         refused.add_row(q["reason"], q["detail"])
     out.print(refused)
@@ -190,11 +197,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
               "ledger diff --env prod --from '1 week ago'")
     print_diff(summary["diff"])
     evidence = summary["evidence"]
-    name, digest = evidence["subjects"][0].split("@")
     out.print(f"\n[bold]Evidence, checked offline:[/bold] {evidence['path']}: "
               f"{len(evidence['entries'])} signed entries, each proven in the checkpoint of size "
               f"{evidence['checkpoint']['size']}; answer re-derived for "
-              f"{name.rsplit('/', 1)[-1]}@{digest[:19]}… [green]OK[/green]")
+              f"{short_image(evidence['subjects'][0])} [green]OK[/green]")
     keys = Path(evidence["trusted_key"]).parent
     console.print(f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "
                   f"ledger verify --db {summary['db']} --keyring {keys.parent / 'keyring.json'} "

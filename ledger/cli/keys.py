@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ledger.cli._common import (
     DEFAULT_KEYRING,
@@ -19,6 +18,7 @@ from ledger.cli._common import (
     parse_time,
     print_json,
     reporting_errors,
+    table,
 )
 from ledger.keys import (
     KEY_ID_PATTERN,
@@ -135,9 +135,9 @@ def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False
         print_json({kid: {**e.model_dump(mode="json"), "fingerprint": e.fingerprint}
                     for kid, e in ring.keys.items()})
         return
-    table = Table("id", "types", "sources", "valid", "revoked", "fingerprint")
+    grid = table("id", "types", "sources", "valid", "revoked", "fingerprint")
     for kid, e in sorted(ring.keys.items()):
         valid = f"{e.not_before or '-'} .. {e.not_after or '-'}"
-        table.add_row(kid, ", ".join(e.types), ", ".join(e.sources), valid,
+        grid.add_row(kid, ", ".join(e.types), ", ".join(e.sources), valid,
                       str(e.revoked_at or ""), e.fingerprint[:23] + "…")
-    out.print(table)
+    out.print(grid)

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import typer
-from rich.table import Table
 
 from ledger.cli._common import (
     DEFAULT_DB,
@@ -21,6 +20,9 @@ from ledger.cli._common import (
     parse_time,
     print_json,
     reporting_errors,
+    short_digest,
+    short_image,
+    table,
 )
 from ledger.query import asof as asof_query
 from ledger.query import diff as diff_query
@@ -50,13 +52,6 @@ def _instants(
     return moment, known, urlencode(query)
 
 
-def _short(image: str | None) -> str:
-    if not image:
-        return "-"
-    name, _, digest = image.partition("@")
-    return f"{name.rsplit('/', 1)[-1]}@{digest[:19]}…"
-
-
 def _status(item: dict[str, Any]) -> str:
     if item["approved"]:
         return f"[green]approved[/green] by {item['approval']['approver']}"
@@ -78,13 +73,13 @@ def print_asof(answer: dict[str, Any]) -> None:
         out.print(f"  [yellow]partial fleet[/yellow]: {p['updated']}/{p['total']} instances "
                   f"on {p['image']} \\[entry {p['seq']}]")
     if answer["mutations"]:
-        table = Table("kind", "target", "instance", "hash", "since", "by", "tool", "approval",
-                      "entry", title="changed in place, live")
+        # Two lines each rather than a nine-column table, which 80 columns cannot show.
+        out.print(f"  changed in place, live ({len(answer['mutations'])}):")
         for m in answer["mutations"]:
-            table.add_row(m["target_kind"], m["target"], m["instance"] or "all",
-                          m["hash"][:19] + "…", m["time"][:16], m["actor"],
-                          f"{m['tool']} ({m['method']})", _status(m), str(m["seq"]))
-        out.print(table)
+            where = m["instance"] or "all instances"
+            out.print(f"    {m['target_kind']} {m['target']} on {where}: {m['hash']}\n"
+                      f"      since {m['time']} by {m['actor']} with {m['tool']} ({m['method']}; "
+                      f"{m['change_ref'] or 'no change ref'}; {_status(m)}) \\[entry {m['seq']}]")
     c = answer["classification"]
     if c is not None:
         out.print(f"  classified: {c['state']}, {c['criticality']} criticality, {c['model']}")
@@ -133,16 +128,16 @@ def snapshot(
     if json_out:
         print_json(answer)
         return
-    table = Table("service", "image", "since", "approval", "partial", "live mutations",
-                  "unapproved", "model", title=f"{env} at {answer['at']}")
+    grid = table("service", "image", "since", "approval", "partial", "live mutations",
+                 "unapproved", "model", title=f"{env} at {answer['at']}")
     for s in answer["services"]:
         d, p, c = s["deployment"], s["partial"], s["classification"]
         unapproved = sum(not m["approved"] for m in s["mutations"])
-        table.add_row(s["service"], _short(d and d["image"]), d["time"][:16] if d else "-",
-                      _status(d) if d else "-", f"{p['updated']}/{p['total']}" if p else "",
-                      str(len(s["mutations"])), str(unapproved) if unapproved else "",
-                      c["model"] if c else "-")
-    out.print(table)
+        grid.add_row(s["service"], short_image(d and d["image"]), d["time"][:16] if d else "-",
+                     _status(d) if d else "-", f"{p['updated']}/{p['total']}" if p else "",
+                     str(len(s["mutations"])), str(unapproved) if unapproved else "",
+                     c["model"] if c else "-")
+    out.print(grid)
 
 
 def diff(
@@ -169,14 +164,27 @@ def diff(
         print_diff(answer)
 
 
+def _shown(aspect: str, value: Any) -> str:
+    """One side of a change, with images and content hashes shortened."""
+    if value is None:
+        return "-"
+    if aspect == "deployment":
+        return short_image(value)
+    if aspect == "mutation":
+        return short_digest(value)
+    if aspect == "partial":  # "<image> (updated/total)"
+        image, _, fleet = value.partition(" ")
+        return f"{short_image(image)} {fleet}"
+    return str(value)
+
+
 def print_diff(answer: dict[str, Any]) -> None:
-    table = Table("service", "what", "key", "before", "after",
-                  title=f"{answer['environment']}: {answer['from']} → {answer['to']}")
+    grid = table("service", "what", "key", "before", "after",
+                 title=f"{answer['environment']}: {answer['from']} → {answer['to']}")
     for c in answer["changes"]:
-        before, after = (_short(v) if c["aspect"] == "deployment" else str(v or "-")
-                         for v in (c["before"], c["after"]))
-        table.add_row(c["service"], c["aspect"], c["key"], before, after)
-    out.print(table)
+        grid.add_row(c["service"], c["aspect"], c["key"],
+                     _shown(c["aspect"], c["before"]), _shown(c["aspect"], c["after"]))
+    out.print(grid)
     console.print(f"{len(answer['changes'])} change(s)")
 
 
@@ -202,14 +210,14 @@ def timeline(
     if json_out:
         print_json(answer)
         return
-    table = Table("time", "seq", "type", "actor", "what", title=f"{service} in {env}")
+    grid = table("time", "seq", "type", "actor", "what", title=f"{service} in {env}")
     for e in answer:
         d = e["data"]
-        what = (_short(d.get("image")) if "image" in d and e["type"].startswith("deployment")
+        what = (short_image(d.get("image")) if "image" in d and e["type"].startswith("deployment")
                 else f"{d.get('target_kind')}:{d.get('target')}" if e["type"] == "mutation.applied"
                 else d.get("change_ref") or d.get("model") or "")
-        table.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
-    out.print(table)
+        grid.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
+    out.print(grid)
 
 
 def search(
@@ -236,9 +244,9 @@ def search(
     if json_out:
         print_json(hits)
         return
-    table = Table("time", "service", "env", "type", "actor", "change", "seq")
+    grid = table("time", "service", "env", "type", "actor", "change", "seq")
     for h in hits:
-        table.add_row(h["time"][:19], h["service"], h["environment"], h["type"], h["actor"],
-                      h["change_ref"] or "", str(h["seq"]))
-    out.print(table)
+        grid.add_row(h["time"][:19], h["service"], h["environment"], h["type"], h["actor"],
+                     h["change_ref"] or "", str(h["seq"]))
+    out.print(grid)
     console.print(f"{len(hits)} entr{'y' if len(hits) == 1 else 'ies'}")
