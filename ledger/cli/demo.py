@@ -53,8 +53,10 @@ def demo(
     ] = Path("demo"),
     json_out: JsonFlag = False,
 ) -> None:
-    """Run the whole flow: broker, keys, three weeks of signed events, consume with signed
-    checkpoints, verify, ask, then write an evidence bundle and check it offline.
+    """Run the whole flow end to end, on a local broker unless one is given.
+
+    Broker, keys, three weeks of signed events, consume with signed checkpoints, verify,
+    ask, then write an evidence bundle and check it offline.
 
     Without --bootstrap (or LEDGER_BOOTSTRAP) it starts the bundled local broker on a free
     loopback port and stops it at the end.

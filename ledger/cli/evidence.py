@@ -101,8 +101,11 @@ def evidence(
         Path | None, typer.Option("--out", help="Bundle file to write; default: stdout.")
     ] = None,
 ) -> None:
-    """Write an evidence bundle: the answer, the entries it rests on, their inclusion proofs
-    against a signed checkpoint and the keys, as a signed in-toto statement (DSSE)."""
+    """Write an evidence bundle: an answer with everything needed to check it offline.
+
+    The answer, the entries it rests on, their inclusion proofs against a signed checkpoint
+    and the keys, as a signed in-toto statement (DSSE).
+    """
     with reporting_errors():
         query = evidence_query(
             service, env, parse_time(at, "--at") if at else None,
@@ -149,8 +152,11 @@ def verify_bundle_command(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Check an evidence bundle offline (no ledger, no Kafka, no network); exit 1 naming the
-    failed check: signature, checkpoint, inclusion, producer signature, answer, subjects."""
+    """Check an evidence bundle offline: no ledger, no Kafka, no network.
+
+    Exit 1 naming the failed check: signature, checkpoint, inclusion, producer signature,
+    answer, subjects.
+    """
     with reporting_errors():
         try:
             report = check_bundle_file(file, trusted, keyring)
