@@ -51,6 +51,7 @@ __all__ = [
     "KEY_POLICIES",
     "broker_bootstrap",
     "build_events",
+    "event",
     "keyring_for",
     "make_signers",
     "time_limit",
@@ -78,6 +79,15 @@ TYPE_WEIGHTS: dict[str, int] = {
 ENVIRONMENTS = ("staging", "prod")
 SERVICE_COUNT = 100  # x 2 environments = 200 Kafka message keys
 ACTORS = ("alice", "bob", "carol", "dave", "erin", "frank", "github-actions", "platform-bot")
+TARGETS = (
+    ("config", "app.yml"), ("config", "logging.yml"), ("flag", "features/new-flow"),
+    ("flag", "features/dark-mode"), ("secret", "db-password"), ("infra", "lb/listener"),
+    ("file", "/etc/nginx/nginx.conf"), ("package", "libssl3"), ("patch", "CVE-2026-1234"),
+)  # fmt: skip
+TOOLS = (
+    ("ansible", "ansible/playbooks"), ("puppet", "puppet/agent"), ("consul", "consul/kv"),
+    ("manual", "manual"),
+)  # fmt: skip
 
 
 def digest(text: str) -> str:
@@ -88,83 +98,59 @@ def image_ref(service: str, version: int) -> str:
     return f"registry.acme.example/{service}@{digest(f'{service}:{version}')}"
 
 
-def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, dict[str, Any]]:
-    """(signing key id, JSON-shaped event) for event number ``n``."""
-    service = f"svc-{rng.randrange(SERVICE_COUNT):03d}"
-    env = rng.choice(ENVIRONMENTS)
-    version = rng.randint(1, 500)
+def event(
+    rng: random.Random, n: int, kind: str, *, service: str, env: str, when: datetime,
+    change_ref: str, version: int, actor: str,
+) -> tuple[str, dict[str, Any]]:
+    """(signing key id, JSON-shaped event): event number ``n``, of ``kind``, for one
+    service in one environment; what is left to chance comes from ``rng``."""
     image = image_ref(service, version)
-    change_ref = f"CHG-{10_000 + n // 3}"
-    actor = rng.choice(ACTORS)
-    key = "ci-github"
-    source = f"ci/github/acme/{service}"
+    key, source = "ci-github", f"ci/github/acme/{service}"
     data: dict[str, Any]
     if kind in ("deployment.started", "deployment.succeeded"):
-        total = rng.randint(2, 12)
-        run_id = rng.randint(10**9, 10**10)
+        count = rng.randint(2, 12)
         data = {
-            "image": image,
-            "change_ref": change_ref,
+            "image": image, "change_ref": change_ref,
             "commit": hashlib.sha1(f"{service}{version}".encode()).hexdigest(),
-            "run_url": f"https://github.com/acme/{service}/actions/runs/{run_id}",
             "strategy": rng.choice(["rolling", "blue_green", "canary", "recreate"]),
-        }
+        }  # fmt: skip
         if kind == "deployment.succeeded":
-            data["instances"] = {"total": total, "updated": total}
+            data["instances"] = {"total": count, "updated": count}
     elif kind == "deployment.failed":
-        total = rng.randint(2, 12)
+        count = rng.randint(2, 12)
         data = {
-            "image": image,
-            "change_ref": change_ref,
-            "reason": "readiness probe failed",
-            "instances": {"total": total, "updated": rng.randint(0, total)},
-        }
+            "image": image, "change_ref": change_ref, "reason": "readiness probe failed",
+            "instances": {"total": count, "updated": rng.randint(0, count)},
+        }  # fmt: skip
     elif kind == "deployment.rolled_back":
         data = {
-            "image": image_ref(service, version - 1),
-            "from_image": image,
-            "change_ref": change_ref,
-            "reason": "error rate above SLO",
-        }
+            "image": image_ref(service, version - 1), "from_image": image,
+            "change_ref": change_ref, "reason": "error rate above SLO",
+        }  # fmt: skip
     elif kind == "mutation.applied":
-        tool, prefix = rng.choice(
-            [
-                ("ansible", "ansible/playbooks"),
-                ("puppet", "puppet/agent"),
-                ("consul", "consul/kv"),
-                ("manual", "manual"),
-            ]
-        )
+        tool, prefix = rng.choice(TOOLS)
         key = "ops-break-glass" if tool == "manual" else "config-mgmt"
         source = f"{prefix}/{service}"
-        target_kind, target = rng.choice(
-            [
-                ("config", "app.yml"),
-                ("flag", "features/new-flow"),
-                ("file", "/etc/nginx/nginx.conf"),
-                ("package", "libssl3"),
-                ("secret", "db-password"),
-            ]
-        )
+        target_kind, target = rng.choice(TARGETS)
         data = {
-            "target_kind": target_kind,
-            "target": target,
-            "hash": digest(f"{service}{target}{n}"),
-            "previous_hash": digest(f"{service}{target}{n - 1}"),
-            "tool": tool,
-            "method": "manual" if tool == "manual" else "pipeline",
-        }
-        if tool == "manual":
-            data["instance"] = f"{service}-{rng.randint(1, 6)}"
-        else:
+            "target_kind": target_kind, "target": target,
+            "hash": None if rng.random() < 0.03 else digest(f"{service}{env}{target}{n}"),
+            "tool": tool, "method": "manual" if tool == "manual" else "pipeline",
+        }  # fmt: skip
+        if target_kind in ("file", "package", "patch") or tool == "manual":
+            data["instance"] = f"{service}-{rng.randint(1, 4)}"
+        if tool != "manual":
             data["change_ref"] = change_ref
     elif kind == "approval.granted":
         key, source = "change-board", "cab/servicenow"
         data = {"change_ref": change_ref, "approver": rng.choice(ACTORS[:6])}
-        if rng.random() < 0.6:
+        scope = rng.random()
+        if scope < 0.6:
             data["image"] = image
-        else:
-            data["hash"] = digest(f"{service}{n}")
+        elif scope < 0.8:
+            data["hash"] = digest(f"{service}{env}{n}")
+        if rng.random() < 0.3:
+            data["valid_until"] = when + timedelta(days=14)
     elif kind == "approval.revoked":
         key, source = "change-board", "cab/servicenow"
         data = {"change_ref": change_ref, "reason": "superseded"}
@@ -175,15 +161,19 @@ def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, di
             "model": rng.choice(["immutable", "mutable"]),
         }
         actor = "platform-bot"
-    return key, {
-        "type": kind,
-        "time": when,
-        "source": source,
-        "actor": actor,
-        "service": service,
-        "environment": env,
-        "data": data,
-    }
+    raw = {"type": kind, "time": when, "source": source, "actor": actor, "service": service,
+           "environment": env, "data": data}  # fmt: skip
+    return key, raw
+
+
+def _one(rng: random.Random, n: int, when: datetime, kind: str) -> tuple[str, dict[str, Any]]:
+    """(signing key id, JSON-shaped event) for event number ``n``."""
+    service = f"svc-{rng.randrange(SERVICE_COUNT):03d}"
+    env = rng.choice(ENVIRONMENTS)
+    version = rng.randint(1, 500)
+    return event(rng, n, kind, service=service, env=env, when=when,
+                 change_ref=f"CHG-{10_000 + n // 3}", version=version,
+                 actor=rng.choice(ACTORS))  # fmt: skip
 
 
 def build_events(count: int, seed: int = 1, start: int = 0) -> list[tuple[str, Event]]:

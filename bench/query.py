@@ -40,7 +40,7 @@ import uvicorn
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emit import ACTORS, TYPE_WEIGHTS, digest, image_ref, keyring_for, make_signers
+from emit import ACTORS, TYPE_WEIGHTS, event, keyring_for, make_signers
 
 from ledger.api import create_app
 from ledger.entries import DecodedColumns, decoded_columns
@@ -58,15 +58,6 @@ START = datetime(2025, 11, 1, tzinfo=UTC)
 SPAN = timedelta(days=365)
 CHUNK = 10_000  # events per pool task
 REF_BUCKET = 20_000  # events sharing a change ref per pair (about ten events of one pair)
-TARGETS = (
-    ("config", "app.yml"), ("config", "logging.yml"), ("flag", "features/new-flow"),
-    ("flag", "features/dark-mode"), ("secret", "db-password"), ("infra", "lb/listener"),
-    ("file", "/etc/nginx/nginx.conf"), ("package", "libssl3"), ("patch", "CVE-2026-1234"),
-)  # fmt: skip
-TOOLS = (
-    ("ansible", "ansible/playbooks"), ("puppet", "puppet/agent"), ("consul", "consul/kv"),
-    ("manual", "manual"),
-)  # fmt: skip
 TOKEN = "bench-query-token"
 
 
@@ -75,71 +66,12 @@ def _raw(rng: random.Random, n: int, total: int, kind: str) -> tuple[str, dict[s
     pair = rng.randrange(PAIRS)
     service, env = f"svc-{pair % SERVICES:03d}", ENVIRONMENTS[pair // SERVICES]
     bucket = n // REF_BUCKET
-    change_ref = f"CHG-{pair}-{bucket}"
     version = bucket + rng.randint(0, 1)
-    image = image_ref(service, version)
     actor = rng.choice(ACTORS)
     # Spread over a year, a little out of order (late arrivals are placed by time).
     when = START + SPAN * (n / total) + timedelta(seconds=rng.uniform(-3600, 3600))
-    key, source = "ci-github", f"ci/github/acme/{service}"
-    data: dict[str, Any]
-    if kind in ("deployment.started", "deployment.succeeded"):
-        count = rng.randint(2, 12)
-        data = {
-            "image": image, "change_ref": change_ref,
-            "commit": hashlib.sha1(f"{service}{version}".encode()).hexdigest(),
-            "strategy": rng.choice(["rolling", "blue_green", "canary", "recreate"]),
-        }  # fmt: skip
-        if kind == "deployment.succeeded":
-            data["instances"] = {"total": count, "updated": count}
-    elif kind == "deployment.failed":
-        count = rng.randint(2, 12)
-        data = {
-            "image": image, "change_ref": change_ref, "reason": "readiness probe failed",
-            "instances": {"total": count, "updated": rng.randint(0, count)},
-        }  # fmt: skip
-    elif kind == "deployment.rolled_back":
-        data = {
-            "image": image_ref(service, version - 1), "from_image": image,
-            "change_ref": change_ref, "reason": "error rate above SLO",
-        }  # fmt: skip
-    elif kind == "mutation.applied":
-        tool, prefix = rng.choice(TOOLS)
-        key = "ops-break-glass" if tool == "manual" else "config-mgmt"
-        source = f"{prefix}/{service}"
-        target_kind, target = rng.choice(TARGETS)
-        data = {
-            "target_kind": target_kind, "target": target,
-            "hash": None if rng.random() < 0.03 else digest(f"{service}{env}{target}{n}"),
-            "tool": tool, "method": "manual" if tool == "manual" else "pipeline",
-        }  # fmt: skip
-        if target_kind in ("file", "package", "patch") or tool == "manual":
-            data["instance"] = f"{service}-{rng.randint(1, 4)}"
-        if tool != "manual":
-            data["change_ref"] = change_ref
-    elif kind == "approval.granted":
-        key, source = "change-board", "cab/servicenow"
-        data = {"change_ref": change_ref, "approver": rng.choice(ACTORS[:6])}
-        scope = rng.random()
-        if scope < 0.6:
-            data["image"] = image
-        elif scope < 0.8:
-            data["hash"] = digest(f"{service}{env}{n}")
-        if rng.random() < 0.3:
-            data["valid_until"] = when + timedelta(days=14)
-    elif kind == "approval.revoked":
-        key, source = "change-board", "cab/servicenow"
-        data = {"change_ref": change_ref, "reason": "superseded"}
-    else:  # service.classified
-        data = {
-            "state": rng.choice(["stateless", "stateful"]),
-            "criticality": rng.choice(["low", "medium", "high"]),
-            "model": rng.choice(["immutable", "mutable"]),
-        }
-        actor = "platform-bot"
-    raw = {"type": kind, "time": when, "source": source, "actor": actor, "service": service,
-           "environment": env, "data": data}  # fmt: skip
-    return key, raw
+    return event(rng, n, kind, service=service, env=env, when=when,
+                 change_ref=f"CHG-{pair}-{bucket}", version=version, actor=actor)  # fmt: skip
 
 
 _SIGNERS: dict[str, Signer] = {}
