@@ -15,7 +15,8 @@ produces to a fresh topic. A benchmark, not a test: run it by hand.
 
     python bench/emit.py [--events 20000] [--bootstrap HOST:PORT] [--json]
 
-The event builder and keys here are shared with bench/ingest.py.
+The event generator and keys here are shared with bench/ingest.py, bench/query.py and
+bench/verify.py.
 """
 
 from __future__ import annotations
