@@ -6,7 +6,11 @@ The index is derived data: answers must not depend on how much of it is clustere
 
 from __future__ import annotations
 
+import random
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -210,3 +214,41 @@ def test_edited_entry_column_is_named_by_its_cause(
     error = failure(ledger, indexed[1])
     assert isinstance(error, ChainBrokenError)
     assert (error.seq, error.check) == (5, "decoded_columns")
+
+
+# --- crashes -----------------------------------------------------------------------------------
+
+
+def test_kill_during_clustering_leaves_every_entry_indexed_once(tmp_path: Path) -> None:
+    """`kill -9` while the writer turns the tail into a run or merges runs (the consumer
+    does so after its commits): each restart finds the old runs or the new ones, never a
+    mix, and the index still holds every entry exactly once (check 9)."""
+    ci, approver, ring = signers()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for signer in (ci, approver):
+        (keys / f"{signer.key_id}.key").write_bytes(signer.private_pem())
+    ring.save(keys / "keyring.json")
+    db = tmp_path / "ledger.duckdb"
+    loop = [sys.executable, str(Path(__file__).with_name("cluster_loop.py")), str(db), str(keys)]
+    rng = random.Random(20261126)
+    inside = kills = 0
+    while inside < 5:  # kills that landed between "cluster" and "clustered"
+        assert kills < 60, f"only {inside} of {kills} kills landed inside a clustering"
+        proc = subprocess.Popen(loop, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.5, 1.5))  # past the imports, into the loop
+        alive = proc.poll() is None  # a restart that failed would have exited by now
+        proc.kill()
+        out, err = proc.communicate()
+        assert alive, f"the writer stopped on its own after {kills} kills:\n{err}"
+        lines = out.split()
+        kills += 1
+        inside += bool(lines) and lines[-1] == "cluster"
+        assert _failure(db, ring) is None
+    reader = LedgerReader(db)
+    try:
+        size = reader.size()
+        facts = reader.one("SELECT count(*), count(DISTINCT seq), max(seq) FROM facts")
+    finally:
+        reader.close()
+    assert size > 0 and facts == (size, size, size)
