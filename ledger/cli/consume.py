@@ -302,8 +302,8 @@ def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag =
     grid = table("id", "received", "from", "reason", "detail")
     for row in rows:
         grid.add_row(str(row["id"]), row["received_at"][:19].replace("T", " "),
-                      f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
-                      row["reason"], row["detail"])
+                     f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
+                     row["reason"], row["detail"])
     out.print(grid)
     console.print(f"{len(rows)} quarantined message(s)")
 

@@ -139,5 +139,5 @@ def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False
     for kid, e in sorted(ring.keys.items()):
         valid = f"{e.not_before or '-'} .. {e.not_after or '-'}"
         grid.add_row(kid, ", ".join(e.types), ", ".join(e.sources), valid,
-                      str(e.revoked_at or ""), e.fingerprint[:23] + "…")
+                     str(e.revoked_at or ""), e.fingerprint)
     out.print(grid)
