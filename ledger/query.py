@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ __all__ = [
     "asof",
     "candidates",
     "diff",
+    "image_pattern",
     "search",
     "snapshot",
     "timeline",
@@ -334,6 +336,31 @@ class SearchHit(_Model):
     image: str | None
 
 
+_DIGEST_PREFIX = re.compile(r"^(?:[a-z0-9]+:)?[0-9a-f]+$")
+# An image column matches when its digest starts with $digest (with the algorithm when
+# $digest names one, else the hex after it) and its repository is $repo, or ends with
+# /$repo when that is a bare name (as the tables show images: checkout@4f1c2b3a4f1c).
+_IMAGE_MATCHES = """(
+    starts_with(CASE WHEN $algorithm THEN split_part({col}, '@', 2)
+                     ELSE split_part(split_part({col}, '@', 2), ':', 2) END, $digest)
+    AND ($repo IS NULL OR split_part({col}, '@', 1) = $repo
+         OR (NOT contains($repo, '/') AND ends_with(split_part({col}, '@', 1), '/' || $repo))))"""
+
+
+def image_pattern(image: str) -> dict[str, Any]:
+    """The search parameters of ``--image``: a digest or its first hex digits, with or
+    without the algorithm (``sha256:4f1c…``, ``4f1c2b3a``), optionally after a repository
+    and ``@`` (``checkout@4f1c2b3a``, or a whole reference). Raises ValueError otherwise."""
+    repo, at, digest = image.strip().rpartition("@")
+    digest = digest.lower()
+    if not _DIGEST_PREFIX.match(digest):
+        raise ValueError(
+            f"image {image!r}: give a digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), "
+            "optionally after the repository and '@' (checkout@4f1c2b3a); tags are not evidence"
+        )
+    return {"repo": (repo or None) if at else None, "digest": digest, "algorithm": ":" in digest}
+
+
 def search(
     reader: LedgerReader, *, image: str | None = None, commit: str | None = None,
     change_ref: str | None = None,
@@ -341,18 +368,19 @@ def search(
     """Where and when an image ran, a commit was deployed, or a change ref was used."""
     if sum(x is not None for x in (image, commit, change_ref)) != 1:
         raise ValueError("search takes exactly one of image, commit, change_ref")
-    value: str
-    if image is not None:
-        # A digest alone (sha256:…) matches any repository; a full reference matches exactly.
-        where = "(image = $v OR image LIKE '%@' || $v OR data->>'$.from_image' = $v)"
-        value = image
+    params: dict[str, Any]
+    if image is not None:  # the image run, approved, or rolled back away from
+        where = " OR ".join(
+            _IMAGE_MATCHES.format(col=col) for col in ("image", "data->>'$.from_image'")
+        )
+        params = image_pattern(image)
     elif commit is not None:
-        where, value = "starts_with(data->>'$.commit', $v)", commit.lower()
+        where, params = "starts_with(data->>'$.commit', $v)", {"v": commit.lower()}
     else:
-        where, value = "change_ref = $v", str(change_ref)
+        where, params = "change_ref = $v", {"v": str(change_ref)}
     rows = reader.con.execute(
         "SELECT seq, event_id, type, time, service, environment, actor, change_ref, image "
-        f"FROM entries WHERE {where} ORDER BY time, seq", {"v": value},
+        f"FROM entries WHERE {where} ORDER BY time, seq", params,
     ).fetchall()
     return [
         SearchHit(seq=r[0], event_id=r[1], type=r[2], time=r[3], service=r[4],

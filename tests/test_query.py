@@ -180,6 +180,30 @@ def test_search_by_image_digest_commit_and_change_ref(reader: LedgerReader) -> N
         search(reader, image=IMAGE_A, change_ref="CHG-1")
 
 
+def test_search_by_a_short_digest_as_the_tables_show_it(
+    history: tuple[Path, datetime], reader: LedgerReader
+) -> None:
+    """The tables print images as name@<12 hex>: that, a digest prefix with or without its
+    algorithm, or a whole reference finds the same entries; another repository does not."""
+    short = DIGEST_A.removeprefix("sha256:")[:12]
+    whole = {h.seq for h in search(reader, image=IMAGE_A)}
+    assert whole == {2, 3, 6}
+    for given in (f"checkout@{short}", short, DIGEST_A[:15], f"registry.example/checkout@{short}",
+                  DIGEST_A, short.upper()):
+        assert {h.seq for h in search(reader, image=given)} == whole, given
+    assert search(reader, image=f"billing@{short}") == []
+    assert search(reader, image=f"example/checkout@{short}") == []  # a path matches whole
+    assert search(reader, image="sha512:" + "a" * 12) == []
+    with pytest.raises(ValueError, match="tags are not evidence"):
+        search(reader, image="registry.example/checkout:1.2")
+    db, _ = history
+    found = _cli("search", "--db", str(db), "--image", f"checkout@{short}")
+    assert [h["seq"] for h in found] == [2, 3, 6]
+    tag = subprocess.run([sys.executable, "-m", "ledger", "search", "--db", str(db),
+                          "--image", "checkout:1.2"], capture_output=True, text=True, timeout=60)
+    assert tag.returncode == 2 and "--image 'checkout:1.2': give a digest" in tag.stderr
+
+
 def _cli(*args: str) -> Any:
     result = subprocess.run([sys.executable, "-m", "ledger", *args, "--json"],
                             capture_output=True, text=True, timeout=60)
@@ -204,6 +228,8 @@ def test_cli_and_http_api_print_the_same_json(history: tuple[Path, datetime]) ->
     api_diff = client.get("/v1/diff", params={"env": "prod", "from": at(10, 30).isoformat(),
                                               "to": at(13, 30).isoformat()}, headers=headers)
     api_search = client.get("/v1/search", params={"change_ref": "CHG-1"}, headers=headers)
+    tag = client.get("/v1/search", params={"image": "checkout:1.2"}, headers=headers)
+    assert tag.status_code == 400 and "tags are not evidence" in tag.json()["detail"]
     con.close()
     assert api_asof.json() == cli_asof
     assert api_diff.json() == cli_diff

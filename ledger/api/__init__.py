@@ -142,7 +142,10 @@ def create_app(
         """Where an image ran, a commit was deployed or a change ref used."""
         if sum(v is not None for v in (image, commit, change_ref)) != 1:
             raise HTTPException(400, "give exactly one of image, commit, change_ref")
-        return search(reader, image=image, commit=commit, change_ref=change_ref)
+        try:
+            return search(reader, image=image, commit=commit, change_ref=change_ref)
+        except ValueError as exc:  # an image that is no digest
+            raise HTTPException(400, str(exc)) from None
 
     @app.get(
         "/v1/evidence",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -21,9 +22,17 @@ from ledger.errors import ConfigurationError, LedgerError
 from ledger.kafka import DEFAULT_TOPIC, KafkaSettings
 from ledger.store import LedgerReader
 
+PIPED_WIDTH = 200
+"""Results piped to a file, grep or less are not folded to fit 80 columns (rich's default
+when stdout is no terminal): no table here is wider than this. A terminal, or COLUMNS, sets
+the width as usual."""
+
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 """Messages and progress go to stderr; results go to stdout."""
-out = Console(highlight=False, soft_wrap=True)
+out = Console(
+    highlight=False, soft_wrap=True,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH,
+)
 
 Bootstrap = Annotated[
     str | None,

@@ -26,6 +26,7 @@ from ledger.cli._common import (
 )
 from ledger.query import asof as asof_query
 from ledger.query import diff as diff_query
+from ledger.query import image_pattern
 from ledger.query import search as search_query
 from ledger.query import snapshot as snapshot_query
 from ledger.query import timeline as timeline_query
@@ -222,7 +223,9 @@ def timeline(
 
 def search(
     image: Annotated[
-        str | None, typer.Option(help="Image reference or digest (sha256:…).")
+        str | None,
+        typer.Option(help="Digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), optionally "
+                     "after the repository (checkout@4f1c2b3a) or a whole reference."),
     ] = None,
     commit: Annotated[str | None, typer.Option(help="Commit SHA (or a prefix).")] = None,
     change_ref: Annotated[str | None, typer.Option("--change-ref", help="Change ref.")] = None,
@@ -235,6 +238,11 @@ def search(
              if v is not None}
     if len(given) != 1:
         fail("give exactly one of --image, --commit or --change-ref")
+    if image is not None:
+        try:
+            image_pattern(image)
+        except ValueError as exc:
+            fail(f"--{exc}")
 
     def local(reader: LedgerReader) -> list[dict[str, Any]]:
         return [h.model_dump(mode="json") for h in search_query(reader, **given)]
