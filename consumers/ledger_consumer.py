@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -357,9 +358,20 @@ class LedgerConsumer:
         self._commit_group(consumer, offsets)
 
     def _cluster(self, writer: LedgerWriter) -> None:
-        """Keep the query index current (ledger.facts): cheap unless a run is due."""
+        """Keep the query index current (ledger.facts): cheap unless a run is due.
+
+        The index is derived from the entries, so a failure to extend it (a full disk,
+        DuckDB's memory limit) must not stop the ledger recording evidence: the entries are
+        committed already, questions read the unindexed tail on the fly, and the writer
+        tries again a run's worth of entries later.
+        """
         started = time.monotonic()
-        added = writer.cluster()
+        try:
+            added = writer.cluster()
+        except duckdb.Error as exc:
+            log.error("query index not extended (%s): entries are recorded all the same and "
+                      "read unindexed; tried again after another run's worth", exc)
+            return
         if added:
             log.info("query index: %d entries clustered in %.1f s (head %d)",
                      added, time.monotonic() - started, writer.head_seq)

@@ -280,6 +280,7 @@ class LedgerWriter:
         self._tree = self._load_tree()
         runs = self._runs()
         self.indexed_seq: int = max((last for _, last, _ in runs), default=0)
+        self._failed_tail = 0  # the tail's length at the last failed cluster(), if any
         # The query index's view, (re)defined by this build's DERIVE.
         self._con.execute(view([name for name, _, _ in runs], self.indexed_seq))
         row = self._one("SELECT coalesce(max(size), 0) FROM checkpoints")
@@ -442,11 +443,14 @@ class LedgerWriter:
         it is long enough (any length with ``force``), and runs of one size are merged.
         How many entries it added to the runs (0: nothing done).
 
-        One transaction: readers see the old runs or the new ones, never a mix.
+        One transaction: readers see the old runs or the new ones, never a mix. If it fails,
+        nothing changed, and without ``force`` it is not tried again until another run's
+        worth of entries has arrived.
         """
         covered = self.indexed_seq
         pending = self.head_seq - covered
-        if pending == 0 or not (force or run_due(pending)):
+        # After a failed attempt, the next waits for another run's worth of entries.
+        if pending == 0 or not (force or run_due(pending - self._failed_tail)):
             return 0
         runs = self._runs()
         con = self._con
@@ -464,8 +468,10 @@ class LedgerWriter:
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
+            self._failed_tail = pending
             raise
         self.indexed_seq = self.head_seq
+        self._failed_tail = 0
         return pending
 
     def _runs(self) -> list[tuple[str, int, int]]:

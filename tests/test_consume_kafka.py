@@ -8,6 +8,7 @@ exact bytes and Kafka coordinates, and the dead-letter topic), and resuming afte
 from __future__ import annotations
 
 import base64
+import logging
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from conftest import IMAGE_B, make_event
 from consumer_helpers import (
@@ -55,6 +57,8 @@ from ledger.events import Event, event_from_mapping
 from ledger.kafka import KafkaSettings, ensure_topics
 from ledger.keys import Keyring, Signer
 from ledger.producer import seal
+from ledger.reports import status_report
+from ledger.store import LedgerReader, LedgerWriter
 from ledger.wire import default_schemas
 
 pytestmark = pytest.mark.kafka
@@ -466,6 +470,42 @@ def _signed_batch(signer: Signer, count: int) -> tuple[list[str], list[bytes], l
     events = [make_event(service=f"svc-{i % 50:02d}") for i in range(count)]
     return ([e.id for e in events], [seal(e, signer) for e in events],
             [e.partition_key for e in events])
+
+
+def test_a_failing_query_index_does_not_stop_the_ledger_recording(
+    kafka: KafkaSettings, ci_signer: Signer, approver_signer: Signer, keyring: Keyring,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The index is derived data: when a run cannot be written (here DuckDB is out of
+    memory), every event is chained all the same, the attempt is not repeated after every
+    batch, and a later one brings the index up to date."""
+    monkeypatch.setattr("ledger.store.run_due", lambda pending: pending >= 10)
+    attempts: list[int] = []  # the head at each attempt to write a run
+    write_run = LedgerWriter._write_run
+
+    def out_of_memory_twice(writer: LedgerWriter, *args: Any, **kwargs: Any) -> None:
+        attempts.append(writer.head_seq)
+        if len(attempts) <= 2:
+            raise duckdb.OutOfMemoryException("could not allocate block (test)")
+        write_run(writer, *args, **kwargs)
+
+    monkeypatch.setattr(LedgerWriter, "_write_run", out_of_memory_twice)
+    _emit_mixed(kafka, ci_signer, approver_signer, _mixed_events(60))
+    db = tmp_path / "ledger.duckdb"
+    with caplog.at_level(logging.ERROR, logger="ledger.consumer"):
+        stats = consume(kafka, db, keyring, batch_size=5)
+
+    assert (stats.accepted, stats.quarantined) == (60, 0)
+    assert caplog.text.count("query index not extended") == 2
+    first, second = attempts[:2]
+    assert second >= first + 10  # another run's worth later, not at the next batch
+    assert verify(db).size == 60  # checks 1-9: the index holds each entry once
+    reader = LedgerReader(db)
+    try:
+        status = status_report(reader)
+    finally:
+        reader.close()
+    assert status["indexed_size"] >= second + 10
 
 
 def test_stopped_consumer_resumes_without_losing_or_duplicating(
