@@ -36,6 +36,7 @@ __all__ = [
     "image_pattern",
     "search",
     "snapshot",
+    "streams",
     "timeline",
 ]
 
@@ -291,6 +292,15 @@ def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime)
                     Change(service=service, aspect=aspect, key=key, before=was, after=now)
                 )
     return Diff(environment=environment, from_=start, to=end, changes=changes)
+
+
+def streams(reader: LedgerReader) -> list[tuple[str, str]]:
+    """Every (environment, service) that some entry names, sorted: what a question can ask
+    about (to tell a misspelt name from a service with nothing recorded)."""
+    rows = reader.con.execute(
+        "SELECT DISTINCT environment, service FROM entries ORDER BY ALL"
+    ).fetchall()
+    return [(str(environment), str(service)) for environment, service in rows]
 
 
 class TimelineEntry(_Model):

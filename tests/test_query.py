@@ -22,7 +22,7 @@ from ledger.events import Event
 from ledger.keys import Keyring, Signer
 from ledger.pointintime import Fact, reconstruct
 from ledger.producer import seal
-from ledger.query import TimelineEntry, asof, diff, search, snapshot, timeline
+from ledger.query import TimelineEntry, asof, diff, search, snapshot, streams, timeline
 from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
 from ledger.verify import verify_message
 from tests.conftest import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
@@ -247,6 +247,29 @@ def test_relative_times_and_bad_times_on_the_cli(history: tuple[Path, datetime])
                           "checkout", "--env", "prod", "--at", "2026-11-20T10:00:00"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "explicit UTC offset" in bad.stderr
+
+
+def test_a_misspelt_name_is_pointed_out_not_answered_as_nothing_deployed(
+    history: tuple[Path, datetime], reader: LedgerReader
+) -> None:
+    """An empty answer is right for a stream with no entry, but to an auditor it reads as
+    "nothing was deployed": the CLI says on stderr when no entry names what was asked."""
+    db, _ = history
+    assert streams(reader) == [("prod", "checkout"), ("prod", "payments")]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ledger", *args, "--db", str(db), "--json"],
+                              capture_output=True, text=True, timeout=60)
+
+    service = cli("asof", "--service", "checkuot", "--env", "prod", "--at", at(13).isoformat())
+    assert service.returncode == 0 and json.loads(service.stdout)["deployment"] is None
+    assert "no entry names service 'checkuot' in prod; prod has checkout, payments" \
+        in service.stderr
+    env = cli("snapshot", "--env", "prdo", "--at", at(13).isoformat())
+    assert json.loads(env.stdout)["services"] == []
+    assert "no entry names environment 'prdo'; the ledger has prod" in env.stderr
+    before = cli("timeline", "--service", "checkout", "--env", "prod", "--to", DAY.isoformat())
+    assert json.loads(before.stdout) == [] and "note" not in before.stderr  # known, just empty
 
 
 # --- the SQL narrowing never changes an answer ----------------------------------------------

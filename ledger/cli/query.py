@@ -26,7 +26,7 @@ from ledger.cli._common import (
 )
 from ledger.query import asof as asof_query
 from ledger.query import diff as diff_query
-from ledger.query import image_pattern
+from ledger.query import image_pattern, streams
 from ledger.query import search as search_query
 from ledger.query import snapshot as snapshot_query
 from ledger.query import timeline as timeline_query
@@ -89,6 +89,31 @@ def print_asof(answer: dict[str, Any]) -> None:
               f"of a ledger of {e['ledger_size']}")
 
 
+def _unmatched(reader: LedgerReader, env: str, service: str | None = None) -> str | None:
+    """A note when no entry names the environment or service asked about: an empty answer
+    to a misspelt name would otherwise read as "nothing was deployed"."""
+    known = streams(reader)
+    if (env, service) in known:
+        return None
+    environments = sorted({e for e, _ in known})
+    if env not in environments:
+        return f"no entry names environment {env!r}; the ledger has {_names(environments)}"
+    if service is None:
+        return None
+    services = [s for e, s in known if e == env]
+    return f"no entry names service {service!r} in {env}; {env} has {_names(services)}"
+
+
+def _names(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most]) or "none"
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _note(note: str | None) -> None:
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
 def asof(
     service: Service,
     env: Env,
@@ -100,15 +125,22 @@ def asof(
 ) -> None:
     """Exactly what was live for a service at an instant, with the entries that prove it."""
     moment, known, query = _instants(at, known_at, service=service, env=env)
+    notes: list[str | None] = []
+
+    def local(reader: LedgerReader) -> dict[str, Any]:
+        answer = asof_query(reader, service, env, moment, known)
+        if not answer.evidence.entries:
+            notes.append(_unmatched(reader, env, service))
+        return answer.model_dump(mode="json")
+
     with reporting_errors():
-        answer = local_or_remote(
-            db, api, "/v1/asof?" + query,
-            lambda r: asof_query(r, service, env, moment, known).model_dump(mode="json"),
-        )
+        answer = local_or_remote(db, api, "/v1/asof?" + query, local)
     if json_out:
         print_json(answer)
     else:
         print_asof(answer)
+    for note in notes:
+        _note(note)
 
 
 def snapshot(
@@ -121,14 +153,26 @@ def snapshot(
 ) -> None:
     """Every service of an environment at an instant: the whole estate, one row each."""
     moment, known, query = _instants(at, known_at, env=env)
+    notes: list[str | None] = []
+
+    def local(reader: LedgerReader) -> dict[str, Any]:
+        answer = snapshot_query(reader, env, moment, known)
+        if not answer.services:
+            notes.append(_unmatched(reader, env))
+        return answer.model_dump(mode="json")
+
     with reporting_errors():
-        answer = local_or_remote(
-            db, api, "/v1/snapshot?" + query,
-            lambda r: snapshot_query(r, env, moment, known).model_dump(mode="json"),
-        )
+        answer = local_or_remote(db, api, "/v1/snapshot?" + query, local)
     if json_out:
         print_json(answer)
-        return
+    else:
+        _print_snapshot(answer)
+    for note in notes:
+        _note(note)
+
+
+def _print_snapshot(answer: dict[str, Any]) -> None:
+    env = answer["environment"]
     grid = table("service", "image", "since", "approval", "partial", "live mutations",
                  "unapproved", "model", title=f"{env} at {answer['at']}")
     for s in answer["services"]:
@@ -203,22 +247,31 @@ def timeline(
     t2 = parse_time(end, "--to") if end else None
     query = {"service": service, "env": env} | (
         {"from": t1.isoformat()} if t1 else {}) | ({"to": t2.isoformat()} if t2 else {})
+    notes: list[str | None] = []
+
+    def local(reader: LedgerReader) -> list[dict[str, Any]]:
+        history = timeline_query(reader, service, env, t1, t2)
+        if not history:
+            notes.append(_unmatched(reader, env, service))
+        return [e.model_dump(mode="json") for e in history]
+
     with reporting_errors():
-        answer = local_or_remote(
-            db, api, "/v1/timeline?" + urlencode(query),
-            lambda r: [e.model_dump(mode="json") for e in timeline_query(r, service, env, t1, t2)],
-        )
+        answer = local_or_remote(db, api, "/v1/timeline?" + urlencode(query), local)
     if json_out:
         print_json(answer)
-        return
-    grid = table("time", "seq", "type", "actor", "what", title=f"{service} in {env}")
-    for e in answer:
-        d = e["data"]
-        what = (short_image(d.get("image")) if "image" in d and e["type"].startswith("deployment")
-                else f"{d.get('target_kind')}:{d.get('target')}" if e["type"] == "mutation.applied"
-                else d.get("change_ref") or d.get("model") or "")
-        grid.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
-    out.print(grid)
+    else:
+        grid = table("time", "seq", "type", "actor", "what", title=f"{service} in {env}")
+        for e in answer:
+            d = e["data"]
+            what = (short_image(d.get("image"))
+                    if "image" in d and e["type"].startswith("deployment")
+                    else f"{d.get('target_kind')}:{d.get('target')}"
+                    if e["type"] == "mutation.applied"
+                    else d.get("change_ref") or d.get("model") or "")
+            grid.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
+        out.print(grid)
+    for note in notes:
+        _note(note)
 
 
 def search(
