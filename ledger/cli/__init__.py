@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import typer
 
 from ledger.cli import consume, demo, emit, evidence, keys, proof, query
@@ -28,4 +31,7 @@ app.command(name="verify-bundle")(evidence.verify_bundle_command)
 
 
 def main() -> None:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Results (stdout) and messages (stderr) keep their order when both go to one pipe.
+        sys.stdout.reconfigure(line_buffering=True)
     app()
