@@ -82,7 +82,6 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
         admin.close()
 
 
-
 def read_topic(
     settings: KafkaSettings, topic: str, timeout: float = 60.0
 ) -> list[tuple[int, int, bytes]]:

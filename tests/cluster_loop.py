@@ -14,15 +14,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_event
-from ledger_builders import append
+from ledger_builders import append, sealed_values
 
 from ledger.keys import Keyring, Signer
-from ledger.producer import seal
 from ledger.store import LedgerWriter
-
-KINDS = ("deployment.succeeded", "mutation.applied", "approval.granted")
-SERVICES = ("billing", "checkout", "search")
 
 
 def main(db: Path, keys: Path) -> None:
@@ -32,12 +27,7 @@ def main(db: Path, keys: Path) -> None:
     writer = LedgerWriter(db)
     while True:
         first = writer.head_seq
-        values = [
-            seal(make_event(KINDS[n % 3], service=SERVICES[n % 3], actor=f"u{n}"),
-                 approver if n % 3 == 2 else ci)
-            for n in range(first, first + 6)
-        ]  # fmt: skip
-        append(writer, ring, values, first)
+        append(writer, ring, sealed_values(ci, approver, 6, first), first)
         print("cluster", flush=True)
         writer.cluster(force=True)
         print("clustered", flush=True)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from conftest import make_event
+
 from ledger.demo import KEY_POLICIES, build_history
 from ledger.entries import decoded_columns
 from ledger.keys import Keyring, Signer
@@ -26,6 +28,20 @@ def signers() -> tuple[Signer, Signer, Keyring]:
                sources=["ci/*"])  # fmt: skip
     ring.trust(approver.key_id, approver.public_raw, types=["approval.*"], sources=["cab/*"])
     return ci, approver, ring
+
+
+SERVICES = ("billing", "checkout", "search")
+_KINDS = ("deployment.succeeded", "mutation.applied", "approval.granted")
+
+
+def sealed_values(ci: Signer, approver: Signer, count: int, first: int = 0) -> list[bytes]:
+    """``count`` signed envelopes numbered from ``first``: a deployment, a mutation and an
+    approval (signed by ``approver``) in turn, over SERVICES in turn."""
+    return [
+        seal(make_event(_KINDS[i % 3], service=SERVICES[i % 3], actor=f"u{i}"),
+             approver if i % 3 == 2 else ci)
+        for i in range(first, first + count)
+    ]  # fmt: skip
 
 
 def append(

@@ -18,26 +18,14 @@ import pytest
 from attack_helpers import execute, failure
 from conftest import make_event
 from consumer_helpers import cli_json, ledger_cli
-from ledger_builders import append, signers, write_ledger
+from ledger_builders import append, sealed_values, signers, write_ledger
 
 from ledger.errors import ChainBrokenError, CheckpointError
 from ledger.facts import chunks, slices, to_merge
 from ledger.integrity import verify_ledger
-from ledger.keys import Keyring, Signer
-from ledger.producer import seal
+from ledger.keys import Keyring
 from ledger.query import asof, snapshot
 from ledger.store import LedgerReader, LedgerWriter
-
-SERVICES = ("billing", "checkout", "search")
-
-
-def _values(ci: Signer, approver: Signer, n: int, first: int) -> list[bytes]:
-    kinds = ("deployment.succeeded", "mutation.applied", "approval.granted")
-    return [
-        seal(make_event(kinds[i % 3], service=SERVICES[i % len(SERVICES)], actor=f"u{i}"),
-             approver if i % 3 == 2 else ci)
-        for i in range(first, first + n)
-    ]  # fmt: skip
 
 
 def _runs(db: Path) -> list[tuple[str, int]]:
@@ -60,12 +48,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keyring]:
     ci, approver, ring = signers()
     home = tmp_path_factory.mktemp("indexed")
     db = home / "ledger.duckdb"
-    values = [
-        seal(make_event(kind, service=SERVICES[i % 3], actor=f"u{i}"),
-             approver if kind.startswith("approval.") else ci)
-        for i, kind in enumerate(["deployment.succeeded", "mutation.applied",
-                                  "approval.granted"] * 4)
-    ]  # fmt: skip
+    values = sealed_values(ci, approver, 12)
     write_ledger(db, values[:9], ring, None, [], checkpoint=False)
     writer = LedgerWriter(db)
     assert writer.cluster(force=True) == 9
@@ -114,7 +97,7 @@ def test_a_run_is_made_only_when_due_and_merges_keep_runs_few(tmp_path: Path) ->
     writer = LedgerWriter(db)
     try:
         for batch in range(5):
-            append(writer, ring, _values(ci, approver, 6, batch * 6), batch * 6)
+            append(writer, ring, sealed_values(ci, approver, 6, batch * 6), batch * 6)
             assert writer.cluster() == 0  # 6 entries: far below a run's worth
             assert writer.cluster(force=True) == 6
             assert writer.cluster(force=True) == 0  # nothing new

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -109,6 +111,26 @@ def _names(names: list[str], most: int = 12) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
+def _ask(
+    db: Path, api: str | None, path: str, ask: Callable[[LedgerReader], Any],
+    empty: Callable[[Any], bool], env: str, service: str | None = None,
+) -> tuple[Any, str | None]:
+    """The JSON answer, from the file or the API, and, for an empty one read from the file,
+    a note naming what no entry carries (printed after the answer by :func:`_note`)."""
+    note: str | None = None
+
+    def local(reader: LedgerReader) -> Any:
+        nonlocal note
+        answer = ask(reader)
+        if empty(answer):
+            note = _unmatched(reader, env, service)
+        return answer
+
+    with reporting_errors():
+        answer = local_or_remote(db, api, path, local)
+    return answer, note
+
+
 def _note(note: str | None) -> None:
     if note:
         console.print(f"[yellow]note:[/yellow] {note}")
@@ -125,22 +147,16 @@ def asof(
 ) -> None:
     """Exactly what was live for a service at an instant, with the entries that prove it."""
     moment, known, query = _instants(at, known_at, service=service, env=env)
-    notes: list[str | None] = []
-
-    def local(reader: LedgerReader) -> dict[str, Any]:
-        answer = asof_query(reader, service, env, moment, known)
-        if not answer.evidence.entries:
-            notes.append(_unmatched(reader, env, service))
-        return answer.model_dump(mode="json")
-
-    with reporting_errors():
-        answer = local_or_remote(db, api, "/v1/asof?" + query, local)
+    answer, note = _ask(
+        db, api, "/v1/asof?" + query,
+        lambda r: asof_query(r, service, env, moment, known).model_dump(mode="json"),
+        lambda a: not a["evidence"]["entries"], env, service,
+    )  # fmt: skip
     if json_out:
         print_json(answer)
     else:
         print_asof(answer)
-    for note in notes:
-        _note(note)
+    _note(note)
 
 
 def snapshot(
@@ -153,22 +169,16 @@ def snapshot(
 ) -> None:
     """Every service of an environment at an instant: the whole estate, one row each."""
     moment, known, query = _instants(at, known_at, env=env)
-    notes: list[str | None] = []
-
-    def local(reader: LedgerReader) -> dict[str, Any]:
-        answer = snapshot_query(reader, env, moment, known)
-        if not answer.services:
-            notes.append(_unmatched(reader, env))
-        return answer.model_dump(mode="json")
-
-    with reporting_errors():
-        answer = local_or_remote(db, api, "/v1/snapshot?" + query, local)
+    answer, note = _ask(
+        db, api, "/v1/snapshot?" + query,
+        lambda r: snapshot_query(r, env, moment, known).model_dump(mode="json"),
+        lambda a: not a["services"], env,
+    )  # fmt: skip
     if json_out:
         print_json(answer)
     else:
         _print_snapshot(answer)
-    for note in notes:
-        _note(note)
+    _note(note)
 
 
 def _print_snapshot(answer: dict[str, Any]) -> None:
@@ -247,16 +257,11 @@ def timeline(
     t2 = parse_time(end, "--to") if end else None
     query = {"service": service, "env": env} | (
         {"from": t1.isoformat()} if t1 else {}) | ({"to": t2.isoformat()} if t2 else {})
-    notes: list[str | None] = []
-
-    def local(reader: LedgerReader) -> list[dict[str, Any]]:
-        history = timeline_query(reader, service, env, t1, t2)
-        if not history:
-            notes.append(_unmatched(reader, env, service))
-        return [e.model_dump(mode="json") for e in history]
-
-    with reporting_errors():
-        answer = local_or_remote(db, api, "/v1/timeline?" + urlencode(query), local)
+    answer, note = _ask(
+        db, api, "/v1/timeline?" + urlencode(query),
+        lambda r: [e.model_dump(mode="json") for e in timeline_query(r, service, env, t1, t2)],
+        lambda a: not a, env, service,
+    )  # fmt: skip
     if json_out:
         print_json(answer)
     else:
@@ -270,8 +275,7 @@ def timeline(
                     else d.get("change_ref") or d.get("model") or "")
             grid.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
         out.print(grid)
-    for note in notes:
-        _note(note)
+    _note(note)
 
 
 def search(
