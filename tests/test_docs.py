@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import typer
+from typer.testing import CliRunner
 
 from ledger.cli import app
 
@@ -44,6 +46,22 @@ def test_every_command_has_help_text() -> None:
         for part in path.split()[1:]:
             command = command.commands[part]
         assert (command.help or "").strip(), f"{path} has no help text"
+
+
+def test_help_paragraphs_flow_to_the_terminal_width() -> None:
+    """A docstring's line breaks are the source's, not the reader's: each paragraph is one
+    line on a wide terminal (typer's rich mode kept them, cutting sentences at 80 columns)."""
+    group = typer.main.get_group(app)
+    runner = CliRunner()
+    for path in _commands(group):
+        command = group
+        for part in path.split()[1:]:
+            command = command.commands[part]
+        result = runner.invoke(app, [*path.split()[1:], "--help"], env={"COLUMNS": "250"})
+        lines = {" ".join(line.split()) for line in result.output.splitlines()}
+        for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+            flowed = " ".join(paragraph.replace("`", "").split())
+            assert flowed in lines, f"{path} --help breaks the paragraph {flowed[:60]!r}…"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
