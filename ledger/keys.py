@@ -198,12 +198,15 @@ class Keyring(BaseModel):
             raise ConfigurationError(
                 f"keyring {path} does not exist (create it with `ledger keys trust`)"
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read keyring {path}: {exc}") from None
         try:
             return cls.model_validate_json(text)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigurationError(f"keyring {path}: {where}: {first['msg']}") from None
+            loc = ".".join(str(p) for p in first["loc"])
+            where = f"{loc}: " if loc else ""  # the document itself: no location to name
+            raise ConfigurationError(f"keyring {path}: {where}{first['msg']}") from None
 
     @classmethod
     def load_or_new(cls, path: Path) -> Keyring:

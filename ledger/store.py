@@ -202,6 +202,24 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _refuse_other_databases(con: duckdb.DuckDBPyConnection, path: Path, *, new: bool) -> None:
+    """Refuse a DuckDB file that holds something else than a ledger: neither read it as one
+    nor add the ledger's tables to it. ``new``: the writer, which may start a ledger in a
+    file without tables, and knows a ledger cut short at creation by its meta table (the
+    first it creates)."""
+    tables = {name for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    ledger = ("meta" in tables or not tables) if new else {"meta", "entries"} <= tables
+    if ledger:
+        return
+    con.close()
+    held = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "") or "no table"
+    raise ConfigurationError(
+        f"{path} is a DuckDB database but not a ledger (it holds {held}): give a ledger "
+        "file, or a new path to start one"
+    )
+
+
 class StoredTree:
     """The Merkle tree as stored: a :class:`ledger.merkle.Tree` for proofs and roots."""
 
@@ -246,6 +264,7 @@ class LedgerWriter:
         self.path = path
         self.checkpoint_signer = checkpoint_signer
         self._con = _connect(path, read_only=False)
+        _refuse_other_databases(self._con, path, new=True)
         # Bounded memory whatever the ledger size: DuckDB evicts cached blocks beyond this.
         limit = memory_limit or os.environ.get("LEDGER_DUCKDB_MEMORY", "64MB")
         self._con.execute("SET memory_limit = ?", [limit])
@@ -571,6 +590,7 @@ class LedgerReader:
             if not source.exists():
                 raise ConfigurationError(f"ledger {source} does not exist")
             self.con = _connect(source, read_only=True)
+            _refuse_other_databases(self.con, source, new=False)
             if not self.con.execute(
                 "SELECT 1 FROM duckdb_views() WHERE view_name = 'facts' AND NOT temporary"
             ).fetchall():

@@ -307,3 +307,14 @@ def test_corrupt_keyring_is_a_configuration_error(tmp_path: Path) -> None:
                     ' "sources": ["*"]}}}')
     with pytest.raises(ConfigurationError, match="public_key"):
         Keyring.load(path)
+
+
+def test_a_keyring_that_is_not_json_or_not_a_file_is_named_plainly(tmp_path: Path) -> None:
+    garbled = tmp_path / "keyring.json"
+    garbled.write_text("not json")
+    with pytest.raises(ConfigurationError) as exc:
+        Keyring.load(garbled)
+    assert exc.value.message.startswith(f"keyring {garbled}: Invalid JSON")
+    result = ledger("keys", "list", "--keyring", tmp_path)  # a directory
+    assert result.exit_code == 2
+    assert f"cannot read keyring {tmp_path}" in result.stderr
