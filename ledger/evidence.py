@@ -42,7 +42,7 @@ from ledger.keys import Keyring, Signer
 from ledger.merkle import inclusion_proof, root_at
 from ledger.pointintime import AsOf
 from ledger.proofs import TrustedKey, b64, ledger_origin, snapshot, stored_entries
-from ledger.query import asof, candidates, timeline
+from ledger.query import asof, candidates, check_window, timeline
 from ledger.store import LedgerReader
 
 __all__ = ["build_bundle", "evidence_query"]
@@ -68,8 +68,7 @@ def evidence_query(
         kind="timeline", service=service, environment=environment, from_=start,
         to=end or datetime.now(UTC),
     )  # fmt: skip
-    if query.to < query.from_:
-        raise ConfigurationError("--to is before --from")
+    check_window(query.from_, query.to)
     return query
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger.errors import ConfigurationError
 from ledger.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
 from ledger.store import LedgerReader
 
@@ -32,6 +33,7 @@ __all__ = [
     "TimelineEntry",
     "asof",
     "candidates",
+    "check_window",
     "diff",
     "image_pattern",
     "search",
@@ -280,6 +282,7 @@ def _aspects(answer: AsOf) -> dict[tuple[str, str], Any]:
 
 def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime) -> Diff:
     """What changed between two moments: like comparing two snapshots."""
+    check_window(start, end)
     before = {a.service: _aspects(a) for a in snapshot(reader, environment, start).services}
     after = {a.service: _aspects(a) for a in snapshot(reader, environment, end).services}
     changes = []
@@ -315,11 +318,19 @@ class TimelineEntry(_Model):
     data: dict[str, Any]
 
 
+def check_window(start: datetime | None, end: datetime | None) -> None:
+    """Refuse a window that ends before it starts (no instant lies in it); the parameters
+    are named as the command line's options, which the HTTP API's follow."""
+    if start is not None and end is not None and end < start:
+        raise ConfigurationError("--to is earlier than --from")
+
+
 def timeline(
     reader: LedgerReader, service: str, environment: str,
     start: datetime | None = None, end: datetime | None = None,
 ) -> list[TimelineEntry]:
     """The ordered history of one service/environment (by valid time, then seq)."""
+    check_window(start, end)
     rows = reader.con.execute(
         "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data "
         "FROM entries WHERE service = $service AND environment = $env "

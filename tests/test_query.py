@@ -230,6 +230,12 @@ def test_cli_and_http_api_print_the_same_json(history: tuple[Path, datetime]) ->
     api_search = client.get("/v1/search", params={"change_ref": "CHG-1"}, headers=headers)
     tag = client.get("/v1/search", params={"image": "checkout:1.2"}, headers=headers)
     assert tag.status_code == 400 and "tags are not evidence" in tag.json()["detail"]
+    backwards = client.get("/v1/timeline", headers=headers, params={
+        "service": "checkout", "env": "prod", "from": moment, "to": at(11).isoformat()})
+    assert backwards.status_code == 400 and "earlier" in backwards.json()["detail"]
+    backwards = client.get("/v1/diff", headers=headers, params={
+        "env": "prod", "from": moment, "to": at(11).isoformat()})
+    assert backwards.status_code == 400 and "earlier" in backwards.json()["detail"]
     con.close()
     assert api_asof.json() == cli_asof
     assert api_diff.json() == cli_diff
@@ -247,6 +253,11 @@ def test_relative_times_and_bad_times_on_the_cli(history: tuple[Path, datetime])
                           "checkout", "--env", "prod", "--at", "2026-11-20T10:00:00"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "explicit UTC offset" in bad.stderr
+    backwards = subprocess.run(
+        [sys.executable, "-m", "ledger", "timeline", "--db", str(db), "--service", "checkout",
+         "--env", "prod", "--from", at(13).isoformat(), "--to", at(11).isoformat()],
+        capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert backwards.returncode == 2 and "--to is earlier than --from" in backwards.stderr
 
 
 def test_a_misspelt_name_is_pointed_out_not_answered_as_nothing_deployed(

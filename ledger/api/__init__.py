@@ -123,7 +123,10 @@ def create_app(
         end: Annotated[datetime, Query(alias="to")],
     ) -> Diff:
         """What changed between two instants (as `ledger diff --json`)."""
-        return diff(reader, env, _utc(start), _utc(end))
+        try:
+            return diff(reader, env, _utc(start), _utc(end))
+        except ConfigurationError as exc:
+            raise HTTPException(400, exc.message) from None
 
     @app.get("/v1/timeline")
     def get_timeline(
@@ -132,7 +135,10 @@ def create_app(
         end: Annotated[datetime | None, Query(alias="to")] = None,
     ) -> list[TimelineEntry]:
         """The ordered history of a service (as `ledger timeline --json`)."""
-        return timeline(reader, service, env, _opt(start), _opt(end))
+        try:
+            return timeline(reader, service, env, _opt(start), _opt(end))
+        except ConfigurationError as exc:
+            raise HTTPException(400, exc.message) from None
 
     @app.get("/v1/search")
     def get_search(

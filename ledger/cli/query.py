@@ -27,8 +27,8 @@ from ledger.cli._common import (
     table,
 )
 from ledger.query import asof as asof_query
+from ledger.query import check_window, image_pattern, streams
 from ledger.query import diff as diff_query
-from ledger.query import image_pattern, streams
 from ledger.query import search as search_query
 from ledger.query import snapshot as snapshot_query
 from ledger.query import timeline as timeline_query
@@ -205,8 +205,8 @@ def diff(
 ) -> None:
     """What changed in an environment between two instants: images, mutations, approvals."""
     t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
-    if t2 < t1:
-        fail("--to is earlier than --from")
+    with reporting_errors():
+        check_window(t1, t2)
     query = {"env": env, "from": t1.isoformat(), "to": t2.isoformat()}
     with reporting_errors():
         answer = local_or_remote(
@@ -255,6 +255,8 @@ def timeline(
     """The ordered history of a service in an environment."""
     t1 = parse_time(start, "--from") if start else None
     t2 = parse_time(end, "--to") if end else None
+    with reporting_errors():
+        check_window(t1, t2)
     query = {"service": service, "env": env} | (
         {"from": t1.isoformat()} if t1 else {}) | ({"to": t2.isoformat()} if t2 else {})
     answer, note = _ask(
