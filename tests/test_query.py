@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -241,6 +243,40 @@ def test_cli_and_http_api_print_the_same_json(history: tuple[Path, datetime]) ->
     assert api_diff.json() == cli_diff
     assert api_search.json() == cli_search
     assert cli_asof["deployment"]["seq"] == 3 and cli_asof["partial"]["updated"] == 1
+
+
+def _short(image: str) -> str:
+    """How the tables print an image: its name and the first 12 hex digits of its digest."""
+    name, _, digest = image.rsplit("/", 1)[-1].partition("@sha256:")
+    return f"{name}@{digest[:12]}"
+
+
+def test_snapshot_table_names_each_image_partial_fleet_and_unapproved_change(
+    history: tuple[Path, datetime],
+) -> None:
+    db, _ = history
+    args = ["snapshot", "--db", str(db), "--env", "prod", "--at", at(12, 30).isoformat()]
+    answer = _cli(*args)
+    shown = subprocess.run([sys.executable, "-m", "ledger", *args], capture_output=True,
+                           text=True, timeout=60, env=os.environ | {"COLUMNS": "120"})  # fmt: skip
+    lines = shown.stdout.splitlines()
+    partial = [s for s in answer["services"] if s["partial"]]
+    unapproved = [s for s in answer["services"] if any(not m["approved"] for m in s["mutations"])]
+    assert partial and unapproved  # the history has both at this instant
+    for service in answer["services"]:
+        row = next(i for i, line in enumerate(lines) if line.startswith(service["service"] + " "))
+        d, n = service["deployment"], len(service["mutations"])
+        count = sum(not m["approved"] for m in service["mutations"])
+        approval = f"approved by {d['approval']['approver']}" if d["approved"] \
+            else d["unapproved_reason"]
+        model = service["classification"]["model"] if service["classification"] else "-"
+        assert re.split(r" {2,}", lines[row].strip()) == [
+            service["service"], _short(d["image"]), d["time"][:16].replace("T", " "), approval,
+            f"{n}, {count} unapproved" if count else str(n), model]  # fmt: skip
+        if service["partial"]:
+            p = service["partial"]
+            assert lines[row + 1].strip() == f"partial {p['updated']}/{p['total']}: " \
+                + _short(p["image"])
 
 
 def test_relative_times_and_bad_times_on_the_cli(history: tuple[Path, datetime]) -> None:

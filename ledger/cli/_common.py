@@ -152,9 +152,11 @@ def table(*headers: str, title: str | None = None) -> Table:
 
     Rich shortens an over-wide cell to an ellipsis by default: on an 80-column terminal two
     images of one service became the same ``checkout@sha25…``, hiding the very change a
-    diff is about. No vertical rules: their width goes to the cells.
+    diff is about. No vertical rules and one space of padding (on the right): their width
+    goes to the cells.
     """
-    grid = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    grid = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                 padding=(0, 1, 0, 0))
     for header in headers:
         grid.add_column(header, overflow="fold")
     return grid

@@ -183,15 +183,17 @@ def snapshot(
 
 def _print_snapshot(answer: dict[str, Any]) -> None:
     env = answer["environment"]
-    grid = table("service", "image", "since", "approval", "partial", "live mutations",
-                 "unapproved", "model", title=f"{env} at {answer['at']}")
+    grid = table("service", "image", "since", "approval", "changed in place", "model",
+                 title=f"{env} at {answer['at']}")
     for s in answer["services"]:
         d, p, c = s["deployment"], s["partial"], s["classification"]
+        image = short_image(d and d["image"])
+        if p:  # a mixed fleet: the image some instances run beside the live one
+            image += f"\npartial {p['updated']}/{p['total']}: {short_image(p['image'])}"
         unapproved = sum(not m["approved"] for m in s["mutations"])
-        grid.add_row(s["service"], short_image(d and d["image"]), d["time"][:16] if d else "-",
-                     _status(d) if d else "-", f"{p['updated']}/{p['total']}" if p else "",
-                     str(len(s["mutations"])), str(unapproved) if unapproved else "",
-                     c["model"] if c else "-")
+        changed = str(len(s["mutations"])) + (f", {unapproved} unapproved" if unapproved else "")
+        grid.add_row(s["service"], image, d["time"][:16].replace("T", " ") if d else "-",
+                     _status(d) if d else "-", changed, c["model"] if c else "-")
     out.print(grid)
 
 
@@ -275,7 +277,8 @@ def timeline(
                     else f"{d.get('target_kind')}:{d.get('target')}"
                     if e["type"] == "mutation.applied"
                     else d.get("change_ref") or d.get("model") or "")
-            grid.add_row(e["time"][:19], str(e["seq"]), e["type"], e["actor"], what)
+            grid.add_row(e["time"][:19].replace("T", " "), str(e["seq"]), e["type"], e["actor"],
+                         what)
         out.print(grid)
     _note(note)
 
