@@ -297,9 +297,10 @@ def sign_statement(statement: Statement, signer: Signer) -> bytes:
 
 def _validation(exc: ValidationError, what: str) -> EvidenceError:
     first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or what
+    loc = ".".join(str(p) for p in first["loc"])
     return EvidenceError(
-        f"not an evidence bundle: {what} {where}: {first['msg']}", check="malformed"
+        f"not an evidence bundle: {what}{' ' + loc if loc else ''}: {first['msg']}",
+        check="malformed",
     )
 
 

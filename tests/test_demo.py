@@ -8,12 +8,17 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from ledger.bundle import verify_bundle
 from ledger.checkpoint import open_checkpoint, split_notes
+from ledger.cli import app
+from ledger.cli import demo as demo_cli
 from ledger.demo import build_history
+from ledger.errors import TransportError
 from ledger.integrity import verify_ledger
 from ledger.keys import load_public_key
 from ledger.proofs import TrustedKey
@@ -137,3 +142,24 @@ def test_demo_history_is_deterministic_apart_from_generated_ids() -> None:
     end = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
     assert shape(end) == shape(end)
     assert shape(end) != shape(datetime(2026, 11, 27, 9, 30, tzinfo=UTC))
+
+
+def test_an_unreachable_broker_leaves_the_last_runs_results_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ledger demo --bootstrap WRONG` used to delete the last run's ledger, keys and bundle
+    before finding out that the broker does not answer."""
+    def unreachable(settings: Any, topics: Any) -> None:
+        raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: timed out")
+
+    monkeypatch.setattr(demo_cli, "ensure_topics", unreachable)
+    monkeypatch.chdir(tmp_path)
+    kept = [Path("demo.duckdb"), Path("demo.witness"), Path("demo-evidence.json"),
+            Path("demo/keyring.json"), Path("demo/keys/ledger.key")]  # fmt: skip
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"the last run's {path.name}")
+    result = CliRunner().invoke(app, ["demo", "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr
+    assert all(path.read_text() == f"the last run's {path.name}" for path in kept)

@@ -649,6 +649,12 @@ def test_any_flipped_bit_of_the_bundle_file(
         verify_bundle(bytes(flipped), trusted)
 
 
+def test_a_file_that_is_no_bundle_is_named_so(trusted: TrustedKey) -> None:
+    error = _caught(b"deploy-ledger/x\n1\nAAAA\n", trusted)  # a witness file, say
+    assert error.check == "malformed"
+    assert error.message.startswith("not an evidence bundle: envelope: Invalid JSON")
+
+
 def test_outer_envelope_edits(bundle: bytes, trusted: TrustedKey) -> None:
     envelope = json.loads(bundle)
     signature = copy.deepcopy(envelope)

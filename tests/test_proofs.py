@@ -285,7 +285,10 @@ def test_cli_inclusion_round_trip_and_exit_codes(ledger: Path, pub: Path, tmp_pa
 
     assert ledger_cli("proof", "inclusion", "--db", str(ledger), "--seq", "99").returncode == 2
     missing = ledger_cli("proof", "verify", str(tmp_path / "nope.json"))
-    assert missing.returncode == 2
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    (tmp_path / "witness").write_text("deploy-ledger/x\n1\nAAAA\n")  # a note, not a proof
+    wrong = ledger_cli("proof", "verify", str(tmp_path / "witness"))
+    assert wrong.returncode == 2 and "is not a proof" in wrong.stderr
 
 
 def test_cli_consistency_to_stdout(ledger: Path, pub: Path, tmp_path: Path) -> None:

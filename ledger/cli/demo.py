@@ -62,7 +62,6 @@ def demo(
     loopback port and stops it at the end.
     """
     with reporting_errors():
-        _reset(db, workdir)
         if bootstrap:
             topic = f"ledger.demo.{uuid.uuid4().hex[:8]}"
             summary = _run(KafkaSettings(bootstrap, topic), f"{topic}.checkpoints", db,
@@ -100,6 +99,9 @@ def _reset(db: Path, workdir: Path) -> None:
 def _run(
     settings: KafkaSettings, checkpoint_topic: str, db: Path, workdir: Path, quiet: bool
 ) -> dict[str, Any]:
+    # The broker answers before anything of the last run is replaced.
+    ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
+    _reset(db, workdir)
     signers, keyring = demo_keyring(workdir / "keys")
     keyring.save(workdir / "keyring.json")
     ledger_signer = ledger_key(workdir / "keys")
@@ -107,7 +109,6 @@ def _run(
                   f"{workdir / 'keys'}; keyring {workdir / 'keyring.json'}")
     history = build_history(datetime.now(UTC))
     forged = forged_messages(history, signers["ci-github"])
-    ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
     total = len(history.events) + len(forged)
     with Progress("emitting", BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True, disable=quiet or not console.is_terminal) as progress:

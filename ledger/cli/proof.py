@@ -173,9 +173,14 @@ def verify(
     with reporting_errors():
         key = trusted_key(trusted)
         try:
-            document = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            fail(f"{file}: {exc}")
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read {file}: {exc}")
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            fail(f"{file} is not a proof (the JSON `ledger proof inclusion|consistency` "
+                 f"writes): {exc}")
     try:
         result = verify_proof(document, key)
     except (ProofError, CheckpointError) as exc:
