@@ -315,5 +315,6 @@ def status(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = Fal
     if json_out:
         print_json(report)
         return
+    width = max(map(len, report))
     for name, value in report.items():
-        out.print(f"{name:>16}  {value}")
+        out.print(f"{name:>{width}}  {value}")
