@@ -524,7 +524,7 @@ def _checkpoints(
         raise ConfigurationError("the ledger has no origin: no checkpoint can name it")
     tree, size = reader.tree(), report.size
     largest = 0
-    # 9. Stored checkpoints, in signing order.
+    # 10. Stored checkpoints, in signing order.
     for i, (cp_size, cp_root, note, vkey) in enumerate(stored, 1):
         where = f"stored checkpoint {i} (size {cp_size})"
         name, key = (trusted.name, trusted.public_raw) if trusted else parse_verifier_key(vkey)
@@ -544,7 +544,7 @@ def _checkpoints(
         _extends(tree, size, f"{where} signed by {name!r}", signed, "checkpoint", "checkpoint")
     report.checkpoints_stored = len(stored)
     report.latest_checkpoint_size = largest if stored else None
-    # 10-11. External checkpoints, under the trusted key only.
+    # 10-12. External checkpoints, under the trusted key only.
     for where, note in external:
         assert trusted is not None
         try:

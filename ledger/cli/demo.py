@@ -64,6 +64,7 @@ def demo(
     with reporting_errors():
         if bootstrap:
             topic = f"ledger.demo.{uuid.uuid4().hex[:8]}"
+            console.print(f"using the broker at {bootstrap} (topic {topic})")
             summary = _run(KafkaSettings(bootstrap, topic), f"{topic}.checkpoints", db,
                            workdir, json_out)
         else:
