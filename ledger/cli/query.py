@@ -316,7 +316,7 @@ def search(
         return
     grid = table("time", "service", "env", "type", "actor", "change", "seq")
     for h in hits:
-        grid.add_row(h["time"][:19].replace("T", " "), h["service"], h["environment"], h["type"], h["actor"],
-                     h["change_ref"] or "", str(h["seq"]))
+        grid.add_row(h["time"][:19].replace("T", " "), h["service"], h["environment"],
+                     h["type"], h["actor"], h["change_ref"] or "", str(h["seq"]))
     out.print(grid)
     console.print(f"{len(hits)} entr{'y' if len(hits) == 1 else 'ies'}")
