@@ -207,10 +207,9 @@ def diff(
 ) -> None:
     """What changed in an environment between two instants: images, mutations, approvals."""
     t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
-    with reporting_errors():
-        check_window(t1, t2)
     query = {"env": env, "from": t1.isoformat(), "to": t2.isoformat()}
     with reporting_errors():
+        check_window(t1, t2)
         answer = local_or_remote(
             db, api, "/v1/diff?" + urlencode(query),
             lambda r: diff_query(r, env, t1, t2).model_dump(mode="json"),
