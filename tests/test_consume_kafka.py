@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -136,6 +137,11 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
     assert {k: summary[k] for k in ("accepted", "duplicates", "quarantined")} == {
         "accepted": 40, "duplicates": 0, "quarantined": 1}
     assert summary["quarantine_reasons"] == {"malformed_envelope": 1}
+    # Not a terminal (a service under docker or systemd): one log line per record.
+    records = result.stderr.splitlines()
+    assert any(": quarantined " in line and "malformed_envelope" in line for line in records)
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR) "
+                        r"ledger\.\S+: \S", line) for line in records), result.stderr
     assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
     checked = ledger_cli("verify", "--db", str(db), "--json")
     assert checked.returncode == 0, checked.stderr

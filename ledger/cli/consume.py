@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -52,6 +54,23 @@ from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, read_topic
 from ledger.keys import Keyring, Signer
 from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
+
+
+def _log_handler() -> logging.Handler:
+    """Rich on a terminal; otherwise one plain line per record with a UTC timestamp, as log
+    collectors (docker logs, journald) take them: Rich wraps a record over several lines at
+    80 columns, and each line would arrive as a record of its own."""
+    if console.is_terminal:
+        rich = RichHandler(console=console, show_path=False,
+                           log_time_format="[%Y-%m-%d %H:%M:%S]")
+        rich.setFormatter(logging.Formatter("%(message)s"))
+        return rich
+    plain = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                  "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    plain.setFormatter(formatter)
+    return plain
 
 
 def consume(
@@ -108,10 +127,8 @@ def consume(
     With --checkpoint-key, signed checkpoints of the Merkle tree go to the ledger, the
     checkpoint topic and the witness file (keep a copy of it away from the ledger).
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        handlers=[_log_handler()])
     logging.getLogger("kafka").setLevel(logging.ERROR)
     with reporting_errors():
         listen = parse_listen(serve) if serve else None
@@ -128,8 +145,9 @@ def consume(
         elif witness is not None:
             fail("--witness needs --checkpoint-key (LEDGER_CHECKPOINT_KEY)")
         else:
-            console.print("[yellow]no --checkpoint-key: no signed checkpoints, so truncation "
-                          "of the ledger cannot be detected[/yellow]")
+            logging.getLogger("ledger.consumer").warning(
+                "no --checkpoint-key: no signed checkpoints, so truncation of the ledger "
+                "cannot be detected")
         consumer = LedgerConsumer(settings, db, ring, group=group, batch_size=batch_size,
                                   workers=workers, serve=listen, api_token=api_token,
                                   checkpoints=policy)
