@@ -148,9 +148,12 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
     report = cli_json(checked)
     assert (report["ok"], report["size"], report["algorithm"]) == (
         True, 40, "deploy-ledger-chain-sha256-v1")
-    human = ledger_cli("verify", "--db", str(db))
+    human = ledger_cli("verify", "--db", str(db), "--keyring", str(keyring_file))
     assert human.returncode == 0
     assert "OK" in human.stderr + human.stdout
+    # Off a terminal (a CI job) progress is a line per stage, and per tenth of the long one.
+    assert "progress: hashes and links checked" in human.stderr
+    assert "progress: signatures 40 of 40" in human.stderr
 
 
 def test_cli_consume_takes_its_settings_from_the_environment(

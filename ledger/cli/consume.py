@@ -219,17 +219,25 @@ def verify(
             external += _published(settings)
         ring = _keyring(keyring) if not api else None
 
+        lines = not json_out and not console.is_terminal  # a CI job's log: a line a tenth
+
         def local(reader: LedgerReader) -> dict[str, Any]:
             with Progress(TextColumn("{task.description:>16}"), BarColumn(),
                           MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                           transient=True,
                           disable=json_out or not console.is_terminal) as bar:
                 tasks: dict[str, TaskID] = {}
+                tenths: dict[str, int] = {}
 
                 def advance(stage: str, done: int, total: int) -> None:
                     if stage not in tasks:
                         tasks[stage] = bar.add_task(_STAGES[stage], total=total)
                     bar.update(tasks[stage], completed=done, total=total)
+                    tenth = 10 * done // max(total, 1)
+                    if lines and tenth > tenths.get(stage, 0):
+                        tenths[stage] = tenth
+                        console.print(f"progress: {_STAGES[stage]} " + (
+                            f"{done:,} of {total:,}" if total > 1 else "checked"))
 
                 return verification_report(reader, ring, trusted=trusted, external=external,
                                            workers=workers, progress=advance)
