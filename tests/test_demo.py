@@ -163,3 +163,21 @@ def test_an_unreachable_broker_leaves_the_last_runs_results_alone(
     assert result.exit_code == 2
     assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr
     assert all(path.read_text() == f"the last run's {path.name}" for path in kept)
+
+
+def test_a_demo_with_its_own_ledger_file_leaves_the_default_ones_alone(tmp_path: Path) -> None:
+    """Every file the demo writes is named after --db and --dir: a second demo beside the
+    first once overwrote the first one's evidence bundle."""
+    kept = [tmp_path / "demo.duckdb", tmp_path / "demo-evidence.json", tmp_path / "demo.witness"]
+    for path in kept:
+        path.write_text(f"the default demo's {path.name}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "demo", "--db", "second.duckdb", "--dir", "second"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert all(path.read_text() == f"the default demo's {path.name}" for path in kept)
+    key = TrustedKey("ledger", load_public_key(tmp_path / "second" / "keys" / "ledger.pub"))
+    assert verify_bundle((tmp_path / "second-evidence.json").read_bytes(), key).trusted
+    assert (tmp_path / "second.witness").exists()

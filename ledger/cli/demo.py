@@ -84,7 +84,7 @@ def _witness(db: Path) -> Path:
 
 
 def _bundle(db: Path) -> Path:
-    return db.with_name("demo-evidence.json")
+    return db.with_name(f"{db.stem}-evidence.json")  # demo.duckdb: demo-evidence.json
 
 
 def _reset(db: Path, workdir: Path) -> None:
