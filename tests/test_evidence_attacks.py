@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -720,6 +721,10 @@ def test_cli_evidence_and_verify_bundle(
     assert report["answer"] == asof(reader, "payments", "prod", MOMENT).model_dump(mode="json")
     untrusted = ledger_cli("verify-bundle", str(out))
     assert untrusted.returncode == 0 and "nothing vouches for" in untrusted.stderr
+    # Read by a person, it prints what the bundle says, as `ledger asof` would.
+    answer = report["answer"]
+    assert f"deployment: {answer['deployment']['image']}" in untrusted.stdout
+    assert f"of a ledger of {answer['evidence']['ledger_size']}" in untrusted.stdout
 
     envelope = json.loads(out.read_bytes())
     envelope["signatures"][0]["sig"] = _b64(bytes(64))
@@ -742,7 +747,14 @@ def test_cli_timeline_bundle_and_usage_errors(
     path.write_text(built.stdout)
     checked = ledger_cli("verify-bundle", str(path), "--json", LEDGER_TRUSTED_KEY=str(pub))
     assert checked.returncode == 0, checked.stderr
-    assert json.loads(checked.stdout)["query"]["kind"] == "timeline"
+    report = json.loads(checked.stdout)
+    assert report["query"]["kind"] == "timeline"
+    shown = ledger_cli("verify-bundle", str(path), LEDGER_TRUSTED_KEY=str(pub))
+    assert shown.returncode == 0, shown.stderr
+    assert f"search in prod at {report['answer']['state']['at']}" in shown.stdout
+    for entry in report["answer"]["timeline"]:  # the timeline, a row per entry
+        assert re.search(rf"^{entry['time'][:10]} \S+ +{entry['seq']} +{entry['type']} ",
+                         shown.stdout, flags=re.M), entry
     both = ledger_cli(*common, "--at", "now", "--from", "1 week ago")
     assert both.returncode == 2 and "either --at" in both.stderr
     assert ledger_cli("verify-bundle", str(tmp_path / "missing.json")).returncode == 2

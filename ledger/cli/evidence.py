@@ -24,6 +24,7 @@ from ledger.cli._common import (
     reporting_errors,
 )
 from ledger.cli.proof import TrustedKeyOption, trusted_key
+from ledger.cli.query import print_asof, print_timeline
 from ledger.errors import EvidenceError
 from ledger.evidence import build_bundle, evidence_query
 from ledger.keys import Keyring, Signer
@@ -41,6 +42,16 @@ def check_bundle_file(
     except OSError as exc:
         fail(f"{path}: {exc.strerror}")
     return verify_bundle(data, key, ring)
+
+
+def _print_answer(report: BundleReport) -> None:
+    """What the bundle says, as `ledger asof` and `ledger timeline` print it (stdout)."""
+    query, answer = report.query, report.answer
+    if isinstance(query, AsOfQuery):
+        print_asof(answer)
+        return
+    print_asof(answer["state"])
+    print_timeline(answer["timeline"], title=f"then, up to {query.to.isoformat()}")
 
 
 def _describe(report: BundleReport) -> str:
@@ -185,3 +196,4 @@ def verify_bundle_command(
             "[yellow]producer keys from the keyring the bundle carries (the ledger "
             "operator's statement): pass --keyring to check them under your own[/yellow]"
         )
+    _print_answer(report)

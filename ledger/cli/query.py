@@ -268,18 +268,21 @@ def timeline(
     if json_out:
         print_json(answer)
     else:
-        grid = table("time", "seq", "type", "actor", "what", title=f"{service} in {env}")
-        for e in answer:
-            d = e["data"]
-            what = (short_image(d.get("image"))
-                    if "image" in d and e["type"].startswith("deployment")
-                    else f"{d.get('target_kind')}:{d.get('target')}"
-                    if e["type"] == "mutation.applied"
-                    else d.get("change_ref") or d.get("model") or "")
-            grid.add_row(e["time"][:19].replace("T", " "), str(e["seq"]), e["type"], e["actor"],
-                         what)
-        out.print(grid)
+        print_timeline(answer, title=f"{service} in {env}")
     _note(note)
+
+
+def print_timeline(entries: list[dict[str, Any]], title: str) -> None:
+    grid = table("time", "seq", "type", "actor", "what", title=title)
+    for e in entries:
+        d = e["data"]
+        what = (short_image(d.get("image"))
+                if "image" in d and e["type"].startswith("deployment")
+                else f"{d.get('target_kind')}:{d.get('target')}"
+                if e["type"] == "mutation.applied"
+                else d.get("change_ref") or d.get("model") or "")
+        grid.add_row(e["time"][:19].replace("T", " "), str(e["seq"]), e["type"], e["actor"], what)
+    out.print(grid)
 
 
 def search(
