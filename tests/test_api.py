@@ -116,6 +116,10 @@ def test_api_is_described_by_openapi(running: tuple[LedgerConsumer, str, Path]) 
     spec = _get(url, "/openapi.json").json()
     assert {"/v1/status", "/v1/verify", "/v1/quarantine"} <= set(spec["paths"])
     assert all(list(ops) == ["get"] for ops in spec["paths"].values())  # read-only
+    for path, ops in spec["paths"].items():  # every parameter says what it takes
+        assert "401" in ops["get"]["responses"], path
+        for parameter in ops["get"].get("parameters", []):
+            assert parameter.get("description"), f"{path}: {parameter['name']}"
 
 
 def test_serving_without_a_token_is_refused(kafka: KafkaSettings, tmp_path: Path) -> None:

@@ -65,6 +65,22 @@ def _reader(request: Request) -> Iterator[LedgerReader]:
 
 Reader = Annotated[LedgerReader, Depends(_reader)]
 
+# Query parameters, named and described as the CLI's options (OpenAPI carries the text).
+_INSTANT = "RFC 3339 with an offset, e.g. 2026-11-24T14:03:00Z"
+Service = Annotated[str, Query(description="Service name, e.g. checkout.")]
+Env = Annotated[str, Query(description="Environment, e.g. prod.")]
+At = Annotated[datetime, Query(description=f"The instant asked about (valid time): {_INSTANT}.")]
+MaybeAt = Annotated[datetime | None, Query(
+    description=f"What was live at this instant: {_INSTANT}.")]
+KnownAt = Annotated[datetime | None, Query(
+    description="Answer with only what the ledger had ingested by then (transaction time).")]
+From = Annotated[datetime, Query(alias="from", description=f"The earlier instant: {_INSTANT}.")]
+To = Annotated[datetime, Query(alias="to", description=f"The later instant: {_INSTANT}.")]
+MaybeFrom = Annotated[datetime | None, Query(alias="from", description="From this instant.")]
+MaybeTo = Annotated[datetime | None, Query(alias="to", description="Up to this instant.")]
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A question that cannot be asked, named in `detail`."}}
+
 
 def create_app(
     cursor: Callable[[], duckdb.DuckDBPyConnection],
@@ -80,6 +96,7 @@ def create_app(
         summary="Read-only access to a signed, hash-chained deployment ledger.",
         version="1",
         dependencies=[Depends(_authorized)],
+        responses={401: {"description": "Missing or wrong bearer token."}},
     )
     app.state.cursor = cursor
     app.state.token = token
@@ -105,34 +122,27 @@ def create_app(
 
     @app.get("/v1/asof")
     def get_asof(
-        reader: Reader, service: str, env: str, at: datetime, known_at: datetime | None = None
+        reader: Reader, service: Service, env: Env, at: At, known_at: KnownAt = None
     ) -> AsOf:
         """What was live for one service at an instant (as `ledger asof --json`)."""
         return asof(reader, service, env, _utc(at), _opt(known_at))
 
     @app.get("/v1/snapshot")
-    def get_snapshot(
-        reader: Reader, env: str, at: datetime, known_at: datetime | None = None
-    ) -> Snapshot:
+    def get_snapshot(reader: Reader, env: Env, at: At, known_at: KnownAt = None) -> Snapshot:
         """Every service of an environment at an instant (as `ledger snapshot --json`)."""
         return snapshot(reader, env, _utc(at), _opt(known_at))
 
-    @app.get("/v1/diff")
-    def get_diff(
-        reader: Reader, env: str, start: Annotated[datetime, Query(alias="from")],
-        end: Annotated[datetime, Query(alias="to")],
-    ) -> Diff:
+    @app.get("/v1/diff", responses=_REFUSED)
+    def get_diff(reader: Reader, env: Env, start: From, end: To) -> Diff:
         """What changed between two instants (as `ledger diff --json`)."""
         try:
             return diff(reader, env, _utc(start), _utc(end))
         except ConfigurationError as exc:
             raise HTTPException(400, exc.message) from None
 
-    @app.get("/v1/timeline")
+    @app.get("/v1/timeline", responses=_REFUSED)
     def get_timeline(
-        reader: Reader, service: str, env: str,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
+        reader: Reader, service: Service, env: Env, start: MaybeFrom = None, end: MaybeTo = None
     ) -> list[TimelineEntry]:
         """The ordered history of a service (as `ledger timeline --json`)."""
         try:
@@ -140,10 +150,15 @@ def create_app(
         except ConfigurationError as exc:
             raise HTTPException(400, exc.message) from None
 
-    @app.get("/v1/search")
+    @app.get("/v1/search", responses=_REFUSED)
     def get_search(
-        reader: Reader, image: str | None = None, commit: str | None = None,
-        change_ref: str | None = None,
+        reader: Reader,
+        image: Annotated[str | None, Query(description=(
+            "A digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), optionally after the "
+            "repository (checkout@4f1c2b3a) or a whole reference; not a tag."))] = None,
+        commit: Annotated[str | None, Query(description="A commit SHA or its prefix.")] = None,
+        change_ref: Annotated[str | None, Query(description="A change ref, e.g. CHG-1042.")]
+        = None,
     ) -> list[SearchHit]:
         """Where an image ran, a commit was deployed or a change ref used."""
         if sum(v is not None for v in (image, commit, change_ref)) != 1:
@@ -158,12 +173,13 @@ def create_app(
         response_class=Response,
         responses={200: {"content": {"application/json": {}},
                          "description": "The signed bundle, byte for byte as `ledger evidence` "
-                                        "writes it (a DSSE envelope)."}},
+                                        "writes it (a DSSE envelope)."}, **_REFUSED,
+                   404: {"description": "This consumer signs no bundles (no ledger key)."},
+                   409: {"description": "The entries failed a check while being bundled."}},
     )  # fmt: skip
     def get_evidence(
-        reader: Reader, service: str, env: str, at: datetime | None = None,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
+        reader: Reader, service: Service, env: Env, at: MaybeAt = None,
+        start: MaybeFrom = None, end: MaybeTo = None,
     ) -> Response:
         """An evidence bundle (as `ledger evidence`), signed with the consumer's ledger key
         (`--checkpoint-key`): give `at`, or `from` and optionally `to`."""
