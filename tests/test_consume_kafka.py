@@ -156,6 +156,21 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
     assert "progress: signatures 40 of 40" in human.stderr
 
 
+def test_a_keyring_that_trusts_no_key_is_pointed_out(
+    kafka: KafkaSettings, ci_signer: Signer, tmp_path: Path
+) -> None:
+    """Everything would be quarantined as unknown_key: say why before it happens."""
+    empty = tmp_path / "keyring.json"
+    Keyring().save(empty)
+    emit(kafka, ci_signer, [make_event()])
+    result = ledger_cli("consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
+                        "--db", str(tmp_path / "l.duckdb"), "--keyring", str(empty),
+                        "--until-idle", "1", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"keyring {empty} trusts no key" in result.stderr
+    assert cli_json(result)["quarantine_reasons"] == {"unknown_key": 1}
+
+
 def test_cli_consume_takes_its_settings_from_the_environment(
     kafka: KafkaSettings, ci_signer: Signer, keyring_file: Path, tmp_path: Path
 ) -> None:

@@ -55,6 +55,8 @@ from ledger.keys import Keyring, Signer
 from ledger.reports import quarantine_report, status_report, verification_report
 from ledger.store import LedgerReader
 
+log = logging.getLogger("ledger.consumer")
+
 
 def _log_handler() -> logging.Handler:
     """Rich on a terminal; otherwise one plain line per record with a UTC timestamp, as log
@@ -145,15 +147,17 @@ def consume(
         elif witness is not None:
             fail("--witness needs --checkpoint-key (LEDGER_CHECKPOINT_KEY)")
         else:
-            logging.getLogger("ledger.consumer").warning(
-                "no --checkpoint-key: no signed checkpoints, so truncation of the ledger "
-                "cannot be detected")
+            log.warning("no --checkpoint-key: no signed checkpoints, so truncation of the "
+                        "ledger cannot be detected")
+        if not ring.keys:
+            log.warning("keyring %s trusts no key: every event will be quarantined "
+                        "(unknown_key); add keys with `ledger keys trust`", keyring)
         consumer = LedgerConsumer(settings, db, ring, group=group, batch_size=batch_size,
                                   workers=workers, serve=listen, api_token=api_token,
                                   checkpoints=policy)
 
         def _stop(signum: int, frame: FrameType | None) -> None:
-            console.print(f"{signal.Signals(signum).name}: finishing the current batch")
+            log.info("%s: finishing the current batch", signal.Signals(signum).name)
             consumer.stop.set()
 
         signal.signal(signal.SIGTERM, _stop)
