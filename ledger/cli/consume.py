@@ -85,7 +85,7 @@ def consume(
     ] = "deploy-ledger",
     until_idle: Annotated[
         float | None,
-        typer.Option(help="Exit 0 after this many seconds with no new message."),
+        typer.Option(min=0, help="Exit 0 after this many seconds with no new message."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Messages per transaction.")] = 5000,
     workers: Annotated[
