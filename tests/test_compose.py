@@ -131,10 +131,12 @@ def test_the_service_settings_run_the_readme_steps(
     Path(env["LEDGER_CHECKPOINT_KEY"]).write_bytes(ledger_key.private_pem())
     Path(env["LEDGER_TRUSTED_KEY"]).write_bytes(ledger_key.public_pem())
 
-    consumer = subprocess.Popen(
-        [sys.executable, "-m", "ledger", *_consumer()["command"]], cwd=tmp_path,
-        env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp_path / "consumer.log"  # a file, not a pipe nobody reads while it runs
+    with open(log, "wb") as err:
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "ledger", *_consumer()["command"]], cwd=tmp_path,
+            env=cli_env(**env), stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
     try:
         emit(kafka, ci_signer, [make_event(service="checkout", environment="prod")])
         asked = ["asof", "--api", f"http://127.0.0.1:{port}", "--service", "checkout",
@@ -151,8 +153,8 @@ def test_the_service_settings_run_the_readme_steps(
         assert answer["deployment"]["image"] == IMAGE_A
     finally:
         consumer.send_signal(signal.SIGTERM)  # what `docker compose stop` sends
-        _, stderr = consumer.communicate(timeout=60)
-    assert consumer.returncode == 0, stderr
+        consumer.wait(timeout=60)
+    assert consumer.returncode == 0, log.read_text()
 
     verified = ledger_cli("verify", "--checkpoint-topic", env["LEDGER_CHECKPOINT_TOPIC"],
                           "--json", **env)  # fmt: skip
