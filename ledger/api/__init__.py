@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import duckdb
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.errors import ConfigurationError, EvidenceError
@@ -101,6 +102,12 @@ def create_app(
     app.state.cursor = cursor
     app.state.token = token
 
+    @app.exception_handler(ConfigurationError)
+    def refused(request: Request, exc: ConfigurationError) -> JSONResponse:
+        """A question that cannot be asked (a window that ends before it starts, `at` with
+        `from`): 400, with the reason the CLI would print."""
+        return JSONResponse({"detail": exc.message}, status_code=400)
+
     @app.get("/v1/status")
     def get_status(reader: Reader) -> dict[str, Any]:
         """Size, head hash and quarantine count of the ledger as of now."""
@@ -135,20 +142,14 @@ def create_app(
     @app.get("/v1/diff", responses=_REFUSED)
     def get_diff(reader: Reader, env: Env, start: From, end: To) -> Diff:
         """What changed between two instants (as `ledger diff --json`)."""
-        try:
-            return diff(reader, env, _utc(start), _utc(end))
-        except ConfigurationError as exc:
-            raise HTTPException(400, exc.message) from None
+        return diff(reader, env, _utc(start), _utc(end))
 
     @app.get("/v1/timeline", responses=_REFUSED)
     def get_timeline(
         reader: Reader, service: Service, env: Env, start: MaybeFrom = None, end: MaybeTo = None
     ) -> list[TimelineEntry]:
         """The ordered history of a service (as `ledger timeline --json`)."""
-        try:
-            return timeline(reader, service, env, _opt(start), _opt(end))
-        except ConfigurationError as exc:
-            raise HTTPException(400, exc.message) from None
+        return timeline(reader, service, env, _opt(start), _opt(end))
 
     @app.get("/v1/search", responses=_REFUSED)
     def get_search(
@@ -186,11 +187,9 @@ def create_app(
         if bundles is None:
             raise HTTPException(404, "this consumer signs no bundles: start it with "
                                      "--checkpoint-key (the ledger key)")  # fmt: skip
+        query = evidence_query(service, env, _opt(at), _opt(start), _opt(end))
         try:
-            query = evidence_query(service, env, _opt(at), _opt(start), _opt(end))
             data, _ = build_bundle(reader, query, *bundles)
-        except ConfigurationError as exc:
-            raise HTTPException(400, exc.message) from None
         except EvidenceError as exc:
             raise HTTPException(409, f"{exc.check}: {exc.message}") from None
         return Response(data, media_type="application/json")

@@ -116,6 +116,7 @@ __all__ = [
     "reporting_errors",
     "short_digest",
     "short_image",
+    "short_time",
     "table",
 ]
 
@@ -165,6 +166,11 @@ def table(*headers: str, title: str | None = None) -> Table:
 def short_digest(value: str) -> str:
     """``sha256:<64 hex>`` as its first 12 hex digits, as container tools show image IDs."""
     return value.partition(":")[2][:12] or value
+
+
+def short_time(value: str, *, seconds: bool = True) -> str:
+    """An RFC 3339 time from the JSON as the tables print it: ``2026-11-24 14:03[:00]``."""
+    return value[: 19 if seconds else 16].replace("T", " ")
 
 
 def short_image(image: str | None) -> str:

@@ -45,6 +45,7 @@ from ledger.cli._common import (
     out,
     print_json,
     reporting_errors,
+    short_time,
     table,
 )
 from ledger.cli.proof import TrustedKeyOption
@@ -228,8 +229,7 @@ def verify(
         def local(reader: LedgerReader) -> dict[str, Any]:
             with Progress(TextColumn("{task.description:>16}"), BarColumn(),
                           MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                          transient=True,
-                          disable=json_out or not console.is_terminal) as bar:
+                          transient=True, disable=json_out or lines) as bar:
                 tasks: dict[str, TaskID] = {}
                 tenths: dict[str, int] = {}
 
@@ -331,7 +331,7 @@ def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag =
         return
     grid = table("id", "received", "from", "reason", "detail")
     for row in rows:
-        grid.add_row(str(row["id"]), row["received_at"][:19].replace("T", " "),
+        grid.add_row(str(row["id"]), short_time(row["received_at"]),
                      f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
                      row["reason"], row["detail"])
     out.print(grid)

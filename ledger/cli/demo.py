@@ -22,6 +22,7 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
     short_image,
+    short_time,
     table,
 )
 from ledger.cli.evidence import check_bundle_file, report_json
@@ -188,7 +189,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                    title="Latest deployment per service")
     for d in summary["latest_deployments"]:
         latest.add_row(d["service"], d["environment"], short_image(d["image"]),
-                       d["time"][:16].replace("T", " "), d["actor"])
+                       short_time(d["time"], seconds=False), d["actor"])
     out.print(latest)
     refused = table("reason", "detail", title="Refused and quarantined")
     for q in summary["quarantined"]:

@@ -24,6 +24,7 @@ from ledger.cli._common import (
     reporting_errors,
     short_digest,
     short_image,
+    short_time,
     table,
 )
 from ledger.query import asof as asof_query
@@ -192,7 +193,7 @@ def _print_snapshot(answer: dict[str, Any]) -> None:
             image += f"\npartial {p['updated']}/{p['total']}: {short_image(p['image'])}"
         unapproved = sum(not m["approved"] for m in s["mutations"])
         changed = str(len(s["mutations"])) + (f", {unapproved} unapproved" if unapproved else "")
-        grid.add_row(s["service"], image, d["time"][:16].replace("T", " ") if d else "-",
+        grid.add_row(s["service"], image, short_time(d["time"], seconds=False) if d else "-",
                      _status(d) if d else "-", changed, c["model"] if c else "-")
     out.print(grid)
 
@@ -281,7 +282,7 @@ def print_timeline(entries: list[dict[str, Any]], title: str) -> None:
                 else f"{d.get('target_kind')}:{d.get('target')}"
                 if e["type"] == "mutation.applied"
                 else d.get("change_ref") or d.get("model") or "")
-        grid.add_row(e["time"][:19].replace("T", " "), str(e["seq"]), e["type"], e["actor"], what)
+        grid.add_row(short_time(e["time"]), str(e["seq"]), e["type"], e["actor"], what)
     out.print(grid)
 
 
@@ -318,7 +319,7 @@ def search(
         return
     grid = table("time", "service", "env", "type", "actor", "change", "seq")
     for h in hits:
-        grid.add_row(h["time"][:19].replace("T", " "), h["service"], h["environment"],
+        grid.add_row(short_time(h["time"]), h["service"], h["environment"],
                      h["type"], h["actor"], h["change_ref"] or "", str(h["seq"]))
     out.print(grid)
     console.print(f"{len(hits)} entr{'y' if len(hits) == 1 else 'ies'}")
