@@ -41,12 +41,12 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from ledger.broker import LocalBroker
-from ledger.envelope import PAYLOAD_TYPE
-from ledger.events import Event, event_from_mapping
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.keys import Keyring, Signer
-from ledger.producer import LedgerProducer, seal
+from ledger.transport.broker import LocalBroker
+from ledger.transport.producer import LedgerProducer, seal
+from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.wire.envelope import PAYLOAD_TYPE
+from ledger.wire.events import Event, event_from_mapping
+from ledger.wire.keyring import Keyring, Signer
 
 __all__ = [
     "KEY_POLICIES",

@@ -34,10 +34,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import broker_bootstrap, build_events, keyring_for, make_signers
 
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.keys import Signer
-from ledger.producer import seal
-from ledger.verify import verify_message
+from ledger.transport.producer import seal
+from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.wire.keyring import Signer
+from ledger.wire.verify import verify_message
 
 
 def _seal_range(args: tuple[int, int, dict[str, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -95,7 +95,7 @@ def ledger_child(params: dict[str, Any], out: Any) -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     from consumers.ledger_consumer import LedgerConsumer
     from consumers.verification import Verifier
-    from ledger.keys import Keyring
+    from ledger.wire.keyring import Keyring
 
     workers_peak: list[float] = []
     close = Verifier.close

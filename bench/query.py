@@ -4,9 +4,9 @@
    service/environment pairs (500 services x 4 environments) spread over one year: events
    are generated, sealed and verified in a process pool (one per core), and the main
    process feeds LedgerWriter.prepare/commit in large batches, keeping the query index
-   (ledger.facts) as the consumer does;
+   (ledger.store.index) as the consumer does;
 2. measures p50/p99 latency of ``asof`` (random service/env/instant), ``snapshot`` of a
-   500-service environment and ``diff`` over random one-week windows, in-process (ledger.query
+   500-service environment and ``diff`` over random one-week windows, in-process (ledger.store.query
    over one LedgerReader) and over HTTP (the read-only API, uvicorn in a thread, httpx).
 
     python bench/query.py [--events 10000000] [--db /tmp/bench-query.duckdb] [--json]
@@ -42,14 +42,14 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import ACTORS, TYPE_WEIGHTS, event, keyring_for, make_signers
 
-from ledger.api import create_app
-from ledger.entries import DecodedColumns, decoded_columns
-from ledger.events import event_from_mapping
-from ledger.keys import Keyring, Signer
-from ledger.producer import seal
-from ledger.query import asof, diff, snapshot
-from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
-from ledger.verify import verify_message
+from ledger.api.app import create_app
+from ledger.store.query import asof, diff, snapshot
+from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.transport.producer import seal
+from ledger.wire.columns import DecodedColumns, decoded_columns
+from ledger.wire.events import event_from_mapping
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.verify import verify_message
 
 SERVICES = 500
 ENVIRONMENTS = ("dev", "staging", "canary", "prod")  # 500 x 4 = 2,000 pairs

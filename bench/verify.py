@@ -5,7 +5,7 @@
    re-signed with keys kept beside the new ledger (``query.py`` does not keep its keys, so
    its signatures cannot be checked later), chained by LedgerWriter.prepare/commit in
    batches of 50,000 with a checkpoint signed after each;
-2. runs :func:`ledger.integrity.verify_ledger` on it, timing each stage: the hash and link
+2. runs :func:`ledger.store.integrity.verify_ledger` on it, timing each stage: the hash and link
    checks (SQL), the tree check (SQL), the checkpoints, and the per-entry signature,
    authorization and decoded-column checks in a pool of one process per core;
 3. measures, in the same run, the single-core rate of the raw Ed25519 check (PyNaCl
@@ -38,14 +38,14 @@ import nacl.signing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import keyring_for, make_signers
 
-from ledger.checkpoint import split_notes
-from ledger.entries import DecodedColumns
-from ledger.envelope import Envelope, pae
-from ledger.integrity import ENTRIES_SQL, check_entries, verify_ledger
-from ledger.keys import Keyring, Signer, load_public_key
-from ledger.proofs import TrustedKey
-from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
-from ledger.witness import append_note
+from ledger.log.checkpoint import split_notes
+from ledger.log.proof import TrustedKey
+from ledger.log.witness import append_note
+from ledger.store.integrity import ENTRIES_SQL, check_entries, verify_ledger
+from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.wire.columns import DecodedColumns
+from ledger.wire.envelope import Envelope, pae
+from ledger.wire.keyring import Keyring, Signer, load_public_key
 
 BATCH = 50_000
 SAMPLE = 20_000  # entries timed on one core (raw Ed25519, whole per-entry check)

@@ -37,10 +37,10 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.verification import Outcome, Verifier
 from ledger.errors import ConfigurationError, TransportError
-from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, ensure_topics
-from ledger.keys import Keyring, Signer
-from ledger.store import Accepted, LedgerWriter, Plan, Received, Rejected
-from ledger.witness import append_note
+from ledger.log.witness import append_note
+from ledger.store.writer import Accepted, LedgerWriter, Plan, Received, Rejected
+from ledger.transport.topics import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, ensure_topics
+from ledger.wire.keyring import Keyring, Signer
 
 if TYPE_CHECKING:
     from ledger.api.server import ApiServer
@@ -153,7 +153,7 @@ class LedgerConsumer:
             raise ConfigurationError("serving the HTTP API needs a token (LEDGER_API_TOKEN)")
         # Imported here: FastAPI, uvicorn and the evidence code would add 11 MB to every
         # consumer, serving or not (measured at import: 91 -> 102 MB).
-        from ledger.api import create_app
+        from ledger.api.app import create_app
         from ledger.api.server import ApiServer
 
         bundles = None if self.checkpoints is None else (self.keyring, self.checkpoints.signer)
@@ -358,7 +358,7 @@ class LedgerConsumer:
         self._commit_group(consumer, offsets)
 
     def _cluster(self, writer: LedgerWriter) -> None:
-        """Keep the query index current (ledger.facts): cheap unless a run is due.
+        """Keep the query index current (ledger.store.index): cheap unless a run is due.
 
         The index is derived from the entries, so a failure to extend it (a full disk,
         DuckDB's memory limit) must not stop the ledger recording evidence: the entries are

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ledger.entries import DecodedColumns, decoded_columns
 from ledger.errors import RejectedMessage
-from ledger.keys import Keyring
-from ledger.verify import verify_message
+from ledger.wire.columns import DecodedColumns, decoded_columns
+from ledger.wire.keyring import Keyring
+from ledger.wire.verify import verify_message
 from ledger.workers import spawn_pool, worker_keyring
 
 __all__ = ["Outcome", "Verifier"]

@@ -10,15 +10,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ledger.codec import (
-        decode_event,
-        encode_event,
-    )
-    from ledger.envelope import (
-        PAYLOAD_TYPE,
-        Envelope,
-        Signature,
-    )
     from ledger.errors import (
         AuthorizationError,
         ChainBrokenError,
@@ -30,35 +21,44 @@ if TYPE_CHECKING:
         TransportError,
         UnpinnedImageError,
     )
-    from ledger.events import (
+    from ledger.store.integrity import (
+        LedgerReport,
+        verify_ledger,
+    )
+    from ledger.store.writer import (
+        LedgerReader,
+        LedgerWriter,
+    )
+    from ledger.transport.producer import (
+        Delivery,
+        LedgerProducer,
+        seal,
+    )
+    from ledger.transport.topics import (
+        KafkaSettings,
+    )
+    from ledger.wire.codec import (
+        decode_event,
+        encode_event,
+    )
+    from ledger.wire.envelope import (
+        PAYLOAD_TYPE,
+        Envelope,
+        Signature,
+    )
+    from ledger.wire.events import (
         EVENT_TYPES,
         Event,
         event_from_json,
         event_from_mapping,
         new_event_id,
     )
-    from ledger.integrity import (
-        LedgerReport,
-        verify_ledger,
-    )
-    from ledger.kafka import (
-        KafkaSettings,
-    )
-    from ledger.keys import (
+    from ledger.wire.keyring import (
         Keyring,
         KeyringEntry,
         Signer,
     )
-    from ledger.producer import (
-        Delivery,
-        LedgerProducer,
-        seal,
-    )
-    from ledger.store import (
-        LedgerReader,
-        LedgerWriter,
-    )
-    from ledger.verify import (
+    from ledger.wire.verify import (
         VerifiedEvent,
         verify_message,
     )
@@ -67,35 +67,35 @@ _EXPORTS: dict[str, str] = {
     "AuthorizationError": "ledger.errors",
     "ChainBrokenError": "ledger.errors",
     "ConfigurationError": "ledger.errors",
-    "Delivery": "ledger.producer",
-    "EVENT_TYPES": "ledger.events",
-    "Envelope": "ledger.envelope",
-    "Event": "ledger.events",
+    "Delivery": "ledger.transport.producer",
+    "EVENT_TYPES": "ledger.wire.events",
+    "Envelope": "ledger.wire.envelope",
+    "Event": "ledger.wire.events",
     "InvalidEventError": "ledger.errors",
-    "KafkaSettings": "ledger.kafka",
-    "Keyring": "ledger.keys",
-    "KeyringEntry": "ledger.keys",
+    "KafkaSettings": "ledger.transport.topics",
+    "Keyring": "ledger.wire.keyring",
+    "KeyringEntry": "ledger.wire.keyring",
     "LedgerError": "ledger.errors",
-    "LedgerProducer": "ledger.producer",
-    "LedgerReader": "ledger.store",
-    "LedgerReport": "ledger.integrity",
-    "LedgerWriter": "ledger.store",
-    "PAYLOAD_TYPE": "ledger.envelope",
+    "LedgerProducer": "ledger.transport.producer",
+    "LedgerReader": "ledger.store.writer",
+    "LedgerReport": "ledger.store.integrity",
+    "LedgerWriter": "ledger.store.writer",
+    "PAYLOAD_TYPE": "ledger.wire.envelope",
     "RejectedMessage": "ledger.errors",
-    "Signature": "ledger.envelope",
+    "Signature": "ledger.wire.envelope",
     "SignatureError": "ledger.errors",
-    "Signer": "ledger.keys",
+    "Signer": "ledger.wire.keyring",
     "TransportError": "ledger.errors",
     "UnpinnedImageError": "ledger.errors",
-    "VerifiedEvent": "ledger.verify",
-    "decode_event": "ledger.codec",
-    "encode_event": "ledger.codec",
-    "event_from_json": "ledger.events",
-    "event_from_mapping": "ledger.events",
-    "new_event_id": "ledger.events",
-    "seal": "ledger.producer",
-    "verify_ledger": "ledger.integrity",
-    "verify_message": "ledger.verify",
+    "VerifiedEvent": "ledger.wire.verify",
+    "decode_event": "ledger.wire.codec",
+    "encode_event": "ledger.wire.codec",
+    "event_from_json": "ledger.wire.events",
+    "event_from_mapping": "ledger.wire.events",
+    "new_event_id": "ledger.wire.events",
+    "seal": "ledger.transport.producer",
+    "verify_ledger": "ledger.store.integrity",
+    "verify_message": "ledger.wire.verify",
 }
 
 __all__ = [

@@ -18,12 +18,12 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from ledger.codec import encode_event
-from ledger.envelope import Envelope
-from ledger.events import Event, event_from_mapping
-from ledger.kafka import KafkaSettings
-from ledger.keys import Keyring, Signer, generate_key_files
-from ledger.producer import LedgerProducer
+from ledger.transport.producer import LedgerProducer
+from ledger.transport.topics import KafkaSettings
+from ledger.wire.codec import encode_event
+from ledger.wire.envelope import Envelope
+from ledger.wire.events import Event, event_from_mapping
+from ledger.wire.keyring import Keyring, Signer, generate_key_files
 
 __all__ = [
     "LEDGER_KEY_ID",

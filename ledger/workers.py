@@ -16,7 +16,7 @@ import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-from ledger.keys import Keyring
+from ledger.wire.keyring import Keyring
 
 __all__ = ["spawn_pool", "worker_keyring"]
 

@@ -20,16 +20,16 @@ from conftest import make_event
 from consumer_helpers import cli_json, entries, ledger_cli
 from ledger_builders import append, signers
 
-from ledger.chain import GENESIS, entry_hash, micros
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.errors import ChainBrokenError, CheckpointError
-from ledger.integrity import verify_ledger
-from ledger.keys import Keyring, Signer
-from ledger.merkle import CompactRange, leaf_hash, root_at
-from ledger.producer import seal
-from ledger.proofs import TrustedKey
-from ledger.store import ENTRY_COLUMNS, LedgerReader, LedgerWriter
-from ledger.witness import append_note
+from ledger.log.chain import GENESIS, entry_hash, micros
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.merkle import CompactRange, leaf_hash, root_at
+from ledger.log.proof import TrustedKey
+from ledger.log.witness import append_note
+from ledger.store.integrity import verify_ledger
+from ledger.store.writer import ENTRY_COLUMNS, LedgerReader, LedgerWriter
+from ledger.transport.producer import seal
+from ledger.wire.keyring import Keyring, Signer
 
 LEDGER_KEY = "ledger"  # the checkpoint signer's key name (its .pub file's stem)
 EVENT_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)  # event n is dated n hours later

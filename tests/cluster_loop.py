@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ledger_builders import append, sealed_values
 
-from ledger.keys import Keyring, Signer
-from ledger.store import LedgerWriter
+from ledger.store.writer import LedgerWriter
+from ledger.wire.keyring import Keyring, Signer
 
 
 def main(db: Path, keys: Path) -> None:

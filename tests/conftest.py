@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ledger.broker import LocalBroker
-from ledger.events import Event, event_from_mapping
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.keys import Keyring, Signer
+from ledger.transport.broker import LocalBroker
+from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.wire.events import Event, event_from_mapping
+from ledger.wire.keyring import Keyring, Signer
 
 if TYPE_CHECKING:
     from attack_helpers import Witnessed

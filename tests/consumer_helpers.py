@@ -19,14 +19,14 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
-from ledger.envelope import Envelope
-from ledger.events import Event
-from ledger.integrity import LedgerReport, verify_ledger
-from ledger.kafka import KafkaSettings
-from ledger.keys import Keyring, Signer
-from ledger.producer import LedgerProducer
-from ledger.store import LedgerReader
-from ledger.wire import default_schemas
+from ledger.store.integrity import LedgerReport, verify_ledger
+from ledger.store.writer import LedgerReader
+from ledger.transport.producer import LedgerProducer
+from ledger.transport.topics import KafkaSettings
+from ledger.wire.avro import default_schemas
+from ledger.wire.envelope import Envelope
+from ledger.wire.events import Event
+from ledger.wire.keyring import Keyring, Signer
 
 REPO = Path(__file__).resolve().parent.parent
 

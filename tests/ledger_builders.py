@@ -11,11 +11,11 @@ from pathlib import Path
 from conftest import make_event
 
 from ledger.demo import KEY_POLICIES, build_history
-from ledger.entries import decoded_columns
-from ledger.keys import Keyring, Signer
-from ledger.producer import seal
-from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
-from ledger.verify import verify_message
+from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.transport.producer import seal
+from ledger.wire.columns import decoded_columns
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.verify import verify_message
 
 DEMO_END = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 

@@ -9,7 +9,8 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import (
+from ledger.errors import CheckpointError
+from ledger.log.checkpoint import (
     Checkpoint,
     open_checkpoint,
     open_note,
@@ -19,8 +20,7 @@ from ledger.checkpoint import (
     split_notes,
     verifier_key,
 )
-from ledger.errors import CheckpointError
-from ledger.keys import Signer
+from ledger.wire.keyring import Signer
 
 # golang.org/x/mod/sumdb/note's own example: key, text and the note it signs.
 GO_SEED = base64.b64decode("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz")[1:]

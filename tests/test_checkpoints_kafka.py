@@ -11,11 +11,11 @@ from conftest import make_event
 from consumer_helpers import cli_json, consume, emit, entries, ledger_cli
 
 from consumers.ledger_consumer import CheckpointPolicy
-from ledger.checkpoint import open_checkpoint, split_notes
-from ledger.kafka import KafkaSettings, read_topic
-from ledger.keys import Keyring, Signer
-from ledger.merkle import LeafHashes, leaf_hash, root_at
-from ledger.store import LedgerReader
+from ledger.log.checkpoint import open_checkpoint, split_notes
+from ledger.log.merkle import LeafHashes, leaf_hash, root_at
+from ledger.store.writer import LedgerReader
+from ledger.transport.topics import KafkaSettings, read_topic
+from ledger.wire.keyring import Keyring, Signer
 
 pytestmark = pytest.mark.kafka
 

@@ -13,11 +13,11 @@ import pytest
 from conftest import IMAGE_A
 from kafka import KafkaConsumer, TopicPartition
 
-from ledger.ci_env import CiContext, detect_ci
-from ledger.codec import decode_event
-from ledger.envelope import Envelope
-from ledger.kafka import KafkaSettings
-from ledger.keys import generate_key_files
+from ledger.integrations.ci_env import CiContext, detect_ci
+from ledger.transport.topics import KafkaSettings
+from ledger.wire.codec import decode_event
+from ledger.wire.envelope import Envelope
+from ledger.wire.keyring import generate_key_files
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 

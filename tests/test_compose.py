@@ -20,10 +20,10 @@ from typing import Any
 import typer
 import yaml
 
-from ledger.broker import free_port
 from ledger.cli import app
-from ledger.kafka import DLQ_SUFFIX, KafkaSettings
-from ledger.keys import Keyring, Signer
+from ledger.transport.broker import free_port
+from ledger.transport.topics import DLQ_SUFFIX, KafkaSettings
+from ledger.wire.keyring import Keyring, Signer
 from tests.conftest import IMAGE_A, make_event
 from tests.consumer_helpers import cli_env, cli_json, emit, ledger_cli
 

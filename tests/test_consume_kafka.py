@@ -47,20 +47,20 @@ from consumer_helpers import (
 from kafka import KafkaAdminClient
 
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
-from ledger.envelope import PAYLOAD_TYPE, Envelope
 from ledger.errors import (
     AuthorizationError,
     ConflictingDuplicateError,
     RejectedMessage,
     SignatureError,
 )
-from ledger.events import Event, event_from_mapping
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.keys import Keyring, Signer
-from ledger.producer import seal
-from ledger.reports import status_report
-from ledger.store import LedgerReader, LedgerWriter
-from ledger.wire import default_schemas
+from ledger.store.reports import status_report
+from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.transport.producer import seal
+from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.wire.avro import default_schemas
+from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
+from ledger.wire.events import Event, event_from_mapping
+from ledger.wire.keyring import Keyring, Signer
 
 pytestmark = pytest.mark.kafka
 
@@ -503,7 +503,7 @@ def test_a_failing_query_index_does_not_stop_the_ledger_recording(
     """The index is derived data: when a run cannot be written (here DuckDB is out of
     memory), every event is chained all the same, the attempt is not repeated after every
     batch, and a later one brings the index up to date."""
-    monkeypatch.setattr("ledger.store.run_due", lambda pending: pending >= 10)
+    monkeypatch.setattr("ledger.store.writer.run_due", lambda pending: pending >= 10)
     attempts: list[int] = []  # the head at each attempt to write a run
     write_run = LedgerWriter._write_run
 

@@ -35,14 +35,14 @@ from consumer_helpers import (
 )
 
 from consumers.ledger_consumer import LedgerConsumer
-from ledger.broker import LocalBroker
-from ledger.checkpoint import open_checkpoint, split_notes
-from ledger.events import Event
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.keys import Keyring, Signer
-from ledger.merkle import LeafHashes, leaf_hash, root_at
-from ledger.producer import seal
-from ledger.store import LedgerReader
+from ledger.log.checkpoint import open_checkpoint, split_notes
+from ledger.log.merkle import LeafHashes, leaf_hash, root_at
+from ledger.store.writer import LedgerReader
+from ledger.transport.broker import LocalBroker
+from ledger.transport.producer import seal
+from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.wire.events import Event
+from ledger.wire.keyring import Keyring, Signer
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 

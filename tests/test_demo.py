@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ledger.bundle import verify_bundle
-from ledger.checkpoint import open_checkpoint, split_notes
 from ledger.cli import app
 from ledger.cli import demo as demo_cli
 from ledger.demo import build_history
 from ledger.errors import TransportError
-from ledger.integrity import verify_ledger
-from ledger.keys import load_public_key
-from ledger.proofs import TrustedKey
-from ledger.store import LedgerReader
+from ledger.evidence.bundle import verify_bundle
+from ledger.log.checkpoint import open_checkpoint, split_notes
+from ledger.log.proof import TrustedKey
+from ledger.store.integrity import verify_ledger
+from ledger.store.writer import LedgerReader
+from ledger.wire.keyring import load_public_key
 
 pytestmark = pytest.mark.kafka
 

@@ -22,16 +22,16 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
-from ledger.broker import free_port
 from ledger.cli import app
-from ledger.codec import decode_event
-from ledger.envelope import PAYLOAD_TYPE, Envelope
 from ledger.errors import TransportError
-from ledger.events import EVENT_TYPES
-from ledger.kafka import KafkaSettings
-from ledger.keys import Keyring, Signer, generate_key_files, load_public_key
-from ledger.producer import LedgerProducer
-from ledger.verify import verify_message
+from ledger.transport.broker import free_port
+from ledger.transport.producer import LedgerProducer
+from ledger.transport.topics import KafkaSettings
+from ledger.wire.codec import decode_event
+from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
+from ledger.wire.events import EVENT_TYPES
+from ledger.wire.keyring import Keyring, Signer, generate_key_files, load_public_key
+from ledger.wire.verify import verify_message
 
 pytestmark = pytest.mark.kafka
 

@@ -12,9 +12,9 @@ from conftest import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import MAX_PAYLOAD_BYTES, decode_event, encode_event
 from ledger.errors import InvalidEventError, OversizeError, UnpinnedImageError
-from ledger.events import EVENT_TYPES, event_from_json, event_from_mapping
+from ledger.wire.codec import MAX_PAYLOAD_BYTES, decode_event, encode_event
+from ledger.wire.events import EVENT_TYPES, event_from_json, event_from_mapping
 
 WHEN = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
 

@@ -27,7 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_builders import DEMO_END, entry_hashes, signers, write_demo_ledger, write_ledger
 
-from ledger.bundle import (
+from ledger.demo import SERVICES
+from ledger.errors import EvidenceError
+from ledger.evidence.build import build_bundle
+from ledger.evidence.bundle import (
     PAYLOAD_TYPE,
     AsOfQuery,
     TimelineQuery,
@@ -35,19 +38,16 @@ from ledger.bundle import (
     open_entries,
     verify_bundle,
 )
-from ledger.chain import micros
-from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
-from ledger.demo import SERVICES
-from ledger.envelope import Envelope, pae
-from ledger.errors import EvidenceError
-from ledger.evidence import build_bundle
-from ledger.keys import Keyring, Signer
-from ledger.merkle import LeafHashes, inclusion_proof, leaf_hash, root, root_at
-from ledger.pointintime import Fact, reconstruct
-from ledger.producer import seal
-from ledger.proofs import StoredEntry, TrustedKey
-from ledger.query import asof, candidates, timeline
-from ledger.store import LedgerReader
+from ledger.log.chain import micros
+from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
+from ledger.log.merkle import LeafHashes, inclusion_proof, leaf_hash, root, root_at
+from ledger.log.proof import StoredEntry, TrustedKey
+from ledger.rules.pointintime import Fact, reconstruct
+from ledger.store.query import asof, candidates, timeline
+from ledger.store.writer import LedgerReader
+from ledger.transport.producer import seal
+from ledger.wire.envelope import Envelope, pae
+from ledger.wire.keyring import Keyring, Signer
 
 MOMENT = (DEMO_END - timedelta(days=2)).replace(hour=14, minute=3)  # the demo's question
 PAYMENTS = AsOfQuery(kind="asof", service="payments", environment="prod", at=MOMENT)

@@ -19,9 +19,9 @@ from ledger.errors import (
     KeyNotAllowedForTypeError,
     KeyRevokedError,
 )
-from ledger.keys import Keyring, Signer, key_fingerprint, load_public_key
-from ledger.producer import seal
-from ledger.verify import verify_message
+from ledger.transport.producer import seal
+from ledger.wire.keyring import Keyring, Signer, key_fingerprint, load_public_key
+from ledger.wire.verify import verify_message
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pytest
 from consumer_helpers import ledger_cli
 
 from ledger.errors import ConfigurationError
-from ledger.store import LedgerReader, LedgerWriter
+from ledger.store.writer import LedgerReader, LedgerWriter
 
 
 def _tables(path: Path) -> set[str]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import LedgerError, ProofError
-from ledger.merkle import (
+from ledger.log.merkle import (
     EMPTY_ROOT,
     CompactRange,
     LeafHashes,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.pointintime import (
+from ledger.rules.pointintime import (
     Approval,
     AsOf,
     Classification,

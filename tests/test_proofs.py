@@ -19,7 +19,6 @@ from conftest import make_event
 from consumer_helpers import ledger_cli
 from ledger_builders import entry_hashes, signers, write_ledger
 
-from ledger.chain import entry_hash, micros
 from ledger.errors import (
     CheckpointError,
     ConfigurationError,
@@ -27,11 +26,12 @@ from ledger.errors import (
     LedgerError,
     ProofError,
 )
-from ledger.keys import Signer
-from ledger.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash, root
-from ledger.producer import seal
-from ledger.proofs import TrustedKey, build_consistency, build_inclusion, verify_proof
-from ledger.store import LedgerReader
+from ledger.log.chain import entry_hash, micros
+from ledger.log.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash, root
+from ledger.log.proof import TrustedKey, build_consistency, build_inclusion, verify_proof
+from ledger.store.writer import LedgerReader
+from ledger.transport.producer import seal
+from ledger.wire.keyring import Signer
 
 BATCHES = [1, 2, 3, 5, 8, 13, 2]  # checkpoints at 1, 3, 6, 11, 19, 32, 34; then 3 unsigned
 SIZE = 37

@@ -18,15 +18,15 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger.api import create_app
-from ledger.entries import decoded_columns
-from ledger.events import Event
-from ledger.keys import Keyring, Signer
-from ledger.pointintime import Fact, reconstruct
-from ledger.producer import seal
-from ledger.query import TimelineEntry, asof, diff, search, snapshot, streams, timeline
-from ledger.store import Accepted, LedgerReader, LedgerWriter, Received
-from ledger.verify import verify_message
+from ledger.api.app import create_app
+from ledger.rules.pointintime import Fact, reconstruct
+from ledger.store.query import TimelineEntry, asof, diff, search, snapshot, streams, timeline
+from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.transport.producer import seal
+from ledger.wire.columns import decoded_columns
+from ledger.wire.events import Event
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.verify import verify_message
 from tests.conftest import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The query index (ledger.facts): runs, merges, the view readers see, and attacks on it.
+"""The query index (ledger.store.index): runs, merges, the view readers see, and attacks on it.
 
 The index is derived data: answers must not depend on how much of it is clustered, and
 `ledger verify` must catch any row of it that is not the one its entry derives.
@@ -21,11 +21,11 @@ from consumer_helpers import cli_json, ledger_cli
 from ledger_builders import append, sealed_values, signers, write_ledger
 
 from ledger.errors import ChainBrokenError, CheckpointError
-from ledger.facts import chunks, slices, to_merge
-from ledger.integrity import verify_ledger
-from ledger.keys import Keyring
-from ledger.query import asof, snapshot
-from ledger.store import LedgerReader, LedgerWriter
+from ledger.store.index import chunks, slices, to_merge
+from ledger.store.integrity import verify_ledger
+from ledger.store.query import asof, snapshot
+from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.wire.keyring import Keyring
 
 
 def _runs(db: Path) -> list[tuple[str, int]]:

@@ -27,9 +27,9 @@ from attack_helpers import (
 )
 from consumer_helpers import cli_json, entries, ledger_cli
 
-from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.errors import ChainBrokenError, InconsistentCheckpointError
-from ledger.keys import Keyring, Signer
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint
+from ledger.wire.keyring import Keyring, Signer
 
 
 def _without_entry_4(db: Path) -> bytes:

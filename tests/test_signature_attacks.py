@@ -12,8 +12,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.codec import encode_event
-from ledger.envelope import PAYLOAD_TYPE, Envelope, Signature
 from ledger.errors import (
     BadSignatureError,
     KeyExpiredError,
@@ -28,10 +26,12 @@ from ledger.errors import (
     UnsignedError,
     WrongPayloadTypeError,
 )
-from ledger.events import Event
-from ledger.keys import Keyring, Signer
-from ledger.producer import seal
-from ledger.verify import MAX_ENVELOPE_BYTES, verify_message
+from ledger.transport.producer import seal
+from ledger.wire.codec import encode_event
+from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, Signature
+from ledger.wire.events import Event
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.verify import MAX_ENVELOPE_BYTES, verify_message
 
 EVENT_TIME = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import duckdb
 from ledger_builders import entry_hashes, write_demo_ledger
 
-from ledger.keys import Signer
-from ledger.merkle import LeafHashes, leaf_hash, root_at
-from ledger.store import LedgerReader, LedgerWriter
+from ledger.log.merkle import LeafHashes, leaf_hash, root_at
+from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.wire.keyring import Signer
 
 
 def _nodes(db: Path) -> list[tuple[int, int, bytes]]:

@@ -29,15 +29,15 @@ from conftest import make_event
 from consumer_helpers import cli_json, entries, ledger_cli
 from ledger_builders import append, signers, write_ledger
 
-from ledger.chain import GENESIS, entry_hash, micros
-from ledger.entries import decoded_columns
-from ledger.envelope import Envelope
 from ledger.errors import ChainBrokenError
-from ledger.integrity import verify_ledger
-from ledger.keys import Keyring, Signer
-from ledger.producer import seal
-from ledger.store import LedgerReader, LedgerWriter
-from ledger.verify import verify_message
+from ledger.log.chain import GENESIS, entry_hash, micros
+from ledger.store.integrity import verify_ledger
+from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.transport.producer import seal
+from ledger.wire.columns import decoded_columns
+from ledger.wire.envelope import Envelope
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.verify import verify_message
 
 KINDS = [
     "deployment.started", "deployment.succeeded", "approval.granted", "mutation.applied",
@@ -146,8 +146,8 @@ def test_ledger_from_before_the_tree_is_refused_with_what_to_do(ledger: Path) ->
 
 
 def test_verification_workers_load_without_kafka_duckdb_or_arrow() -> None:
-    """Workers import ledger.integrity for checks 6-8: small processes, fast start."""
-    code = ("import sys, ledger.integrity; "
+    """Workers import ledger.store.integrity for checks 6-8: small processes, fast start."""
+    code = ("import sys, ledger.store.integrity; "
             "print(sorted(m for m in ('kafka', 'duckdb', 'pyarrow', 'fastapi') "
             "if m in sys.modules))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -158,7 +158,7 @@ def test_verification_workers_load_without_kafka_duckdb_or_arrow() -> None:
 def test_ingestion_times_before_1970_hash_as_signed_integers(
     ledger: Path, pristine: tuple[Path, Keyring, Signer]
 ) -> None:
-    """The SQL check computes i64be(ingested_at_us) in two's complement, as ledger.chain
+    """The SQL check computes i64be(ingested_at_us) in two's complement, as ledger.log.chain
     does: a (re)written ledger with ingestion times before the epoch still verifies."""
     rows = entries(ledger)
     for i, values in enumerate(rows):
@@ -173,7 +173,7 @@ def test_ingestion_times_before_1970_hash_as_signed_integers(
 
 
 def test_chain_is_the_documented_construction(ledger: Path) -> None:
-    """A third party recomputes every hash from the stored row with ledger.chain's formula."""
+    """A third party recomputes every hash from the stored row with ledger.log.chain's formula."""
     prev = GENESIS
     for row in entries(ledger):
         assert bytes(row["prev_hash"]) == prev

@@ -13,13 +13,13 @@ from conftest import make_event
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import to_parsing_canonical_form
 
-from ledger.codec import decode_event, encode_event
-from ledger.envelope import Envelope
 from ledger.errors import InvalidEventError, MalformedPayloadError, UnknownSchemaError
-from ledger.events import EVENT_TYPES
-from ledger.keys import Keyring, Signer
-from ledger.verify import verify_message
-from ledger.wire import MAGIC, Schema, SchemaSet, default_schemas
+from ledger.wire.avro import MAGIC, Schema, SchemaSet, default_schemas
+from ledger.wire.codec import decode_event, encode_event
+from ledger.wire.envelope import Envelope
+from ledger.wire.events import EVENT_TYPES
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.verify import verify_message
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 EVENT_V1 = (SCHEMAS / "Event.v1.avsc").read_text(encoding="utf-8")

@@ -23,7 +23,6 @@ from rich.progress import (
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.api.server import parse_listen
-from ledger.checkpoint import split_notes
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
@@ -51,10 +50,11 @@ from ledger.cli._common import (
 from ledger.cli.proof import TrustedKeyOption
 from ledger.cli.proof import trusted_key as trusted_key_from
 from ledger.errors import ConfigurationError
-from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, read_topic
-from ledger.keys import Keyring, Signer
-from ledger.reports import quarantine_report, status_report, verification_report
-from ledger.store import LedgerReader
+from ledger.log.checkpoint import split_notes
+from ledger.store.reports import quarantine_report, status_report, verification_report
+from ledger.store.writer import LedgerReader
+from ledger.transport.topics import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, read_topic
+from ledger.wire.keyring import Keyring, Signer
 
 log = logging.getLogger("ledger.consumer")
 

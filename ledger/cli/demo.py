@@ -12,8 +12,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
-from ledger.broker import LocalBroker
-from ledger.bundle import AsOfQuery
 from ledger.cli._common import (
     Bootstrap,
     JsonFlag,
@@ -36,12 +34,19 @@ from ledger.demo import (
     forged_messages,
     ledger_key,
 )
-from ledger.evidence import build_bundle
-from ledger.integrity import verify_ledger
-from ledger.kafka import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_TOPIC, KafkaSettings, ensure_topics
-from ledger.proofs import TrustedKey
-from ledger.query import asof, diff, snapshot
-from ledger.store import LedgerReader
+from ledger.evidence.build import build_bundle
+from ledger.evidence.bundle import AsOfQuery
+from ledger.log.proof import TrustedKey
+from ledger.store.integrity import verify_ledger
+from ledger.store.query import asof, diff, snapshot
+from ledger.store.writer import LedgerReader
+from ledger.transport.broker import LocalBroker
+from ledger.transport.topics import (
+    DEFAULT_CHECKPOINT_TOPIC,
+    DEFAULT_TOPIC,
+    KafkaSettings,
+    ensure_topics,
+)
 
 
 def demo(

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.ci_env import detect_ci
 from ledger.cli._common import (
     Bootstrap,
     JsonFlag,
@@ -25,12 +24,13 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
 )
-from ledger.codec import encode_event
 from ledger.errors import LedgerError
-from ledger.events import Event, event_from_json, event_from_mapping
-from ledger.kafka import DEFAULT_TOPIC
-from ledger.keys import Signer
-from ledger.producer import Delivery, LedgerProducer
+from ledger.integrations.ci_env import detect_ci
+from ledger.transport.producer import Delivery, LedgerProducer
+from ledger.transport.topics import DEFAULT_TOPIC
+from ledger.wire.codec import encode_event
+from ledger.wire.events import Event, event_from_json, event_from_mapping
+from ledger.wire.keyring import Signer
 
 app = typer.Typer(
     help=(

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 import typer
 
 from ledger.api.client import fetch_bytes
-from ledger.bundle import AsOfQuery, BundleReport, TimelineQuery, verify_bundle
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
@@ -26,9 +25,10 @@ from ledger.cli._common import (
 from ledger.cli.proof import TrustedKeyOption, trusted_key
 from ledger.cli.query import print_asof, print_timeline
 from ledger.errors import EvidenceError
-from ledger.evidence import build_bundle, evidence_query
-from ledger.keys import Keyring, Signer
-from ledger.store import LedgerReader
+from ledger.evidence.build import build_bundle, evidence_query
+from ledger.evidence.bundle import AsOfQuery, BundleReport, TimelineQuery, verify_bundle
+from ledger.store.writer import LedgerReader
+from ledger.wire.keyring import Keyring, Signer
 
 
 def check_bundle_file(

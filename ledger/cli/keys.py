@@ -20,7 +20,7 @@ from ledger.cli._common import (
     reporting_errors,
     table,
 )
-from ledger.keys import (
+from ledger.wire.keyring import (
     KEY_ID_PATTERN,
     Keyring,
     generate_key_files,

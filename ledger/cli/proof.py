@@ -22,8 +22,7 @@ from ledger.cli._common import (
     reporting_errors,
 )
 from ledger.errors import CheckpointError, ProofError
-from ledger.keys import load_public_key
-from ledger.proofs import (
+from ledger.log.proof import (
     ConsistencyProof,
     InclusionProof,
     ProofResult,
@@ -33,7 +32,8 @@ from ledger.proofs import (
     build_inclusion,
     verify_proof,
 )
-from ledger.store import LedgerReader
+from ledger.store.writer import LedgerReader
+from ledger.wire.keyring import load_public_key
 
 app = typer.Typer(
     help="Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162).",

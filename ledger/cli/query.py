@@ -27,13 +27,13 @@ from ledger.cli._common import (
     short_time,
     table,
 )
-from ledger.query import asof as asof_query
-from ledger.query import check_window, image_pattern, streams
-from ledger.query import diff as diff_query
-from ledger.query import search as search_query
-from ledger.query import snapshot as snapshot_query
-from ledger.query import timeline as timeline_query
-from ledger.store import LedgerReader
+from ledger.store.query import asof as asof_query
+from ledger.store.query import check_window, image_pattern, streams
+from ledger.store.query import diff as diff_query
+from ledger.store.query import search as search_query
+from ledger.store.query import snapshot as snapshot_query
+from ledger.store.query import timeline as timeline_query
+from ledger.store.writer import LedgerReader
 
 Service = Annotated[str, typer.Option("--service", help="Service name.")]
 Env = Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")]

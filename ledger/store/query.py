@@ -3,7 +3,7 @@
 SQL narrows the entries to the few the point-in-time rules can depend on (the latest
 deployment, failures after it, the latest mutation per target unless a later deployment
 wiped it, the grants and revocations of those changes' refs, the latest classification);
-ledger.pointintime applies the rules.
+ledger.rules.pointintime applies the rules.
 Valid time is the event ``time``; ``known_at`` restricts to what had been ingested by then.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import ConfigurationError
-from ledger.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
-from ledger.store import LedgerReader
+from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
+from ledger.store.writer import LedgerReader
 
 __all__ = [
     "Change",

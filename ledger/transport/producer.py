@@ -13,12 +13,12 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from ledger.codec import encode_event
-from ledger.envelope import PAYLOAD_TYPE, Envelope
 from ledger.errors import ConfigurationError, TransportError
-from ledger.events import Event
-from ledger.kafka import KafkaSettings
-from ledger.keys import Signer
+from ledger.transport.topics import KafkaSettings
+from ledger.wire.codec import encode_event
+from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
+from ledger.wire.events import Event
+from ledger.wire.keyring import Signer
 
 __all__ = ["Delivery", "LedgerProducer", "seal"]
 

@@ -6,13 +6,13 @@ import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ledger.facts import RUNS, run_last
-from ledger.integrity import Progress, verify_ledger
-from ledger.store import LedgerReader
+from ledger.store.index import RUNS, run_last
+from ledger.store.integrity import Progress, verify_ledger
+from ledger.store.writer import LedgerReader
 
 if TYPE_CHECKING:
-    from ledger.keys import Keyring
-    from ledger.proofs import TrustedKey
+    from ledger.log.proof import TrustedKey
+    from ledger.wire.keyring import Keyring
 
 __all__ = ["quarantine_report", "status_report", "verification_report"]
 

@@ -134,5 +134,5 @@ class SchemaSet:
 
 @cache
 def default_schemas() -> SchemaSet:
-    """The schemas shipped in ``schemas/`` (installed as the resource package ledger.schemas)."""
-    return SchemaSet.load(resources.files("ledger.schemas"))
+    """The schemas of ``schemas/``, shipped as the resource package ``ledger.wire.schemas``."""
+    return SchemaSet.load(resources.files("ledger.wire.schemas"))

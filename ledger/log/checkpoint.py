@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from ledger.errors import CheckpointError
-from ledger.keys import Signer, ed25519_verify
+from ledger.wire.keyring import Signer, ed25519_verify
 
 __all__ = [
     "Checkpoint",

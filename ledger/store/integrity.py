@@ -9,7 +9,7 @@ its own row, so no Python loop walks the chain):
 
 1. ``sequence``: sequence numbers run 1, 2, 3, … with no gap or repeat;
 2. ``link``: ``prev_hash`` equals the previous entry's ``hash`` (zeros for the first);
-3. ``entry_hash``: ``hash`` equals the chain hash of the row's stored inputs (ledger.chain);
+3. ``entry_hash``: ``hash`` equals the chain hash of the row's stored inputs (ledger.log.chain);
 4. ``ingestion_order``: ingestion time never goes backwards;
 5. ``tree``: every stored Merkle node is the hash of its children (a leaf, of its entry's
    hash), and each level holds exactly its ``size >> level`` nodes at their places.
@@ -27,7 +27,7 @@ Arrow batches of 10,000 rows:
 Again in SQL, when 1-5 pass (ranked after 6-8, so that an edited entry column is named
 by 6, its cause):
 
-9. ``query_index``: the query index (the ``facts`` view over its runs; ledger.facts) holds
+9. ``query_index``: the query index (the ``facts`` view over its runs; ledger.store.index) holds
    exactly the facts derived afresh from the entries, once each.
 
 Against signed checkpoints (C2SP notes; ledger/checkpoint.py):
@@ -55,11 +55,6 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, TypeVar
 
-from ledger.chain import DOMAIN, GENESIS
-from ledger.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
-from ledger.codec import decode_event
-from ledger.entries import DecodedColumns, decoded_columns
-from ledger.envelope import PAYLOAD_TYPE, Envelope, pae
 from ledger.errors import (
     AuthorizationError,
     ChainBrokenError,
@@ -69,17 +64,22 @@ from ledger.errors import (
     LedgerError,
     SignatureError,
 )
-from ledger.facts import DERIVE
-from ledger.keys import Keyring
-from ledger.merkle import Tree, root_at
+from ledger.log.chain import DOMAIN, GENESIS
+from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger.log.merkle import Tree, root_at
+from ledger.store.index import DERIVE
+from ledger.wire.codec import decode_event
+from ledger.wire.columns import DecodedColumns, decoded_columns
+from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
+from ledger.wire.keyring import Keyring
 from ledger.workers import spawn_pool, worker_keyring
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from ledger.proofs import TrustedKey
-    from ledger.store import LedgerReader
+    from ledger.log.proof import TrustedKey
+    from ledger.store.writer import LedgerReader
 
 __all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "check_entries", "verify_ledger"]
 
@@ -108,7 +108,7 @@ WHERE seq IS DISTINCT FROM pos OR prev_hash IS DISTINCT FROM coalesce(previous_h
    OR ingested_at < previous_ingested
 ORDER BY pos LIMIT 1
 """
-# 3: ledger.chain.entry_hash in SQL. sha256() gives hex, unhex() the bytes; an integer cast
+# 3: ledger.log.chain.entry_hash in SQL. sha256() gives hex, unhex() the bytes; an integer cast
 # to BIT and then BLOB is its 8 bytes big-endian in two's complement (u64be for seq >= 1,
 # i64be for ingestion times, even before 1970).
 _HASH_SQL = """

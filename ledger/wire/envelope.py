@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import MalformedEnvelopeError, MalformedPayloadError
-from ledger.wire import SchemaSet, default_schemas
+from ledger.wire.avro import SchemaSet, default_schemas
 
 if TYPE_CHECKING:
-    from ledger.keys import Signer
+    from ledger.wire.keyring import Signer
 
 __all__ = ["PAYLOAD_TYPE", "Envelope", "Signature", "pae"]
 

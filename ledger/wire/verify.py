@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.codec import decode_event
-from ledger.envelope import PAYLOAD_TYPE, Envelope, pae
 from ledger.errors import (
     AuthorizationError,
     BadSignatureError,
@@ -19,9 +17,11 @@ from ledger.errors import (
     UnsignedError,
     WrongPayloadTypeError,
 )
-from ledger.events import Event
-from ledger.keys import Keyring
-from ledger.wire import SchemaSet
+from ledger.wire.avro import SchemaSet
+from ledger.wire.codec import decode_event
+from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
+from ledger.wire.events import Event
+from ledger.wire.keyring import Keyring
 
 __all__ = ["MAX_ENVELOPE_BYTES", "VerifiedEvent", "verify_message"]
 

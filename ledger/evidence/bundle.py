@@ -40,9 +40,6 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ledger.chain import ALGORITHM
-from ledger.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
-from ledger.envelope import pae
 from ledger.errors import (
     AuthorizationError,
     CheckpointError,
@@ -50,13 +47,16 @@ from ledger.errors import (
     ProofError,
     RejectedMessage,
 )
-from ledger.events import Event
-from ledger.keys import Keyring, Signer, ed25519_verify
-from ledger.merkle import verify_inclusion
-from ledger.pointintime import AsOf, Fact, reconstruct
-from ledger.proofs import Blob, Hash, StoredEntry, TrustedKey, b64
-from ledger.query import TimelineEntry
-from ledger.verify import VerifiedEvent, verify_message
+from ledger.log.chain import ALGORITHM
+from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger.log.merkle import verify_inclusion
+from ledger.log.proof import Blob, Hash, StoredEntry, TrustedKey, b64
+from ledger.rules.pointintime import AsOf, Fact, reconstruct
+from ledger.store.query import TimelineEntry
+from ledger.wire.envelope import pae
+from ledger.wire.events import Event
+from ledger.wire.keyring import Keyring, Signer, ed25519_verify
+from ledger.wire.verify import VerifiedEvent, verify_message
 
 __all__ = [
     "PAYLOAD_TYPE",

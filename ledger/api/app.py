@@ -19,10 +19,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.errors import ConfigurationError, EvidenceError
-from ledger.evidence import build_bundle, evidence_query
-from ledger.keys import Keyring, Signer
-from ledger.pointintime import AsOf
-from ledger.query import (
+from ledger.evidence.build import build_bundle, evidence_query
+from ledger.rules.pointintime import AsOf
+from ledger.store.query import (
     Diff,
     SearchHit,
     Snapshot,
@@ -33,8 +32,9 @@ from ledger.query import (
     snapshot,
     timeline,
 )
-from ledger.reports import quarantine_report, status_report, verification_report
-from ledger.store import LedgerReader
+from ledger.store.reports import quarantine_report, status_report, verification_report
+from ledger.store.writer import LedgerReader
+from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["create_app"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from ledger.chain import micros
-from ledger.events import Event
+from ledger.log.chain import micros
+from ledger.wire.events import Event
 
 __all__ = ["DecodedColumns", "decoded_columns"]
 

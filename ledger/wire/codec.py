@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from ledger.errors import OversizeError
-from ledger.events import Event, event_from_mapping
-from ledger.wire import SchemaSet, default_schemas
+from ledger.wire.avro import SchemaSet, default_schemas
+from ledger.wire.events import Event, event_from_mapping
 
 __all__ = ["MAX_PAYLOAD_BYTES", "decode_event", "encode_event"]
 

@@ -4,7 +4,7 @@ Everything a batch produces (chained entries, the Merkle tree nodes they complet
 quarantined messages, the Kafka offsets that follow them and, when one is due, the signed
 checkpoint of the new tree) is written in one DuckDB transaction, so a crash at any moment
 leaves either all of it or none of it, and the consumer resumes from the offsets it stored.
-The query index (ledger.facts) is derived from the entries in transactions of its own
+The query index (ledger.store.index) is derived from the entries in transactions of its own
 (:meth:`LedgerWriter.cluster`).
 DuckDB allows one writing process; a second process opens the file read-only, which works
 whenever the consumer is not running (see docs/architecture.md for reads during ingest).
@@ -24,12 +24,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ledger.chain import ALGORITHM, GENESIS, entry_hash, micros
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
-from ledger.entries import DecodedColumns
-from ledger.envelope import Envelope
 from ledger.errors import ConfigurationError, ConflictingDuplicateError, LedgerLockedError
-from ledger.facts import (
+from ledger.log.chain import ALGORITHM, GENESIS, entry_hash, micros
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.merkle import CompactRange, leaf_hash
+from ledger.store.index import (
     DERIVED_VIEW,
     RUNS,
     chunks,
@@ -45,8 +44,9 @@ from ledger.facts import (
     union,
     view,
 )
-from ledger.keys import Signer
-from ledger.merkle import CompactRange, leaf_hash
+from ledger.wire.columns import DecodedColumns
+from ledger.wire.envelope import Envelope
+from ledger.wire.keyring import Signer
 
 __all__ = [
     "Accepted",
@@ -221,7 +221,7 @@ def _refuse_other_databases(con: duckdb.DuckDBPyConnection, path: Path, *, new: 
 
 
 class StoredTree:
-    """The Merkle tree as stored: a :class:`ledger.merkle.Tree` for proofs and roots."""
+    """The Merkle tree as stored: a :class:`ledger.log.merkle.Tree` for proofs and roots."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, size: int) -> None:
         self._con = con
@@ -458,7 +458,7 @@ class LedgerWriter:
         return note
 
     def cluster(self, force: bool = False) -> int:
-        """Bring the query index (ledger.facts) up to date: the tail becomes a run once
+        """Bring the query index (ledger.store.index) up to date: the tail becomes a run once
         it is long enough (any length with ``force``), and runs of one size are merged.
         How many entries it added to the runs (0: nothing done).
 

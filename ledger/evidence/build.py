@@ -1,7 +1,7 @@
-"""Building evidence bundles from the ledger (the format and its verification: ledger.bundle).
+"""Building evidence bundles from the ledger (their format and check: ledger.evidence.bundle).
 
 The answer is the one ``ledger asof`` / ``ledger timeline`` give. The entries carried are
-exactly the candidate facts the point-in-time rules consume (``ledger.query.candidates``,
+exactly the candidate facts the point-in-time rules consume (``ledger.store.query.candidates``,
 the narrowing ``asof`` itself uses: latest deployment, failures after it, latest mutation
 per target unless a later deployment wiped it, latest classification, the grants and
 revocations of the live changes' refs), so a verifier re-derives the answer from them and
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ledger.bundle import (
+from ledger.errors import ConfigurationError, EvidenceError
+from ledger.evidence.bundle import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     AsOfQuery,
@@ -35,15 +36,14 @@ from ledger.bundle import (
     subjects_of,
     verify_bundle,
 )
-from ledger.chain import ALGORITHM
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
-from ledger.errors import ConfigurationError, EvidenceError
-from ledger.keys import Keyring, Signer
-from ledger.merkle import inclusion_proof, root_at
-from ledger.pointintime import AsOf
-from ledger.proofs import TrustedKey, b64, ledger_origin, snapshot, stored_entries
-from ledger.query import asof, candidates, check_window, timeline
-from ledger.store import LedgerReader
+from ledger.log.chain import ALGORITHM
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.merkle import inclusion_proof, root_at
+from ledger.log.proof import TrustedKey, b64, ledger_origin, snapshot, stored_entries
+from ledger.rules.pointintime import AsOf
+from ledger.store.query import asof, candidates, check_window, timeline
+from ledger.store.writer import LedgerReader
+from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["build_bundle", "evidence_query"]
 

@@ -1,0 +1,1 @@
+"""The point-in-time rules and the answers they give (pure): what was live, what changed."""

@@ -1,0 +1,1 @@
+"""Kafka: connection settings, topics, the signing producer and the bundled local broker."""
