@@ -43,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import ACTORS, TYPE_WEIGHTS, event, keyring_for, make_signers
 
 from ledger.api.app import create_app
+from ledger.store.batch import Accepted, Received
 from ledger.store.query import asof, diff, snapshot
-from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
 from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.events import event_from_mapping

@@ -41,11 +41,14 @@ from emit import keyring_for, make_signers
 from ledger.log.checkpoint import split_notes
 from ledger.log.proof import TrustedKey
 from ledger.log.witness import append_note
-from ledger.store.integrity import ENTRIES_SQL, check_entries, verify_ledger
-from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.store.batch import Accepted, Received
+from ledger.store.integrity import ENTRIES_SQL, verify_ledger
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.wire.columns import DecodedColumns
 from ledger.wire.envelope import Envelope, pae
 from ledger.wire.keyring import Keyring, Signer, load_public_key
+from ledger.workers import check_entries
 
 BATCH = 50_000
 SAMPLE = 20_000  # entries timed on one core (raw Ed25519, whole per-entry check)

@@ -35,12 +35,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.verification import Outcome, Verifier
+from consumers.verification import Verifier
 from ledger.errors import ConfigurationError, TransportError
 from ledger.log.witness import append_note
-from ledger.store.writer import Accepted, LedgerWriter, Plan, Received, Rejected
+from ledger.store.batch import Accepted, Plan, Received, Rejected
+from ledger.store.writer import LedgerWriter
 from ledger.transport.topics import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, ensure_topics
 from ledger.wire.keyring import Keyring, Signer
+from ledger.workers import Outcome
 
 if TYPE_CHECKING:
     from ledger.api.server import ApiServer

@@ -8,32 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ledger.errors import RejectedMessage
-from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.keyring import Keyring
-from ledger.wire.verify import verify_message
-from ledger.workers import spawn_pool, worker_keyring
+from ledger.workers import Outcome, spawn_pool, verify_values, verify_values_in_worker
 
-__all__ = ["Outcome", "Verifier"]
-
-Outcome = tuple[DecodedColumns | None, str, str]
-"""(columns of the verified event, or None with the refusal reason and detail)."""
-
-
-def _verify_in_worker(values: Sequence[bytes]) -> list[Outcome]:
-    return verify_all(values, worker_keyring())
-
-
-def verify_all(values: Sequence[bytes], keyring: Keyring) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    for value in values:
-        try:
-            verified = verify_message(value, keyring)
-        except RejectedMessage as exc:
-            outcomes.append((None, exc.reason, exc.message))
-        else:
-            outcomes.append((decoded_columns(verified.event, verified.key_id), "", ""))
-    return outcomes
+__all__ = ["Verifier"]
 
 
 class Verifier:
@@ -50,10 +28,10 @@ class Verifier:
         The consumer fetches the next batch while the workers verify this one.
         """
         if self._pool is None or len(values) < 64:
-            outcomes = verify_all(values, self.keyring)
+            outcomes = verify_values(values, self.keyring)
             return lambda: outcomes
         size = -(-len(values) // self.workers)
-        futures = [self._pool.submit(_verify_in_worker, values[i : i + size])
+        futures = [self._pool.submit(verify_values_in_worker, values[i : i + size])
                    for i in range(0, len(values), size)]
         return lambda: [o for future in futures for o in future.result()]
 

@@ -25,10 +25,8 @@ if TYPE_CHECKING:
         LedgerReport,
         verify_ledger,
     )
-    from ledger.store.writer import (
-        LedgerReader,
-        LedgerWriter,
-    )
+    from ledger.store.reader import LedgerReader
+    from ledger.store.writer import LedgerWriter
     from ledger.transport.producer import (
         Delivery,
         LedgerProducer,
@@ -77,7 +75,7 @@ _EXPORTS: dict[str, str] = {
     "KeyringEntry": "ledger.wire.keyring",
     "LedgerError": "ledger.errors",
     "LedgerProducer": "ledger.transport.producer",
-    "LedgerReader": "ledger.store.writer",
+    "LedgerReader": "ledger.store.reader",
     "LedgerReport": "ledger.store.integrity",
     "LedgerWriter": "ledger.store.writer",
     "PAYLOAD_TYPE": "ledger.wire.envelope",

@@ -1,11 +1,11 @@
-"""Spawned worker processes that hold the keyring: where signatures are checked (pure core).
+"""Spawned worker processes that hold the keyring: where signatures are checked.
 
 Ed25519 verification costs ~57 µs a core, so the consumer (each message) and
 ``ledger verify`` (each stored entry) spread it over one process per core. Workers are
 spawned, not forked (the consumer runs Kafka and HTTP threads), and import only the pure
-core. They ignore SIGINT and SIGTERM: stopping is the parent's job, which finishes what it
-is doing and shuts the pool down; if the parent dies (even by SIGKILL), a watcher thread in
-each worker sees it and the worker exits.
+core: this module and ledger.wire. They ignore SIGINT and SIGTERM: stopping is the
+parent's job, which finishes what it is doing and shuts the pool down; if the parent dies
+(even by SIGKILL), a watcher thread in each worker sees it and the worker exits.
 """
 
 from __future__ import annotations
@@ -14,11 +14,34 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
+from ledger.errors import RejectedMessage
+from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.keyring import Keyring
+from ledger.wire.verify import verify_entry, verify_message
 
-__all__ = ["spawn_pool", "worker_keyring"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "EntryFailure",
+    "Outcome",
+    "check_entries",
+    "check_entries_in_worker",
+    "spawn_pool",
+    "verify_values",
+    "verify_values_in_worker",
+]
+
+Outcome = tuple[DecodedColumns | None, str, str]
+"""A received message's verdict: (columns of the verified event, "", "") or (None, the
+refusal reason, detail)."""
+
+EntryFailure = tuple[int, str, str]
+"""(seq, check, message) of a stored entry that failed one of ``ledger verify``'s checks 6-8."""
 
 _keyring: Keyring | None = None
 
@@ -33,8 +56,44 @@ def spawn_pool(keyring: Keyring, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def worker_keyring() -> Keyring:
-    """The keyring this worker process was started with."""
+def verify_values(values: Sequence[bytes], keyring: Keyring) -> list[Outcome]:
+    """The consumer's check of received message values, in order."""
+    outcomes: list[Outcome] = []
+    for value in values:
+        try:
+            verified = verify_message(value, keyring)
+        except RejectedMessage as exc:
+            outcomes.append((None, exc.reason, exc.message))
+        else:
+            outcomes.append((decoded_columns(verified.event, verified.key_id), "", ""))
+    return outcomes
+
+
+def check_entries(batch: pa.RecordBatch, keyring: Keyring) -> EntryFailure | None:
+    """``ledger verify``'s checks 6-8 over a batch of stored entries, whose columns are
+    seq, envelope and the :class:`DecodedColumns` fields: the failure at the lowest seq."""
+    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+    first: EntryFailure | None = None
+    for seq, envelope, *values in zip(*columns, strict=True):
+        if first is not None and seq > first[0]:
+            continue
+        failure = verify_entry(seq, envelope, DecodedColumns(*values), keyring)
+        if failure is not None:
+            first = (seq, *failure)
+    return first
+
+
+def verify_values_in_worker(values: Sequence[bytes]) -> list[Outcome]:
+    """:func:`verify_values` under the keyring this worker was started with."""
+    return verify_values(values, _worker_keyring())
+
+
+def check_entries_in_worker(batch: pa.RecordBatch) -> EntryFailure | None:
+    """:func:`check_entries` under the keyring this worker was started with."""
+    return check_entries(batch, _worker_keyring())
+
+
+def _worker_keyring() -> Keyring:
     if _keyring is None:
         raise RuntimeError("not in a worker started by spawn_pool (no keyring)")
     return _keyring

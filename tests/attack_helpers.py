@@ -27,7 +27,9 @@ from ledger.log.merkle import CompactRange, leaf_hash, root_at
 from ledger.log.proof import TrustedKey
 from ledger.log.witness import append_note
 from ledger.store.integrity import verify_ledger
-from ledger.store.writer import ENTRY_COLUMNS, LedgerReader, LedgerWriter
+from ledger.store.reader import LedgerReader
+from ledger.store.schema import ENTRY_COLUMNS
+from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
 from ledger.wire.keyring import Keyring, Signer
 

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
 from ledger.store.integrity import LedgerReport, verify_ledger
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.producer import LedgerProducer
 from ledger.transport.topics import KafkaSettings
 from ledger.wire.avro import default_schemas

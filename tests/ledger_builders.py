@@ -11,7 +11,9 @@ from pathlib import Path
 from conftest import make_event
 
 from ledger.demo import KEY_POLICIES, build_history
-from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.store.batch import Accepted, Received
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
 from ledger.wire.columns import decoded_columns
 from ledger.wire.keyring import Keyring, Signer

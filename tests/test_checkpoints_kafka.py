@@ -13,7 +13,7 @@ from consumer_helpers import cli_json, consume, emit, entries, ledger_cli
 from consumers.ledger_consumer import CheckpointPolicy
 from ledger.log.checkpoint import open_checkpoint, split_notes
 from ledger.log.merkle import LeafHashes, leaf_hash, root_at
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.topics import KafkaSettings, read_topic
 from ledger.wire.keyring import Keyring, Signer
 

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,8 +54,9 @@ from ledger.errors import (
     RejectedMessage,
     SignatureError,
 )
+from ledger.store.index import QueryIndex
+from ledger.store.reader import LedgerReader
 from ledger.store.reports import status_report
-from ledger.store.writer import LedgerReader, LedgerWriter
 from ledger.transport.producer import seal
 from ledger.transport.topics import KafkaSettings, ensure_topics
 from ledger.wire.avro import default_schemas
@@ -503,17 +505,19 @@ def test_a_failing_query_index_does_not_stop_the_ledger_recording(
     """The index is derived data: when a run cannot be written (here DuckDB is out of
     memory), every event is chained all the same, the attempt is not repeated after every
     batch, and a later one brings the index up to date."""
-    monkeypatch.setattr("ledger.store.writer.run_due", lambda pending: pending >= 10)
+    monkeypatch.setattr("ledger.store.index.run_due", lambda pending: pending >= 10)
     attempts: list[int] = []  # the head at each attempt to write a run
-    write_run = LedgerWriter._write_run
+    write_run = QueryIndex._write_run
 
-    def out_of_memory_twice(writer: LedgerWriter, *args: Any, **kwargs: Any) -> None:
-        attempts.append(writer.head_seq)
+    def out_of_memory_twice(
+        index: QueryIndex, source: str, last: int, replacing: Sequence[str] = ()
+    ) -> None:
+        attempts.append(last)  # a run up to the head
         if len(attempts) <= 2:
             raise duckdb.OutOfMemoryException("could not allocate block (test)")
-        write_run(writer, *args, **kwargs)
+        write_run(index, source, last, replacing)
 
-    monkeypatch.setattr(LedgerWriter, "_write_run", out_of_memory_twice)
+    monkeypatch.setattr(QueryIndex, "_write_run", out_of_memory_twice)
     _emit_mixed(kafka, ci_signer, approver_signer, _mixed_events(60))
     db = tmp_path / "ledger.duckdb"
     with caplog.at_level(logging.ERROR, logger="ledger.consumer"):

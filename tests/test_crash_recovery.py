@@ -37,7 +37,7 @@ from consumer_helpers import (
 from consumers.ledger_consumer import LedgerConsumer
 from ledger.log.checkpoint import open_checkpoint, split_notes
 from ledger.log.merkle import LeafHashes, leaf_hash, root_at
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.broker import LocalBroker
 from ledger.transport.producer import seal
 from ledger.transport.topics import KafkaSettings, ensure_topics

@@ -21,7 +21,7 @@ from ledger.evidence.bundle import verify_bundle
 from ledger.log.checkpoint import open_checkpoint, split_notes
 from ledger.log.proof import TrustedKey
 from ledger.store.integrity import verify_ledger
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import load_public_key
 
 pytestmark = pytest.mark.kafka

@@ -44,7 +44,7 @@ from ledger.log.merkle import LeafHashes, inclusion_proof, leaf_hash, root, root
 from ledger.log.proof import StoredEntry, TrustedKey
 from ledger.rules.pointintime import Fact, reconstruct
 from ledger.store.query import asof, candidates, timeline
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.producer import seal
 from ledger.wire.envelope import Envelope, pae
 from ledger.wire.keyring import Keyring, Signer

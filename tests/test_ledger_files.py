@@ -10,7 +10,8 @@ import pytest
 from consumer_helpers import ledger_cli
 
 from ledger.errors import ConfigurationError
-from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 
 
 def _tables(path: Path) -> set[str]:

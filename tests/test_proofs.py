@@ -29,7 +29,7 @@ from ledger.errors import (
 from ledger.log.chain import entry_hash, micros
 from ledger.log.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash, root
 from ledger.log.proof import TrustedKey, build_consistency, build_inclusion, verify_proof
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.producer import seal
 from ledger.wire.keyring import Signer
 

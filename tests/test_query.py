@@ -20,8 +20,10 @@ from fastapi.testclient import TestClient
 
 from ledger.api.app import create_app
 from ledger.rules.pointintime import Fact, reconstruct
+from ledger.store.batch import Accepted, Received
 from ledger.store.query import TimelineEntry, asof, diff, search, snapshot, streams, timeline
-from ledger.store.writer import Accepted, LedgerReader, LedgerWriter, Received
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
 from ledger.wire.columns import decoded_columns
 from ledger.wire.events import Event

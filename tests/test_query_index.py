@@ -24,7 +24,8 @@ from ledger.errors import ChainBrokenError, CheckpointError
 from ledger.store.index import chunks, slices, to_merge
 from ledger.store.integrity import verify_ledger
 from ledger.store.query import asof, snapshot
-from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.wire.keyring import Keyring
 
 

@@ -9,7 +9,8 @@ import duckdb
 from ledger_builders import entry_hashes, write_demo_ledger
 
 from ledger.log.merkle import LeafHashes, leaf_hash, root_at
-from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.wire.keyring import Signer
 
 

@@ -32,7 +32,8 @@ from ledger_builders import append, signers, write_ledger
 from ledger.errors import ChainBrokenError
 from ledger.log.chain import GENESIS, entry_hash, micros
 from ledger.store.integrity import verify_ledger
-from ledger.store.writer import LedgerReader, LedgerWriter
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
 from ledger.wire.columns import decoded_columns
 from ledger.wire.envelope import Envelope
@@ -146,8 +147,8 @@ def test_ledger_from_before_the_tree_is_refused_with_what_to_do(ledger: Path) ->
 
 
 def test_verification_workers_load_without_kafka_duckdb_or_arrow() -> None:
-    """Workers import ledger.store.integrity for checks 6-8: small processes, fast start."""
-    code = ("import sys, ledger.store.integrity; "
+    """Workers import ledger.workers for checks 6-8: small processes, fast start."""
+    code = ("import sys, ledger.workers; "
             "print(sorted(m for m in ('kafka', 'duckdb', 'pyarrow', 'fastapi') "
             "if m in sys.modules))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -32,8 +32,8 @@ from ledger.store.query import (
     snapshot,
     timeline,
 )
+from ledger.store.reader import LedgerReader
 from ledger.store.reports import quarantine_report, status_report, verification_report
-from ledger.store.writer import LedgerReader
 from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["create_app"]

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ledger.api.client import fetch
 from ledger.errors import ConfigurationError, LedgerError
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.topics import DEFAULT_TOPIC, KafkaSettings
 
 PIPED_WIDTH = 200

@@ -51,8 +51,8 @@ from ledger.cli.proof import TrustedKeyOption
 from ledger.cli.proof import trusted_key as trusted_key_from
 from ledger.errors import ConfigurationError
 from ledger.log.checkpoint import split_notes
+from ledger.store.reader import LedgerReader
 from ledger.store.reports import quarantine_report, status_report, verification_report
-from ledger.store.writer import LedgerReader
 from ledger.transport.topics import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, read_topic
 from ledger.wire.keyring import Keyring, Signer
 

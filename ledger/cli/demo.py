@@ -39,7 +39,7 @@ from ledger.evidence.bundle import AsOfQuery
 from ledger.log.proof import TrustedKey
 from ledger.store.integrity import verify_ledger
 from ledger.store.query import asof, diff, snapshot
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.transport.broker import LocalBroker
 from ledger.transport.topics import (
     DEFAULT_CHECKPOINT_TOPIC,

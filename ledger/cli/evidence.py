@@ -27,7 +27,7 @@ from ledger.cli.query import print_asof, print_timeline
 from ledger.errors import EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
 from ledger.evidence.bundle import AsOfQuery, BundleReport, TimelineQuery, verify_bundle
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import Keyring, Signer
 
 

@@ -32,7 +32,7 @@ from ledger.log.proof import (
     build_inclusion,
     verify_proof,
 )
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import load_public_key
 
 app = typer.Typer(

@@ -33,7 +33,7 @@ from ledger.store.query import diff as diff_query
 from ledger.store.query import search as search_query
 from ledger.store.query import snapshot as snapshot_query
 from ledger.store.query import timeline as timeline_query
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 
 Service = Annotated[str, typer.Option("--service", help="Service name.")]
 Env = Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")]

@@ -42,7 +42,7 @@ from ledger.log.merkle import inclusion_proof, root_at
 from ledger.log.proof import TrustedKey, b64, ledger_origin, snapshot, stored_entries
 from ledger.rules.pointintime import AsOf
 from ledger.store.query import asof, candidates, check_window, timeline
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["build_bundle", "evidence_query"]

@@ -1,6 +1,6 @@
 """Inclusion and consistency proofs over the ledger, as JSON any RFC 9162 client can check.
 
-A proof is built from a :class:`~ledger.store.writer.LedgerReader` (the stored tree answers with
+A proof is built from a :class:`~ledger.store.reader.LedgerReader` (the stored tree answers with
 O(log n) lookups) and verified from the parsed JSON alone, with no I/O, so an auditor
 checks it without the ledger. Hashes are base64, as in C2SP checkpoints and Certificate
 Transparency. An inclusion proof carries the entry's exact stored bytes, so the verifier
@@ -53,7 +53,7 @@ from ledger.log.merkle import (
 )
 
 if TYPE_CHECKING:
-    from ledger.store.writer import LedgerReader
+    from ledger.store.reader import LedgerReader
 
 __all__ = [
     "Base64",

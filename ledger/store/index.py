@@ -1,4 +1,4 @@
-"""The query index: what the point-in-time rules read, clustered by stream (SQL only).
+"""The query index: what the point-in-time rules read, clustered by stream, and its upkeep.
 
 Entries are stored in sequence order, so the history of one service and environment (a
 stream) is spread over the whole file, and a question about it decompresses every row
@@ -6,10 +6,10 @@ group: about 60 ms per question at ten million entries. The index holds the fiel
 rules read as typed columns (no JSON to parse) in *runs*: tables ``facts_run_<last seq>``,
 each covering a range of entries, written stream by stream, so that DuckDB's min/max zone
 maps skip the row groups of every other stream, and within a row group its rows are
-together. The view ``facts`` unions the runs and
-derives the facts of the newest entries (the tail) on the fly; ``LedgerWriter.cluster``
-turns a long enough tail into a run and merges runs of one size, like a log-structured
-merge tree, and redefines the view in the same transaction.
+together. The view ``facts`` unions the runs and derives the facts of the newest entries
+(the tail) on the fly; :meth:`QueryIndex.cluster` (the writer's) turns a long enough tail
+into a run and merges runs of one size, like a log-structured merge tree, and redefines
+the view in the same transaction.
 
 It is derived data, like the decoded columns: :data:`DERIVE` is its one definition, and
 ``ledger verify`` re-derives it and compares.
@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import duckdb
+
 __all__ = [
     "DERIVE",
     "DERIVED_VIEW",
     "RUNS",
+    "QueryIndex",
     "chunks",
     "create_table",
     "derive_range",
@@ -184,3 +187,73 @@ def insert_slice(table: str, source: str, streams: int) -> str:
         f"INSERT INTO {table} SELECT * FROM {source} "
         f"WHERE environment = $env AND service BETWEEN $first AND $last{order}"
     )
+
+
+class QueryIndex:
+    """The writer's upkeep of the index over its own connection (one writer, no lock)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        runs = self._runs()
+        self.indexed_seq: int = max((last for _, last, _ in runs), default=0)
+        self._failed_tail = 0  # the tail's length at the last failed cluster(), if any
+        # The view, (re)defined by this build's DERIVE.
+        con.execute(view([name for name, _, _ in runs], self.indexed_seq))
+
+    def cluster(self, head_seq: int, force: bool = False) -> int:
+        """Bring the index up to entry ``head_seq``: the tail becomes a run once it is long
+        enough (any length with ``force``), and runs of one size are merged. How many
+        entries it added to the runs (0: nothing done).
+
+        One transaction: readers see the old runs or the new ones, never a mix. If it fails,
+        nothing changed, and without ``force`` it is not tried again until another run's
+        worth of entries has arrived.
+        """
+        covered = self.indexed_seq
+        pending = head_seq - covered
+        if pending == 0 or not (force or run_due(pending - self._failed_tail)):
+            return 0
+        runs = self._runs()
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for first, last in chunks(covered + 1, head_seq):
+                self._write_run(derive_range(first, last), last)
+                runs.append((run_name(last), last, last - first + 1))
+                while merge := to_merge([(name, rows) for name, _, rows in runs]):
+                    merged = runs[-len(merge):]
+                    del runs[-len(merge):]
+                    self._write_run(union(merge), last, replacing=merge)
+                    runs.append((run_name(last), last, sum(r for _, _, r in merged)))
+            con.execute(view([name for name, _, _ in runs], head_seq))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self._failed_tail = pending
+            raise
+        self.indexed_seq = head_seq
+        self._failed_tail = 0
+        return pending
+
+    def _runs(self) -> list[tuple[str, int, int]]:
+        """(name, last seq, rows) of each run, oldest first."""
+        runs = []
+        for (name,) in self._con.execute(RUNS).fetchall():
+            [(rows,)] = self._con.execute(f"SELECT count(*) FROM {name}").fetchall()
+            runs.append((name, run_last(name), int(rows)))
+        return sorted(runs, key=lambda run: run[1])
+
+    def _write_run(self, source: str, last: int, replacing: Sequence[str] = ()) -> None:
+        """Write the facts of ``source`` stream slice by stream slice to run ``last``."""
+        con = self._con
+        con.execute(create_table("new_run"))
+        for environment, first, final, streams in slices(
+            con.execute(stream_sizes(source)).fetchall()
+        ):
+            con.execute(
+                insert_slice("new_run", source, streams),
+                {"env": environment, "first": first, "last": final},
+            )
+        for old in replacing:
+            con.execute(f"DROP TABLE {old}")
+        con.execute(f"ALTER TABLE new_run RENAME TO {run_name(last)}")

@@ -56,32 +56,26 @@ from time import perf_counter
 from typing import TYPE_CHECKING, TypeVar
 
 from ledger.errors import (
-    AuthorizationError,
     ChainBrokenError,
     CheckpointError,
     ConfigurationError,
     InconsistentCheckpointError,
-    LedgerError,
-    SignatureError,
 )
 from ledger.log.chain import DOMAIN, GENESIS
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import Tree, root_at
 from ledger.store.index import DERIVE
-from ledger.wire.codec import decode_event
-from ledger.wire.columns import DecodedColumns, decoded_columns
-from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
+from ledger.wire.columns import DecodedColumns
 from ledger.wire.keyring import Keyring
-from ledger.workers import spawn_pool, worker_keyring
+from ledger.workers import EntryFailure, check_entries, check_entries_in_worker, spawn_pool
 
 if TYPE_CHECKING:
     import duckdb
-    import pyarrow as pa
 
     from ledger.log.proof import TrustedKey
-    from ledger.store.writer import LedgerReader
+    from ledger.store.reader import LedgerReader
 
-__all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "check_entries", "verify_ledger"]
+__all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "verify_ledger"]
 
 CHECKS = (
     "sequence", "link", "entry_hash", "ingestion_order", "tree", "decoded_columns",
@@ -94,9 +88,6 @@ _T = TypeVar("_T")
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total) as verification advances."""
-
-EntryFailure = tuple[int, str, str]
-"""(seq, check, message) of an entry that failed one of checks 6-8."""
 
 # 1, 2, 4: the row at each position in seq order beside the previous row's hash and time.
 _ORDER_SQL = """
@@ -156,7 +147,8 @@ _ENTRY_COLUMNS = ", ".join(
     "epoch_us(time) AS time_us" if name == "time_us" else name for name in DecodedColumns._fields
 )
 ENTRIES_SQL = f"SELECT seq, envelope, {_ENTRY_COLUMNS} FROM entries WHERE seq < $bound"
-"""The batches :func:`check_entries` takes: every entry below ``$bound``, storage order."""
+"""The batches :func:`ledger.workers.check_entries` takes: every entry below ``$bound``, in
+storage order."""
 
 
 @dataclass
@@ -360,64 +352,7 @@ def _tree_failures(con: duckdb.DuckDBPyConnection, size: int) -> list[ChainBroke
         seq=last + 1, check="tree")]  # fmt: skip
 
 
-# --- 6-8: each entry's envelope ------------------------------------------------------------
-
-
-def check_entries(batch: pa.RecordBatch, keyring: Keyring) -> EntryFailure | None:
-    """Checks 6-8 over one batch of ``ENTRIES_SQL``: the failure at the lowest seq."""
-    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-    first: EntryFailure | None = None
-    for seq, envelope, *values in zip(*columns, strict=True):
-        if first is not None and seq > first[0]:
-            continue
-        failure = _check_entry(seq, envelope, DecodedColumns(*values), keyring)
-        if failure is not None:
-            first = (seq, *failure)
-    return first
-
-
-def _check_entry(
-    seq: int, envelope_bytes: bytes, stored: DecodedColumns, keyring: Keyring
-) -> tuple[str, str] | None:
-    # 6. The stored columns are what the signed envelope says.
-    try:
-        envelope = Envelope.from_bytes(envelope_bytes)
-        event = decode_event(envelope.payload)
-    except LedgerError as exc:
-        return "decoded_columns", f"entry {seq}: stored envelope no longer decodes: {exc.message}"
-    signatures = [s.sig for s in envelope.signatures if s.keyid == stored.key_id]
-    if not signatures:
-        return "decoded_columns", f"entry {seq}: key_id {stored.key_id!r} did not sign it"
-    fresh = decoded_columns(event, stored.key_id)
-    for name, want, got in zip(DecodedColumns._fields, fresh, stored, strict=True):
-        if want != got:
-            return "decoded_columns", (
-                f"entry {seq}: column {name} is {got!r} but the signed event says {want!r}"
-            )
-    # 7. The signature by key_id verifies under the keyring's key.
-    if envelope.payload_type != PAYLOAD_TYPE:
-        kind = envelope.payload_type
-        return "signature", f"entry {seq}: payloadType {kind!r} is not the ledger's"
-    message = pae(envelope.payload_type, envelope.payload)
-    errors: list[SignatureError] = []
-    for sig in signatures:
-        try:
-            keyring.check_signature(stored.key_id, message, sig)
-            break
-        except SignatureError as exc:
-            errors.append(exc)
-    else:
-        return "signature", f"entry {seq}: {errors[0].message} ({errors[0].reason})"
-    # 8. The key may vouch for this event at the event's time, by today's keyring.
-    try:
-        keyring.authorize(stored.key_id, event.type, event.source, event.time)
-    except AuthorizationError as exc:
-        return "authorization", f"entry {seq}: {exc.message} ({exc.reason})"
-    return None
-
-
-def _check_in_worker(batch: pa.RecordBatch) -> EntryFailure | None:
-    return check_entries(batch, worker_keyring())
+# --- 6-8: each entry's envelope (ledger.wire.verify.verify_entry, in worker processes) -----
 
 
 def _entry_checks(
@@ -464,7 +399,7 @@ def _entry_checks(
             elif pool is None:
                 settle(check_entries(batch, keyring), batch.num_rows)
             else:
-                in_flight[pool.submit(_check_in_worker, batch)] = batch.num_rows
+                in_flight[pool.submit(check_entries_in_worker, batch)] = batch.num_rows
                 wait_until(2 * workers)  # bounded memory: two batches per worker in flight
         wait_until(0)
     finally:

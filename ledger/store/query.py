@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import ConfigurationError
 from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 
 __all__ = [
     "Change",

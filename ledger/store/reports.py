@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.store.index import RUNS, run_last
 from ledger.store.integrity import Progress, verify_ledger
-from ledger.store.writer import LedgerReader
+from ledger.store.reader import LedgerReader
 
 if TYPE_CHECKING:
     from ledger.log.proof import TrustedKey

@@ -1,8 +1,12 @@
-"""Verification of one received message: a pure checklist over bytes, no I/O.
+"""Verification of one signed event: a pure checklist over bytes, no I/O.
 
 Each step either passes or raises its own domain error, so a quarantined message always
 says precisely which check it failed. Signatures are checked over the exact received
 payload bytes before the payload is parsed; nothing is ever re-serialised to be checked.
+
+The consumer runs the checklist on every message it receives (:func:`verify_message`);
+``ledger verify`` runs the same steps on every stored entry (:func:`verify_entry`), so
+"verify re-checks exactly what the consumer checked" holds by construction.
 """
 
 from __future__ import annotations
@@ -12,18 +16,29 @@ from dataclasses import dataclass
 from ledger.errors import (
     AuthorizationError,
     BadSignatureError,
+    LedgerError,
     OversizeError,
+    SignatureError,
     UnknownKeyError,
     UnsignedError,
     WrongPayloadTypeError,
 )
 from ledger.wire.avro import SchemaSet
 from ledger.wire.codec import decode_event
+from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring
 
-__all__ = ["MAX_ENVELOPE_BYTES", "VerifiedEvent", "verify_message"]
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "EntryFailure",
+    "VerifiedEvent",
+    "authorized_signer",
+    "verified_signers",
+    "verify_entry",
+    "verify_message",
+]
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 
@@ -49,6 +64,19 @@ def verify_message(
         )
     # 2. The envelope decodes.
     envelope = Envelope.from_bytes(data, schemas)
+    # 3-5. It carries a ledger event, signed by a key the keyring knows.
+    signers = verified_signers(envelope, keyring)
+    # 6. The signed payload decodes and 7. is a valid event.
+    event = decode_event(envelope.payload, schemas)
+    # 8. A verified key is authorized for this type and source at the event's time.
+    key_id = authorized_signer(event, signers, keyring)
+    return VerifiedEvent(data, envelope.payload, event, key_id)
+
+
+def verified_signers(
+    envelope: Envelope, keyring: Keyring, only: str | None = None
+) -> list[str]:
+    """Steps 3-5: the ids of the keys whose signature verifies (of key ``only``, if given)."""
     # 3. It carries a ledger event.
     if envelope.payload_type != PAYLOAD_TYPE:
         raise WrongPayloadTypeError(
@@ -57,9 +85,10 @@ def verify_message(
     # 4. At least one signature is by a key the keyring knows.
     if not envelope.signatures:
         raise UnsignedError("the envelope carries no signature")
-    known = [s for s in envelope.signatures if s.keyid in keyring.keys]
+    signatures = [s for s in envelope.signatures if only is None or s.keyid == only]
+    known = [s for s in signatures if s.keyid in keyring.keys]
     if not known:
-        ids = ", ".join(repr(s.keyid) for s in envelope.signatures)
+        ids = ", ".join(repr(s.keyid) for s in signatures or envelope.signatures)
         raise UnknownKeyError(f"no signature by a trusted key (signed by {ids})")
     # 5. A signature verifies over PAE(payloadType, exact payload bytes).
     message = pae(envelope.payload_type, envelope.payload)
@@ -68,20 +97,61 @@ def verify_message(
     for signature in known:
         try:
             keyring.check_signature(signature.keyid, message, signature.sig)
-            verified.append(signature.keyid)
         except BadSignatureError as exc:
             failures.append(exc)
+        else:
+            if signature.keyid not in verified:
+                verified.append(signature.keyid)
     if not verified:
         raise failures[0]
-    # 6. The signed payload decodes and 7. is a valid event.
-    event = decode_event(envelope.payload, schemas)
-    # 8. A verified key is authorized for this type and source at the event's time.
+    return verified
+
+
+def authorized_signer(event: Event, key_ids: list[str], keyring: Keyring) -> str:
+    """Step 8: the first of ``key_ids`` that may vouch for this event at its time."""
     denials: list[AuthorizationError] = []
-    for key_id in verified:
+    for key_id in key_ids:
         try:
             keyring.authorize(key_id, event.type, event.source, event.time)
         except AuthorizationError as exc:
             denials.append(exc)
         else:
-            return VerifiedEvent(data, envelope.payload, event, key_id)
+            return key_id
     raise denials[0]
+
+
+EntryFailure = tuple[str, str]
+"""(check, message) of a stored entry that fails checks 6-8 of docs/formats.md §10."""
+
+
+def verify_entry(
+    seq: int, envelope_bytes: bytes, stored: DecodedColumns, keyring: Keyring
+) -> EntryFailure | None:
+    """The checklist over one stored entry: ``ledger verify``'s checks 6-8.
+
+    6 (``decoded_columns``): the envelope and its payload decode (steps 2, 6, 7), the key
+    the entry is attributed to signed it, and the stored columns are a fresh decode's;
+    7 (``signature``): steps 3-5 for that key; 8 (``authorization``): step 8 for it.
+    """
+    try:
+        envelope = Envelope.from_bytes(envelope_bytes)
+        event = decode_event(envelope.payload)
+    except LedgerError as exc:
+        return "decoded_columns", f"entry {seq}: stored envelope no longer decodes: {exc.message}"
+    if stored.key_id not in {s.keyid for s in envelope.signatures}:
+        return "decoded_columns", f"entry {seq}: key_id {stored.key_id!r} did not sign it"
+    fresh = decoded_columns(event, stored.key_id)
+    for name, want, got in zip(DecodedColumns._fields, fresh, stored, strict=True):
+        if want != got:
+            return "decoded_columns", (
+                f"entry {seq}: column {name} is {got!r} but the signed event says {want!r}"
+            )
+    try:
+        verified_signers(envelope, keyring, only=stored.key_id)
+    except SignatureError as exc:
+        return "signature", f"entry {seq}: {exc.message} ({exc.reason})"
+    try:
+        authorized_signer(event, [stored.key_id], keyring)
+    except AuthorizationError as exc:
+        return "authorization", f"entry {seq}: {exc.message} ({exc.reason})"
+    return None
