@@ -43,7 +43,8 @@ from kafka import KafkaProducer
 
 from ledger.transport.broker import LocalBroker
 from ledger.transport.producer import LedgerProducer, seal
-from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.transport.settings import KafkaSettings
+from ledger.transport.topics import ensure_topics
 from ledger.wire.envelope import PAYLOAD_TYPE
 from ledger.wire.events import Event, event_from_mapping
 from ledger.wire.keyring import Keyring, Signer

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import broker_bootstrap, build_events, keyring_for, make_signers
 
 from ledger.transport.producer import seal
-from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.transport.settings import KafkaSettings
+from ledger.transport.topics import ensure_topics
 from ledger.wire.keyring import Signer
 from ledger.wire.verify import verify_message
 

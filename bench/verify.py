@@ -38,8 +38,7 @@ import nacl.signing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import keyring_for, make_signers
 
-from ledger.log.checkpoint import split_notes
-from ledger.log.proof import TrustedKey
+from ledger.log.checkpoint import TrustedKey, split_notes
 from ledger.log.witness import append_note
 from ledger.store.batch import Accepted, Received
 from ledger.store.integrity import ENTRIES_SQL, verify_ledger

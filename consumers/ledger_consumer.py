@@ -40,7 +40,8 @@ from ledger.errors import ConfigurationError, TransportError
 from ledger.log.witness import append_note
 from ledger.store.batch import Accepted, Plan, Received, Rejected
 from ledger.store.writer import LedgerWriter
-from ledger.transport.topics import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, ensure_topics
+from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings
+from ledger.transport.topics import ensure_topics
 from ledger.wire.keyring import Keyring, Signer
 from ledger.workers import Outcome
 

@@ -32,9 +32,7 @@ if TYPE_CHECKING:
         LedgerProducer,
         seal,
     )
-    from ledger.transport.topics import (
-        KafkaSettings,
-    )
+    from ledger.transport.settings import KafkaSettings
     from ledger.wire.codec import (
         decode_event,
         encode_event,
@@ -70,7 +68,7 @@ _EXPORTS: dict[str, str] = {
     "Envelope": "ledger.wire.envelope",
     "Event": "ledger.wire.events",
     "InvalidEventError": "ledger.errors",
-    "KafkaSettings": "ledger.transport.topics",
+    "KafkaSettings": "ledger.transport.settings",
     "Keyring": "ledger.wire.keyring",
     "KeyringEntry": "ledger.wire.keyring",
     "LedgerError": "ledger.errors",

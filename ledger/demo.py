@@ -19,7 +19,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from ledger.transport.producer import LedgerProducer
-from ledger.transport.topics import KafkaSettings
+from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import encode_event
 from ledger.wire.envelope import Envelope
 from ledger.wire.events import Event, event_from_mapping

@@ -24,6 +24,13 @@ class ConfigurationError(LedgerError):
     reason = "configuration"
 
 
+class QueryError(ConfigurationError):
+    """A question that cannot be asked: a window that ends before it starts, search terms
+    that are not one image digest, commit or change ref."""
+
+    reason = "invalid_query"
+
+
 class TransportError(LedgerError):
     """Kafka could not be reached, or did not acknowledge a message."""
 

@@ -22,9 +22,8 @@ from ledger_builders import append, signers
 
 from ledger.errors import ChainBrokenError, CheckpointError
 from ledger.log.chain import GENESIS, entry_hash, micros
-from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash, root_at
-from ledger.log.proof import TrustedKey
 from ledger.log.witness import append_note
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ledger.transport.broker import LocalBroker
-from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.transport.settings import KafkaSettings
+from ledger.transport.topics import ensure_topics
 from ledger.wire.events import Event, event_from_mapping
 from ledger.wire.keyring import Keyring, Signer
 

@@ -22,7 +22,7 @@ from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
 from ledger.store.integrity import LedgerReport, verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.transport.producer import LedgerProducer
-from ledger.transport.topics import KafkaSettings
+from ledger.transport.settings import KafkaSettings
 from ledger.wire.avro import default_schemas
 from ledger.wire.envelope import Envelope
 from ledger.wire.events import Event

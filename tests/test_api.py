@@ -17,10 +17,10 @@ import pytest
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.evidence.bundle import verify_bundle
-from ledger.log.proof import TrustedKey
+from ledger.log.checkpoint import TrustedKey
 from ledger.transport.broker import free_port
 from ledger.transport.producer import LedgerProducer
-from ledger.transport.topics import KafkaSettings
+from ledger.transport.settings import KafkaSettings
 from ledger.wire.keyring import Keyring, Signer
 from tests.conftest import make_event
 from tests.consumer_helpers import cli_json, ledger_cli

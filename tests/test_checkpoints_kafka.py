@@ -14,7 +14,8 @@ from consumers.ledger_consumer import CheckpointPolicy
 from ledger.log.checkpoint import open_checkpoint, split_notes
 from ledger.log.merkle import LeafHashes, leaf_hash, root_at
 from ledger.store.reader import LedgerReader
-from ledger.transport.topics import KafkaSettings, read_topic
+from ledger.transport.settings import KafkaSettings
+from ledger.transport.topics import read_topic
 from ledger.wire.keyring import Keyring, Signer
 
 pytestmark = pytest.mark.kafka

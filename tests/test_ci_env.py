@@ -14,7 +14,7 @@ from conftest import IMAGE_A
 from kafka import KafkaConsumer, TopicPartition
 
 from ledger.integrations.ci_env import CiContext, detect_ci
-from ledger.transport.topics import KafkaSettings
+from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import decode_event
 from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import generate_key_files

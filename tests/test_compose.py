@@ -22,7 +22,7 @@ import yaml
 
 from ledger.cli import app
 from ledger.transport.broker import free_port
-from ledger.transport.topics import DLQ_SUFFIX, KafkaSettings
+from ledger.transport.settings import DLQ_SUFFIX, KafkaSettings
 from ledger.wire.keyring import Keyring, Signer
 from tests.conftest import IMAGE_A, make_event
 from tests.consumer_helpers import cli_env, cli_json, emit, ledger_cli

@@ -58,7 +58,8 @@ from ledger.store.index import QueryIndex
 from ledger.store.reader import LedgerReader
 from ledger.store.reports import status_report
 from ledger.transport.producer import seal
-from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.transport.settings import KafkaSettings
+from ledger.transport.topics import ensure_topics
 from ledger.wire.avro import default_schemas
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
 from ledger.wire.events import Event, event_from_mapping

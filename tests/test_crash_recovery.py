@@ -40,7 +40,8 @@ from ledger.log.merkle import LeafHashes, leaf_hash, root_at
 from ledger.store.reader import LedgerReader
 from ledger.transport.broker import LocalBroker
 from ledger.transport.producer import seal
-from ledger.transport.topics import KafkaSettings, ensure_topics
+from ledger.transport.settings import KafkaSettings
+from ledger.transport.topics import ensure_topics
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer
 

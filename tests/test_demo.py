@@ -18,8 +18,7 @@ from ledger.cli import demo as demo_cli
 from ledger.demo import build_history
 from ledger.errors import TransportError
 from ledger.evidence.bundle import verify_bundle
-from ledger.log.checkpoint import open_checkpoint, split_notes
-from ledger.log.proof import TrustedKey
+from ledger.log.checkpoint import TrustedKey, open_checkpoint, split_notes
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import load_public_key

@@ -26,7 +26,7 @@ from ledger.cli import app
 from ledger.errors import TransportError
 from ledger.transport.broker import free_port
 from ledger.transport.producer import LedgerProducer
-from ledger.transport.topics import KafkaSettings
+from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import decode_event
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
 from ledger.wire.events import EVENT_TYPES

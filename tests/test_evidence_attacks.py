@@ -39,9 +39,15 @@ from ledger.evidence.bundle import (
     verify_bundle,
 )
 from ledger.log.chain import micros
-from ledger.log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
+from ledger.log.checkpoint import (
+    Checkpoint,
+    TrustedKey,
+    open_checkpoint,
+    sign_checkpoint,
+    verifier_key,
+)
 from ledger.log.merkle import LeafHashes, inclusion_proof, leaf_hash, root, root_at
-from ledger.log.proof import StoredEntry, TrustedKey
+from ledger.log.proof import StoredEntry
 from ledger.rules.pointintime import Fact, reconstruct
 from ledger.store.query import asof, candidates, timeline
 from ledger.store.reader import LedgerReader

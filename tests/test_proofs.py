@@ -27,8 +27,10 @@ from ledger.errors import (
     ProofError,
 )
 from ledger.log.chain import entry_hash, micros
+from ledger.log.checkpoint import TrustedKey
 from ledger.log.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash, root
-from ledger.log.proof import TrustedKey, build_consistency, build_inclusion, verify_proof
+from ledger.log.proof import verify_proof
+from ledger.store.prove import build_consistency, build_inclusion
 from ledger.store.reader import LedgerReader
 from ledger.transport.producer import seal
 from ledger.wire.keyring import Signer

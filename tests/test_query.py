@@ -19,9 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger.api.app import create_app
+from ledger.errors import QueryError
+from ledger.rules.answers import TimelineEntry
 from ledger.rules.pointintime import Fact, reconstruct
+from ledger.rules.questions import search_terms
 from ledger.store.batch import Accepted, Received
-from ledger.store.query import TimelineEntry, asof, diff, search, snapshot, streams, timeline
+from ledger.store.query import asof, diff, search, snapshot, streams, timeline
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
@@ -176,12 +179,12 @@ def test_timeline_is_ordered_by_valid_time(reader: LedgerReader) -> None:
 
 
 def test_search_by_image_digest_commit_and_change_ref(reader: LedgerReader) -> None:
-    assert {h.seq for h in search(reader, image=IMAGE_B)} == {6, 7, 8, 9}
-    assert {h.seq for h in search(reader, image=DIGEST_A)} == {2, 3, 6}
-    assert [h.seq for h in search(reader, change_ref="CHG-1")] == [2, 3, 6]
-    assert search(reader, commit="deadbeef") == []
-    with pytest.raises(ValueError, match="exactly one"):
-        search(reader, image=IMAGE_A, change_ref="CHG-1")
+    assert {h.seq for h in search(reader, search_terms(image=IMAGE_B))} == {6, 7, 8, 9}
+    assert {h.seq for h in search(reader, search_terms(image=DIGEST_A))} == {2, 3, 6}
+    assert [h.seq for h in search(reader, search_terms(change_ref="CHG-1"))] == [2, 3, 6]
+    assert search(reader, search_terms(commit="deadbeef")) == []
+    with pytest.raises(QueryError, match="exactly one"):
+        search_terms(image=IMAGE_A, change_ref="CHG-1")
 
 
 def test_search_by_a_short_digest_as_the_tables_show_it(
@@ -190,16 +193,17 @@ def test_search_by_a_short_digest_as_the_tables_show_it(
     """The tables print images as name@<12 hex>: that, a digest prefix with or without its
     algorithm, or a whole reference finds the same entries; another repository does not."""
     short = DIGEST_A.removeprefix("sha256:")[:12]
-    whole = {h.seq for h in search(reader, image=IMAGE_A)}
+    whole = {h.seq for h in search(reader, search_terms(image=IMAGE_A))}
     assert whole == {2, 3, 6}
     for given in (f"checkout@{short}", short, DIGEST_A[:15], f"registry.example/checkout@{short}",
                   DIGEST_A, short.upper()):
-        assert {h.seq for h in search(reader, image=given)} == whole, given
-    assert search(reader, image=f"billing@{short}") == []
-    assert search(reader, image=f"example/checkout@{short}") == []  # a path matches whole
-    assert search(reader, image="sha512:" + "a" * 12) == []
-    with pytest.raises(ValueError, match="tags are not evidence"):
-        search(reader, image="registry.example/checkout:1.2")
+        assert {h.seq for h in search(reader, search_terms(image=given))} == whole, given
+    assert search(reader, search_terms(image=f"billing@{short}")) == []
+    # A path matches whole:
+    assert search(reader, search_terms(image=f"example/checkout@{short}")) == []
+    assert search(reader, search_terms(image="sha512:" + "a" * 12)) == []
+    with pytest.raises(QueryError, match="tags are not evidence"):
+        search_terms(image="registry.example/checkout:1.2")
     db, _ = history
     found = _cli("search", "--db", str(db), "--image", f"checkout@{short}")
     assert [h["seq"] for h in found] == [2, 3, 6]

@@ -20,12 +20,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.errors import ConfigurationError, EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
+from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
+from ledger.rules.questions import search_terms
 from ledger.store.query import (
-    Diff,
-    SearchHit,
-    Snapshot,
-    TimelineEntry,
     asof,
     diff,
     search,
@@ -162,12 +160,7 @@ def create_app(
         = None,
     ) -> list[SearchHit]:
         """Where an image ran, a commit was deployed or a change ref used."""
-        if sum(v is not None for v in (image, commit, change_ref)) != 1:
-            raise HTTPException(400, "give exactly one of image, commit, change_ref")
-        try:
-            return search(reader, image=image, commit=commit, change_ref=change_ref)
-        except ValueError as exc:  # an image that is no digest
-            raise HTTPException(400, str(exc)) from None
+        return search(reader, search_terms(image, commit, change_ref))
 
     @app.get(
         "/v1/evidence",

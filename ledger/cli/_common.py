@@ -20,7 +20,7 @@ from rich.table import Table
 from ledger.api.client import fetch
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.store.reader import LedgerReader
-from ledger.transport.topics import DEFAULT_TOPIC, KafkaSettings
+from ledger.transport.settings import DEFAULT_TOPIC, KafkaSettings
 
 PIPED_WIDTH = 200
 """Results piped to a file, grep or less are not folded to fit 80 columns (rich's default

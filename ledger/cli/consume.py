@@ -53,7 +53,8 @@ from ledger.errors import ConfigurationError
 from ledger.log.checkpoint import split_notes
 from ledger.store.reader import LedgerReader
 from ledger.store.reports import quarantine_report, status_report, verification_report
-from ledger.transport.topics import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings, read_topic
+from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings
+from ledger.transport.topics import read_topic
 from ledger.wire.keyring import Keyring, Signer
 
 log = logging.getLogger("ledger.consumer")

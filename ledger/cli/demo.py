@@ -36,17 +36,13 @@ from ledger.demo import (
 )
 from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import AsOfQuery
-from ledger.log.proof import TrustedKey
+from ledger.log.checkpoint import TrustedKey
 from ledger.store.integrity import verify_ledger
 from ledger.store.query import asof, diff, snapshot
 from ledger.store.reader import LedgerReader
 from ledger.transport.broker import LocalBroker
-from ledger.transport.topics import (
-    DEFAULT_CHECKPOINT_TOPIC,
-    DEFAULT_TOPIC,
-    KafkaSettings,
-    ensure_topics,
-)
+from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_TOPIC, KafkaSettings
+from ledger.transport.topics import ensure_topics
 
 
 def demo(

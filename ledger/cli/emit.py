@@ -27,7 +27,7 @@ from ledger.cli._common import (
 from ledger.errors import LedgerError
 from ledger.integrations.ci_env import detect_ci
 from ledger.transport.producer import Delivery, LedgerProducer
-from ledger.transport.topics import DEFAULT_TOPIC
+from ledger.transport.settings import DEFAULT_TOPIC
 from ledger.wire.codec import encode_event
 from ledger.wire.events import Event, event_from_json, event_from_mapping
 from ledger.wire.keyring import Signer

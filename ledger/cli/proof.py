@@ -22,16 +22,9 @@ from ledger.cli._common import (
     reporting_errors,
 )
 from ledger.errors import CheckpointError, ProofError
-from ledger.log.proof import (
-    ConsistencyProof,
-    InclusionProof,
-    ProofResult,
-    TrustedKey,
-    b64,
-    build_consistency,
-    build_inclusion,
-    verify_proof,
-)
+from ledger.log.checkpoint import TrustedKey
+from ledger.log.proof import ConsistencyProof, InclusionProof, ProofResult, b64, verify_proof
+from ledger.store.prove import build_consistency, build_inclusion
 from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import load_public_key
 

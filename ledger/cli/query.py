@@ -16,7 +16,6 @@ from ledger.cli._common import (
     DbPath,
     JsonFlag,
     console,
-    fail,
     local_or_remote,
     out,
     parse_time,
@@ -27,11 +26,12 @@ from ledger.cli._common import (
     short_time,
     table,
 )
+from ledger.rules.questions import check_window, search_terms
 from ledger.store.query import asof as asof_query
-from ledger.store.query import check_window, image_pattern, streams
 from ledger.store.query import diff as diff_query
 from ledger.store.query import search as search_query
 from ledger.store.query import snapshot as snapshot_query
+from ledger.store.query import streams
 from ledger.store.query import timeline as timeline_query
 from ledger.store.reader import LedgerReader
 
@@ -301,19 +301,12 @@ def search(
     """Where and when an image ran, a commit was deployed, or a change ref was used."""
     given = {k: v for k, v in (("image", image), ("commit", commit), ("change_ref", change_ref))
              if v is not None}
-    if len(given) != 1:
-        fail("give exactly one of --image, --commit or --change-ref")
-    if image is not None:
-        try:
-            image_pattern(image)
-        except ValueError as exc:
-            fail(f"--{exc}")
-
-    def local(reader: LedgerReader) -> list[dict[str, Any]]:
-        return [h.model_dump(mode="json") for h in search_query(reader, **given)]
-
     with reporting_errors():
-        hits = local_or_remote(db, api, "/v1/search?" + urlencode(given), local)
+        terms = search_terms(image, commit, change_ref)
+        hits = local_or_remote(
+            db, api, "/v1/search?" + urlencode(given),
+            lambda reader: [h.model_dump(mode="json") for h in search_query(reader, terms)],
+        )
     if json_out:
         print_json(hits)
         return

@@ -37,11 +37,13 @@ from ledger.evidence.bundle import (
     verify_bundle,
 )
 from ledger.log.chain import ALGORITHM
-from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
 from ledger.log.merkle import inclusion_proof, root_at
-from ledger.log.proof import TrustedKey, b64, ledger_origin, snapshot, stored_entries
+from ledger.log.proof import b64
 from ledger.rules.pointintime import AsOf
-from ledger.store.query import asof, candidates, check_window, timeline
+from ledger.rules.questions import check_window
+from ledger.store.prove import ledger_origin, snapshot, stored_entries
+from ledger.store.query import asof, candidates, timeline
 from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import Keyring, Signer
 

@@ -48,11 +48,11 @@ from ledger.errors import (
     RejectedMessage,
 )
 from ledger.log.chain import ALGORITHM
-from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger.log.checkpoint import Checkpoint, TrustedKey, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import verify_inclusion
-from ledger.log.proof import Blob, Hash, StoredEntry, TrustedKey, b64
+from ledger.log.proof import Blob, Hash, StoredEntry, b64
+from ledger.rules.answers import TimelineEntry
 from ledger.rules.pointintime import AsOf, Fact, reconstruct
-from ledger.store.query import TimelineEntry
 from ledger.wire.envelope import pae
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer, ed25519_verify

@@ -28,6 +28,7 @@ from ledger.wire.keyring import Signer, ed25519_verify
 
 __all__ = [
     "Checkpoint",
+    "TrustedKey",
     "open_checkpoint",
     "open_note",
     "parse_verifier_key",
@@ -185,3 +186,11 @@ def open_checkpoint(
             f"checkpoint is for log {origin_line!r}, not {origin!r}", check="origin_mismatch"
         )
     return Checkpoint(origin_line, int(size_line), root)
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """The ledger's public key as the verifier knows it: signed-note key name and raw key."""
+
+    name: str
+    public_raw: bytes

@@ -1,11 +1,11 @@
 """Inclusion and consistency proofs over the ledger, as JSON any RFC 9162 client can check.
 
-A proof is built from a :class:`~ledger.store.reader.LedgerReader` (the stored tree answers with
-O(log n) lookups) and verified from the parsed JSON alone, with no I/O, so an auditor
-checks it without the ledger. Hashes are base64, as in C2SP checkpoints and Certificate
-Transparency. An inclusion proof carries the entry's exact stored bytes, so the verifier
-recomputes the leaf instead of trusting a leaf hash; the root is authenticated only by the
-signed checkpoint it carries, under a key the verifier already trusts.
+A proof is built from the stored tree (ledger.store.prove) and verified here from the
+parsed JSON alone, with no I/O, so an auditor checks it without the ledger. Hashes are
+base64, as in C2SP checkpoints and Certificate Transparency. An inclusion proof carries the
+entry's exact stored bytes, so the verifier recomputes the leaf instead of trusting a leaf
+hash; the root is authenticated only by the signed checkpoint it carries, under a key the
+verifier already trusts.
 
 Verification of an inclusion proof (docs/formats.md §8):
 
@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NewType
+from typing import Annotated, Any, Literal, NewType
 
 from pydantic import (
     AfterValidator,
@@ -39,21 +38,15 @@ from pydantic import (
     ValidationError,
 )
 
-from ledger.errors import ConfigurationError, InconsistentCheckpointError, ProofError
-from ledger.log.chain import entry_hash, micros
-from ledger.log.checkpoint import open_checkpoint
+from ledger.errors import ProofError
+from ledger.log.chain import entry_hash
+from ledger.log.checkpoint import TrustedKey, open_checkpoint
 from ledger.log.merkle import (
     HASH_SIZE,
-    consistency_proof,
-    inclusion_proof,
     leaf_hash,
-    root_at,
     verify_consistency,
     verify_inclusion,
 )
-
-if TYPE_CHECKING:
-    from ledger.store.reader import LedgerReader
 
 __all__ = [
     "Base64",
@@ -61,14 +54,10 @@ __all__ = [
     "InclusionProof",
     "ProofResult",
     "StoredEntry",
-    "TrustedKey",
     "b64",
-    "build_consistency",
-    "build_inclusion",
-    "ledger_origin",
+    "check_consistency",
+    "check_inclusion",
     "parse_proof",
-    "snapshot",
-    "stored_entries",
     "verify_proof",
 ]
 
@@ -167,14 +156,6 @@ _PROOF: TypeAdapter[InclusionProof | ConsistencyProof] = TypeAdapter(
 
 
 @dataclass(frozen=True)
-class TrustedKey:
-    """The ledger's public key as the verifier knows it: signed-note key name and raw key."""
-
-    name: str
-    public_raw: bytes
-
-
-@dataclass(frozen=True)
 class ProofResult:
     """What a verified proof established; ``authenticated`` when a trusted key signed the
     root(s), otherwise the proof holds only against roots nobody vouched for."""
@@ -184,145 +165,6 @@ class ProofResult:
     roots: tuple[bytes, ...]
     authenticated: bool
     seq: int | None = None
-
-
-# --- building --------------------------------------------------------------------------------
-
-
-@contextmanager
-def snapshot(reader: LedgerReader) -> Iterator[None]:
-    """One consistent view for the several reads a proof takes, even through a cursor of
-    the running consumer's connection (DuckDB MVCC)."""
-    reader.con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    finally:
-        reader.con.execute("ROLLBACK")
-
-
-def ledger_origin(reader: LedgerReader) -> str:
-    """The checkpoint origin that names this ledger."""
-    origin = reader.meta().get("origin")
-    if origin is None:
-        raise ConfigurationError(
-            "the ledger has no origin yet: open it once with this version's consumer"
-        )
-    return origin
-
-
-def stored_entries(reader: LedgerReader, seqs: Iterable[int]) -> list[StoredEntry]:
-    """The entries of these sequence numbers as stored, in seq order."""
-    rows = reader.con.execute(
-        "SELECT seq, ingested_at, prev_hash, envelope FROM entries "
-        "WHERE seq IN (SELECT unnest($seqs)) ORDER BY seq",
-        {"seqs": sorted(seqs)},
-    ).fetchall()
-    return [
-        StoredEntry(
-            seq=seq, ingested_at_us=micros(ingested), prev_hash=bytes(prev), envelope=bytes(env)
-        )
-        for seq, ingested, prev, env in rows
-    ]
-
-
-def _latest_checkpoint_size(reader: LedgerReader) -> int:
-    sizes = [size for size, _, _, _ in reader.checkpoints()]
-    if not sizes:
-        raise ConfigurationError(
-            "the ledger has no signed checkpoint (run the consumer with --checkpoint-key); "
-            "pass --size for a proof against an unsigned root"
-        )
-    return max(sizes)
-
-
-def _note_at(reader: LedgerReader, size: int, root: bytes) -> str | None:
-    """The newest stored checkpoint of ``size``, once its root is the stored tree's."""
-    notes = [(r, note) for s, r, note, _ in reader.checkpoints() if s == size]
-    if not notes:
-        return None
-    signed_root, note = notes[-1]
-    if signed_root != root:
-        raise InconsistentCheckpointError(
-            f"the checkpoint of size {size} signs root {b64(signed_root)}, but the stored tree "
-            f"has {b64(root)} at that size; run `ledger verify`",
-            check="root_mismatch",
-            size=size,
-            checkpoint_root=signed_root,
-            ledger_root=root,
-        )
-    return note
-
-
-def _check_size(reader: LedgerReader, size: int, what: str) -> None:
-    stored = reader.size()
-    if not 0 <= size <= stored:
-        raise ConfigurationError(f"{what} {size} is not within the {stored} entries stored")
-
-
-def build_inclusion(reader: LedgerReader, seq: int, size: int | None = None) -> InclusionProof:
-    """Entry ``seq`` in the tree of ``size`` entries (default: the latest checkpoint's)."""
-    with snapshot(reader):
-        return _inclusion(reader, seq, size)
-
-
-def _inclusion(reader: LedgerReader, seq: int, size: int | None) -> InclusionProof:
-    if size is None:
-        size = _latest_checkpoint_size(reader)
-        if seq > size:
-            raise ConfigurationError(
-                f"entry {seq} is newer than the latest checkpoint (size {size}): wait for the "
-                "next one, or pass --size for a proof against an unsigned root"
-            )
-    _check_size(reader, size, "tree size")
-    if not 1 <= seq <= size:
-        raise ConfigurationError(f"entry {seq} is not in a tree of size {size}")
-    tree = reader.tree()
-    root = root_at(tree, size)
-    (entry,) = stored_entries(reader, [seq])
-    proof = InclusionProof(
-        type="inclusion",
-        origin=ledger_origin(reader),
-        leaf_index=seq - 1,
-        tree_size=size,
-        leaf_hash=entry.leaf_hash(),
-        root_hash=root,
-        inclusion_path=inclusion_proof(tree, seq - 1, size),
-        entry=entry,
-        checkpoint=_note_at(reader, size, root),
-    )
-    _verify_inclusion(proof, None)  # the stored tree must agree with the stored entry
-    return proof
-
-
-def build_consistency(
-    reader: LedgerReader, first: int, second: int | None = None
-) -> ConsistencyProof:
-    """The tree of ``second`` entries (default: the latest checkpoint's) extends ``first``."""
-    with snapshot(reader):
-        return _consistency(reader, first, second)
-
-
-def _consistency(reader: LedgerReader, first: int, second: int | None) -> ConsistencyProof:
-    if second is None:
-        second = _latest_checkpoint_size(reader)
-    _check_size(reader, second, "tree size")
-    if not 0 <= first <= second:
-        raise ConfigurationError(f"--from {first} must be between 0 and --to {second}")
-    tree = reader.tree()
-    first_root, second_root = root_at(tree, first), root_at(tree, second)
-    return ConsistencyProof(
-        type="consistency",
-        origin=ledger_origin(reader),
-        first=first,
-        second=second,
-        first_root=first_root,
-        second_root=second_root,
-        consistency_path=consistency_proof(tree, first, second),
-        checkpoints=ConsistencyCheckpoints(
-            first=_note_at(reader, first, first_root),
-            second=_note_at(reader, second, second_root),
-        ),
-    )
 
 
 # --- verification (pure) -------------------------------------------------------------------
@@ -360,7 +202,7 @@ def _authenticate(
     return True
 
 
-def _verify_inclusion(proof: InclusionProof, trusted: TrustedKey | None) -> ProofResult:
+def check_inclusion(proof: InclusionProof, trusted: TrustedKey | None) -> ProofResult:
     # 1.
     authenticated = _authenticate(
         proof.origin, proof.checkpoint, proof.tree_size, proof.root_hash, trusted
@@ -383,7 +225,7 @@ def _verify_inclusion(proof: InclusionProof, trusted: TrustedKey | None) -> Proo
     return ProofResult("inclusion", (proof.tree_size,), (proof.root_hash,), authenticated, seq)
 
 
-def _verify_consistency(proof: ConsistencyProof, trusted: TrustedKey | None) -> ProofResult:
+def check_consistency(proof: ConsistencyProof, trusted: TrustedKey | None) -> ProofResult:
     # 1. (The empty tree needs no signature: step 2 checks its root is SHA-256 of "".)
     empty = proof.first == 0 and proof.checkpoints.first is None
     first = empty or _authenticate(
@@ -409,5 +251,5 @@ def verify_proof(document: Mapping[str, Any], trusted: TrustedKey | None) -> Pro
     (``check`` names the failed step). Without ``trusted`` the roots are unauthenticated."""
     proof = parse_proof(document)
     if isinstance(proof, InclusionProof):
-        return _verify_inclusion(proof, trusted)
-    return _verify_consistency(proof, trusted)
+        return check_inclusion(proof, trusted)
+    return check_consistency(proof, trusted)

@@ -72,7 +72,7 @@ from ledger.workers import EntryFailure, check_entries, check_entries_in_worker,
 if TYPE_CHECKING:
     import duckdb
 
-    from ledger.log.proof import TrustedKey
+    from ledger.log.checkpoint import TrustedKey
     from ledger.store.reader import LedgerReader
 
 __all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "verify_ledger"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,28 +18,12 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ledger.errors import ConfigurationError
+from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry, changes
 from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
+from ledger.rules.questions import SearchTerms, check_window
 from ledger.store.reader import LedgerReader
 
-__all__ = [
-    "Change",
-    "Diff",
-    "SearchHit",
-    "Snapshot",
-    "TimelineEntry",
-    "asof",
-    "candidates",
-    "check_window",
-    "diff",
-    "image_pattern",
-    "search",
-    "snapshot",
-    "streams",
-    "timeline",
-]
+__all__ = ["asof", "candidates", "diff", "search", "snapshot", "streams", "timeline"]
 
 _LOCAL_KINDS = ", ".join(f"'{kind}'" for kind in sorted(INSTANCE_LOCAL_KINDS))
 
@@ -219,17 +202,6 @@ def asof(
     return reconstruct(service, environment, at, facts, size, known_at)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class Snapshot(_Model):
-    environment: str
-    at: datetime
-    known_at: datetime | None
-    services: list[AsOf]
-
-
 def snapshot(
     reader: LedgerReader, environment: str, at: datetime, known_at: datetime | None = None
 ) -> Snapshot:
@@ -241,60 +213,12 @@ def snapshot(
     )
 
 
-class Change(_Model):
-    service: str
-    aspect: str  # deployment | partial | mutation | approval | classification
-    key: str
-    before: Any
-    after: Any
-
-
-class Diff(_Model):
-    model_config = ConfigDict(frozen=True, validate_by_name=True, serialize_by_alias=True)
-
-    environment: str
-    from_: datetime = Field(alias="from")
-    to: datetime
-    changes: list[Change]
-
-
-def _aspects(answer: AsOf) -> dict[tuple[str, str], Any]:
-    """The comparable parts of one answer, keyed by (aspect, key)."""
-    parts: dict[tuple[str, str], Any] = {}
-    if answer.deployment is not None:
-        parts[("deployment", "image")] = answer.deployment.image
-        parts[("approval", "deployment")] = (
-            "approved" if answer.deployment.approved else answer.deployment.unapproved_reason
-        )
-    if answer.partial is not None:
-        parts[("partial", "image")] = (
-            f"{answer.partial.image} ({answer.partial.updated}/{answer.partial.total})"
-        )
-    for m in answer.mutations:
-        key = f"{m.target_kind}:{m.target}" + (f"@{m.instance}" if m.instance else "")
-        parts[("mutation", key)] = m.hash
-        parts[("approval", key)] = "approved" if m.approved else m.unapproved_reason
-    if answer.classification is not None:
-        c = answer.classification
-        parts[("classification", "model")] = f"{c.state}/{c.criticality}/{c.model}"
-    return parts
-
-
 def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime) -> Diff:
     """What changed between two moments: like comparing two snapshots."""
     check_window(start, end)
-    before = {a.service: _aspects(a) for a in snapshot(reader, environment, start).services}
-    after = {a.service: _aspects(a) for a in snapshot(reader, environment, end).services}
-    changes = []
-    for service in sorted(before.keys() | after.keys()):
-        old, new = before.get(service, {}), after.get(service, {})
-        for aspect, key in sorted(old.keys() | new.keys()):
-            was, now = old.get((aspect, key)), new.get((aspect, key))
-            if was != now:
-                changes.append(
-                    Change(service=service, aspect=aspect, key=key, before=was, after=now)
-                )
-    return Diff(environment=environment, from_=start, to=end, changes=changes)
+    found = changes(snapshot(reader, environment, start).services,
+                    snapshot(reader, environment, end).services)
+    return Diff(environment=environment, from_=start, to=end, changes=found)
 
 
 def streams(reader: LedgerReader) -> list[tuple[str, str]]:
@@ -304,25 +228,6 @@ def streams(reader: LedgerReader) -> list[tuple[str, str]]:
         "SELECT DISTINCT environment, service FROM entries ORDER BY ALL"
     ).fetchall()
     return [(str(environment), str(service)) for environment, service in rows]
-
-
-class TimelineEntry(_Model):
-    seq: int
-    event_id: str
-    type: str
-    time: datetime
-    ingested_at: datetime
-    actor: str
-    source: str
-    key_id: str
-    data: dict[str, Any]
-
-
-def check_window(start: datetime | None, end: datetime | None) -> None:
-    """Refuse a window that ends before it starts (no instant lies in it); the parameters
-    are named as the command line's options, which the HTTP API's follow."""
-    if start is not None and end is not None and end < start:
-        raise ConfigurationError("--to is earlier than --from")
 
 
 def timeline(
@@ -345,19 +250,6 @@ def timeline(
     ]
 
 
-class SearchHit(_Model):
-    seq: int
-    event_id: str
-    type: str
-    time: datetime
-    service: str
-    environment: str
-    actor: str
-    change_ref: str | None
-    image: str | None
-
-
-_DIGEST_PREFIX = re.compile(r"^(?:[a-z0-9]+:)?[0-9a-f]+$")
 # An image column matches when its digest starts with $digest (with the algorithm when
 # $digest names one, else the hex after it) and its repository is $repo, or ends with
 # /$repo when that is a bare name (as the tables show images: checkout@4f1c2b3a4f1c).
@@ -368,37 +260,19 @@ _IMAGE_MATCHES = """(
          OR (NOT contains($repo, '/') AND ends_with(split_part({col}, '@', 1), '/' || $repo))))"""
 
 
-def image_pattern(image: str) -> dict[str, Any]:
-    """The search parameters of ``--image``: a digest or its first hex digits, with or
-    without the algorithm (``sha256:4f1c…``, ``4f1c2b3a``), optionally after a repository
-    and ``@`` (``checkout@4f1c2b3a``, or a whole reference). Raises ValueError otherwise."""
-    repo, at, digest = image.strip().rpartition("@")
-    digest = digest.lower()
-    if not _DIGEST_PREFIX.match(digest):
-        raise ValueError(
-            f"image {image!r}: give a digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), "
-            "optionally after the repository and '@' (checkout@4f1c2b3a); tags are not evidence"
-        )
-    return {"repo": (repo or None) if at else None, "digest": digest, "algorithm": ":" in digest}
-
-
-def search(
-    reader: LedgerReader, *, image: str | None = None, commit: str | None = None,
-    change_ref: str | None = None,
-) -> list[SearchHit]:
+def search(reader: LedgerReader, terms: SearchTerms) -> list[SearchHit]:
     """Where and when an image ran, a commit was deployed, or a change ref was used."""
-    if sum(x is not None for x in (image, commit, change_ref)) != 1:
-        raise ValueError("search takes exactly one of image, commit, change_ref")
     params: dict[str, Any]
-    if image is not None:  # the image run, approved, or rolled back away from
+    if terms.image is not None:  # the image run, approved, or rolled back away from
         where = " OR ".join(
             _IMAGE_MATCHES.format(col=col) for col in ("image", "data->>'$.from_image'")
         )
-        params = image_pattern(image)
-    elif commit is not None:
-        where, params = "starts_with(data->>'$.commit', $v)", {"v": commit.lower()}
+        pattern = terms.image
+        params = {"repo": pattern.repo, "digest": pattern.digest, "algorithm": pattern.algorithm}
+    elif terms.commit is not None:
+        where, params = "starts_with(data->>'$.commit', $v)", {"v": terms.commit}
     else:
-        where, params = "change_ref = $v", {"v": str(change_ref)}
+        where, params = "change_ref = $v", {"v": str(terms.change_ref)}
     rows = reader.con.execute(
         "SELECT seq, event_id, type, time, service, environment, actor, change_ref, image "
         f"FROM entries WHERE {where} ORDER BY time, seq", params,

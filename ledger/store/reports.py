@@ -11,7 +11,7 @@ from ledger.store.integrity import Progress, verify_ledger
 from ledger.store.reader import LedgerReader
 
 if TYPE_CHECKING:
-    from ledger.log.proof import TrustedKey
+    from ledger.log.checkpoint import TrustedKey
     from ledger.wire.keyring import Keyring
 
 __all__ = ["quarantine_report", "status_report", "verification_report"]

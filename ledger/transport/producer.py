@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from ledger.errors import ConfigurationError, TransportError
-from ledger.transport.topics import KafkaSettings
+from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import encode_event
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
 from ledger.wire.events import Event

@@ -1,69 +1,19 @@
-"""Kafka connection settings, TLS/SASL pass-through and topic creation."""
+"""Topics: creating them, and reading one to its end (a copy kept outside the ledger)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.errors import TransportError
+from ledger.transport.settings import KafkaSettings
 
-__all__ = [
-    "DEFAULT_CHECKPOINT_TOPIC",
-    "DEFAULT_TOPIC",
-    "DLQ_SUFFIX",
-    "KafkaSettings",
-    "ensure_topics",
-    "read_topic",
-]
-
-DEFAULT_TOPIC = "ledger.events"
-DEFAULT_CHECKPOINT_TOPIC = "ledger.checkpoints"
-DLQ_SUFFIX = ".dlq"
-_ENV_PREFIX = "LEDGER_KAFKA_"
-# TLS/SASL settings passed through to kafka-python, each also read from LEDGER_KAFKA_<NAME>.
-PASSTHROUGH = (
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_plain_username",
-    "sasl_plain_password",
-    "ssl_cafile",
-    "ssl_certfile",
-    "ssl_keyfile",
-)
-
-
-@dataclass(frozen=True)
-class KafkaSettings:
-    bootstrap: str
-    topic: str = DEFAULT_TOPIC
-    options: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(
-        cls, bootstrap: str, topic: str, overrides: Mapping[str, str | None] | None = None
-    ) -> KafkaSettings:
-        options = {
-            name: value
-            for name in PASSTHROUGH
-            if (value := (overrides or {}).get(name) or os.environ.get(_ENV_PREFIX + name.upper()))
-        }
-        return cls(bootstrap=bootstrap, topic=topic, options=options)
-
-    def client_config(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap.split(","), **self.options}
-
-    @property
-    def dlq_topic(self) -> str:
-        return self.topic + DLQ_SUFFIX
-
+__all__ = ["ensure_topics", "read_topic"]
 
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
     """Create the named topics (name -> partitions) if they do not exist yet."""

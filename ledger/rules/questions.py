@@ -1,0 +1,72 @@
+"""What can be asked: a time window, the terms of a search (pure; refusals are errors).
+
+The CLI, the HTTP API and evidence bundles ask through these, so a question is refused
+the same way wherever it comes from; parameters are named as the command line's options,
+which the API's follow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from ledger.errors import QueryError
+
+__all__ = ["ImagePattern", "SearchTerms", "check_window", "search_terms"]
+
+
+def check_window(start: datetime | None, end: datetime | None) -> None:
+    """Refuse a window that ends before it starts: no instant lies in it."""
+    if start is not None and end is not None and end < start:
+        raise QueryError("--to is earlier than --from")
+
+
+@dataclass(frozen=True)
+class ImagePattern:
+    """A digest prefix, with its algorithm when given, optionally after a repository."""
+
+    repo: str | None
+    digest: str
+    algorithm: bool
+
+
+@dataclass(frozen=True)
+class SearchTerms:
+    """Exactly one of: an image pattern, a commit prefix, a change ref."""
+
+    image: ImagePattern | None = None
+    commit: str | None = None
+    change_ref: str | None = None
+
+
+_DIGEST_PREFIX = re.compile(r"^(?:[a-z0-9]+:)?[0-9a-f]+$")
+
+
+def _image_pattern(image: str) -> ImagePattern:
+    """A digest or its first hex digits, with or without the algorithm (``sha256:4f1c…``,
+    ``4f1c2b3a``), optionally after a repository and ``@`` (``checkout@4f1c2b3a``, or a
+    whole reference): what the tables print."""
+    repo, at, digest = image.strip().rpartition("@")
+    digest = digest.lower()
+    if not _DIGEST_PREFIX.match(digest):
+        raise QueryError(
+            f"--image {image!r}: give a digest or its first hex digits (sha256:4f1c…, "
+            "4f1c2b3a), optionally after the repository and '@' (checkout@4f1c2b3a); tags "
+            "are not evidence"
+        )
+    return ImagePattern(repo=(repo or None) if at else None, digest=digest,
+                        algorithm=":" in digest)
+
+
+def search_terms(
+    image: str | None = None, commit: str | None = None, change_ref: str | None = None
+) -> SearchTerms:
+    """The terms of a search, or :class:`QueryError` naming what is wrong with them."""
+    if sum(term is not None for term in (image, commit, change_ref)) != 1:
+        raise QueryError("give exactly one of --image, --commit or --change-ref")
+    if image is not None:
+        return SearchTerms(image=_image_pattern(image))
+    if commit is not None:
+        return SearchTerms(commit=commit.lower())
+    return SearchTerms(change_ref=change_ref)
