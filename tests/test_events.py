@@ -306,6 +306,54 @@ def test_field_of_another_type_is_refused() -> None:
     assert error.field.startswith("data.")
 
 
+# --- strict: a signed event means exactly what its bytes say ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [("3", "a string"), (True, "a boolean"), (3.0, "a float"), (None, "null")],
+)
+def test_a_count_is_an_integer_not_anything_that_converts_to_one(value: Any, kind: str) -> None:
+    """``{"total": "3"}`` was read as 3 and ``true`` as 1: a count must be a JSON integer."""
+    data = FULL_DATA["deployment.succeeded"] | {"instances": {"total": value, "updated": 1}}
+    error = refusal(raw_event(data=data))
+    assert error.field == "data.instances.total", kind
+
+
+@pytest.mark.parametrize("value", [3, 2.5, True, b"alice", ["alice"]])
+def test_a_text_field_is_a_string_not_anything_that_converts_to_one(value: Any) -> None:
+    assert refusal(raw_event(actor=value)).field == "actor"
+
+
+@pytest.mark.parametrize("value", [1, True, ["stateful"]])
+def test_a_choice_is_one_of_its_strings(value: Any) -> None:
+    data = FULL_DATA["service.classified"] | {"state": value}
+    assert refusal(raw_event("service.classified", data=data)).field == "data.state"
+
+
+@pytest.mark.parametrize(
+    "value", [1_763_647_380, 1_763_647_380.5, "1763647380", "2026-11-20", "20 Nov 2026 14:03",
+              True, b"2026-11-20T14:03:00Z"],
+)
+def test_a_time_is_an_rfc3339_string_or_a_datetime_not_a_number(value: Any) -> None:
+    """A number would be read as seconds since 1970: a guess no signed event rests on."""
+    assert refusal(raw_event(time=value)).field == "time"
+    data = FULL_DATA["approval.granted"] | {"valid_until": value}
+    assert refusal(raw_event("approval.granted", data=data)).field == "data.valid_until"
+
+
+@pytest.mark.parametrize("value", ["2026-11-20T14:03:00Z", "2026-11-20t14:03:00z",
+                                   "2026-11-20 14:03:00+00:00", "2026-11-20T15:03:00.5+01:00"])
+def test_rfc3339_times_in_every_spelling_are_accepted(value: Any) -> None:
+    assert event_from_mapping(raw_event(time=value)).time.replace(microsecond=0) == WHEN
+
+
+@pytest.mark.parametrize("value", [["a"], "instances", 3])
+def test_a_nested_record_is_an_object(value: Any) -> None:
+    data = FULL_DATA["deployment.succeeded"] | {"instances": value}
+    assert refusal(raw_event(data=data)).field == "data.instances"
+
+
 def test_updated_above_total_is_refused() -> None:
     data = FULL_DATA["deployment.succeeded"] | {"instances": {"total": 3, "updated": 4}}
     error = refusal(raw_event(data=data))

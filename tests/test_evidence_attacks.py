@@ -416,8 +416,8 @@ def test_forged_producer_key_in_the_carried_keyring(
     predicate["keyring"]["keys"]["ci-github"]["public_key"] = _b64(insider.public_raw)
     # The answer the rules give over the forged entries (the real approval, signed by the
     # change board for the real image, no longer matches: the insider cannot re-sign it).
-    opened = open_entries([StoredEntry.model_validate(e) for e in predicate["entries"]],
-                          Keyring.model_validate(predicate["keyring"]))  # fmt: skip
+    carried = Keyring.model_validate_json(json.dumps(predicate["keyring"]))
+    opened = open_entries([StoredEntry.model_validate(e) for e in predicate["entries"]], carried)
     size = len(entry_hashes(demo[0]))
     predicate["answer"] = derive_answer(PAYMENTS, opened, size).model_dump(mode="json")
     assert predicate["answer"]["deployment"]["image"] == forged

@@ -309,6 +309,22 @@ def test_corrupt_keyring_is_a_configuration_error(tmp_path: Path) -> None:
         Keyring.load(path)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("not_after", 1_893_456_000), ("version", "1"), ("types", "*")]
+)
+def test_a_keyring_value_of_the_wrong_kind_is_refused_not_converted(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    """A number is not a time (it was read as seconds since 1970), "1" is not 1."""
+    entry: dict[str, object] = {"public_key": "A" * 43 + "=", "types": ["*"], "sources": ["*"]}
+    document: dict[str, object] = {"version": 1, "keys": {"ci": entry}}
+    (document if field == "version" else entry)[field] = value
+    path = tmp_path / "keyring.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigurationError, match=field):
+        Keyring.load(path)
+
+
 def test_a_keyring_that_is_not_json_or_not_a_file_is_named_plainly(tmp_path: Path) -> None:
     garbled = tmp_path / "keyring.json"
     garbled.write_text("not json")

@@ -1,9 +1,11 @@
 """The event contract: strict pydantic models for deployment, mutation and approval events.
 
 Field names here are a public contract (producers, stored payloads and third-party
-verifiers rely on them): fields may be added, never renamed. Validation is strict and
-every refusal names the field, so a producer learns at emit time what the consumer would
-otherwise quarantine.
+verifiers rely on them): fields may be added, never renamed. Validation is strict, so a
+signed event means exactly what its bytes say: no string becomes a number, no boolean a
+count; a time is a datetime (decoded from Avro) or an RFC 3339 string with its offset (from
+JSON), never a number. Every refusal names the field, so a producer learns at emit time
+what the consumer would otherwise quarantine.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -82,13 +85,35 @@ def _check_digest(value: str) -> ContentDigest:
     return ContentDigest(value)
 
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})?$"
+)
+
+
+def _time_input(value: object) -> object:
+    """A datetime as it is, an RFC 3339 string parsed; anything else refused (a number would
+    be read as seconds since 1970, a guess no signed event should rest on)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            raise PydanticCustomError(
+                "rfc3339", "'{value}' is not an RFC 3339 time, e.g. 2026-11-20T14:03:00Z",
+                {"value": value},
+            )
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    raise PydanticCustomError(
+        "time_type", "a time is an RFC 3339 string, not {kind}", {"kind": type(value).__name__}
+    )
+
+
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
 Image = Annotated[str, AfterValidator(_check_image)]
 Digest = Annotated[str, AfterValidator(_check_digest)]
-UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_time_input), AfterValidator(_to_utc)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 LongText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Name = Annotated[
@@ -111,7 +136,7 @@ EVENT_TYPES: tuple[str, ...] = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Instances(_Strict):

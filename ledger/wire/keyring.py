@@ -161,7 +161,7 @@ def _iso(moment: datetime) -> str:
 
 
 class KeyringEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     public_key: _Base64Key
     types: list[str] = Field(min_length=1)
@@ -183,7 +183,7 @@ class KeyringEntry(BaseModel):
 class Keyring(BaseModel):
     """Trusted keys and their authorization. Loaded once; verification does no I/O."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: int = 1
     keys: dict[Annotated[str, StringConstraints(pattern=KEY_ID_PATTERN)], KeyringEntry] = {}
