@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import keyring_for, make_signers
 
 from ledger.log.checkpoint import TrustedKey, split_notes
-from ledger.log.witness import append_note
 from ledger.store.batch import Accepted, Received
 from ledger.store.integrity import ENTRIES_SQL, verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
+from ledger.transport.witness import append_note
 from ledger.wire.columns import DecodedColumns
 from ledger.wire.envelope import Envelope, pae
 from ledger.wire.keyring import Keyring, Signer, load_public_key

@@ -37,11 +37,11 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.verification import Verifier
 from ledger.errors import ConfigurationError, TransportError
-from ledger.log.witness import append_note
 from ledger.store.batch import Accepted, Plan, Received, Rejected
 from ledger.store.writer import LedgerWriter
 from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings
 from ledger.transport.topics import ensure_topics
+from ledger.transport.witness import append_note
 from ledger.wire.keyring import Keyring, Signer
 from ledger.workers import Outcome
 

@@ -16,20 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from conftest import make_event
 from consumer_helpers import cli_json, entries, ledger_cli
+from helpers import make_event
 from ledger_builders import append, signers
 
 from ledger.errors import ChainBrokenError, CheckpointError
 from ledger.log.chain import GENESIS, entry_hash, micros
 from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash, root_at
-from ledger.log.witness import append_note
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.store.schema import ENTRY_COLUMNS
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
+from ledger.transport.witness import append_note
 from ledger.wire.keyring import Keyring, Signer
 
 LEDGER_KEY = "ledger"  # the checkpoint signer's key name (its .pub file's stem)

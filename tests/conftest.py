@@ -12,26 +12,18 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ledger.transport.broker import LocalBroker
 from ledger.transport.settings import KafkaSettings
 from ledger.transport.topics import ensure_topics
-from ledger.wire.events import Event, event_from_mapping
 from ledger.wire.keyring import Keyring, Signer
 
 if TYPE_CHECKING:
     from attack_helpers import Witnessed
-
-DIGEST_A = "sha256:" + "a" * 64
-DIGEST_B = "sha256:" + "b" * 64
-IMAGE_A = "registry.example/checkout@" + DIGEST_A
-IMAGE_B = "registry.example/checkout@" + DIGEST_B
-
 
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -104,36 +96,3 @@ def ledger(witnessed: Witnessed, tmp_path: Path) -> Path:
     db = tmp_path / "ledger.duckdb"
     shutil.copy(witnessed.db, db)
     return db
-
-
-def make_event(kind: str = "deployment.succeeded", **overrides: Any) -> Event:
-    """A valid event of ``kind``; keyword arguments override top-level fields or ``data``."""
-    data_by_kind: dict[str, dict[str, Any]] = {
-        "deployment.started": {"image": IMAGE_A},
-        "deployment.succeeded": {"image": IMAGE_A, "instances": {"total": 3, "updated": 3}},
-        "deployment.failed": {"image": IMAGE_B, "instances": {"total": 4, "updated": 1}},
-        "deployment.rolled_back": {"image": IMAGE_A, "from_image": IMAGE_B},
-        "mutation.applied": {
-            "target_kind": "config", "target": "nginx.conf", "hash": DIGEST_A,
-            "tool": "ansible", "method": "pipeline",
-        },
-        "approval.granted": {"change_ref": "CHG-1", "approver": "carol", "image": IMAGE_A},
-        "approval.revoked": {"change_ref": "CHG-1", "reason": "superseded"},
-        "service.classified": {"state": "stateless", "criticality": "high", "model": "immutable"},
-    }
-    source = "cab/servicenow" if kind.startswith("approval.") else "ci/github/acme/checkout"
-    raw: dict[str, Any] = {
-        "type": kind,
-        "time": datetime(2026, 11, 20, 14, 3, tzinfo=UTC),
-        "source": source,
-        "actor": "alice",
-        "service": "checkout",
-        "environment": "prod",
-        "data": dict(data_by_kind[kind]),
-    }
-    for name, value in overrides.items():
-        if name in raw:
-            raw[name] = value
-        else:
-            raw["data"][name] = value
-    return event_from_mapping(raw)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import make_event
+from helpers import make_event
 
 from ledger.demo import KEY_POLICIES, build_history
 from ledger.store.batch import Accepted, Received

@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from consumer_helpers import cli_json, ledger_cli
+from helpers import make_event
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.evidence.bundle import verify_bundle
@@ -22,8 +24,6 @@ from ledger.transport.broker import free_port
 from ledger.transport.producer import LedgerProducer
 from ledger.transport.settings import KafkaSettings
 from ledger.wire.keyring import Keyring, Signer
-from tests.conftest import make_event
-from tests.consumer_helpers import cli_json, ledger_cli
 
 pytestmark = pytest.mark.kafka
 
@@ -177,7 +177,7 @@ def test_evidence_needs_a_consumer_with_the_ledger_key(
             time.sleep(0.05)
         path = "/v1/evidence?service=s&env=e&at=2026-01-01T00:00:00Z"
         response = _get(consumer.api_url or "", path)
-        assert response.status_code == 404 and "--checkpoint-key" in response.text
+        assert response.status_code == 404 and "--ledger-key" in response.text
     finally:
         consumer.stop.set()
         thread.join(30)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from attack_helpers import truncate
-from conftest import make_event
 from consumer_helpers import cli_json, consume, emit, entries, ledger_cli
+from helpers import make_event
 
 from consumers.ledger_consumer import CheckpointPolicy
 from ledger.log.checkpoint import open_checkpoint, split_notes
@@ -82,7 +82,7 @@ def test_cli_consume_with_a_checkpoint_key_writes_the_witness_next_to_the_ledger
     result = ledger_cli(
         "consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic, "--db", str(db),
         "--keyring", str(keyring_file), "--until-idle", "2",
-        LEDGER_CHECKPOINT_KEY=str(keys / "ledger.key"),
+        LEDGER_LEDGER_KEY=str(keys / "ledger.key"),
     )
 
     assert result.returncode == 0, result.stderr

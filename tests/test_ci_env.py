@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE_A
+from helpers import IMAGE_A
 from kafka import KafkaConsumer, TopicPartition
 
 from ledger.integrations.ci_env import CiContext, detect_ci

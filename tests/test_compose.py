@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import typer
 import yaml
+from consumer_helpers import cli_env, cli_json, emit, ledger_cli
+from helpers import IMAGE_A, cli_command, make_event
 
-from ledger.cli import app
 from ledger.transport.broker import free_port
 from ledger.transport.settings import DLQ_SUFFIX, KafkaSettings
 from ledger.wire.keyring import Keyring, Signer
-from tests.conftest import IMAGE_A, make_event
-from tests.consumer_helpers import cli_env, cli_json, emit, ledger_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +40,7 @@ def _consumer() -> dict[str, Any]:
 
 def _options(command: str) -> dict[str, Any]:
     """The options of ``ledger <command>`` by the environment variable each reads."""
-    params = typer.main.get_group(app).commands[command].params
+    params = cli_command(command).params
     return {p.envvar: p for p in params if isinstance(p.envvar, str)}
 
 
@@ -55,7 +53,7 @@ def _setting(name: str) -> str:
 def test_every_setting_given_to_the_consumer_is_read_by_a_command() -> None:
     read = set(_options("consume")) | set(_options("verify"))
     given = set(_consumer()["environment"])
-    assert given >= {"LEDGER_BOOTSTRAP", "LEDGER_DB", "LEDGER_KEYRING", "LEDGER_CHECKPOINT_KEY"}
+    assert given >= {"LEDGER_BOOTSTRAP", "LEDGER_DB", "LEDGER_KEYRING", "LEDGER_LEDGER_KEY"}
     assert not given - read, f"no ledger command reads {sorted(given - read)}"
 
 
@@ -89,7 +87,7 @@ def test_the_ledger_and_the_witness_live_on_volumes() -> None:
         folder = str(Path(_setting(setting)).parent)
         assert folder in on_volumes, f"{setting} ({folder}) is not on a named volume"
     mounted = {target for _, target in _mounts()}
-    for setting in ("LEDGER_KEYRING", "LEDGER_CHECKPOINT_KEY", "LEDGER_TRUSTED_KEY"):
+    for setting in ("LEDGER_KEYRING", "LEDGER_LEDGER_KEY", "LEDGER_TRUSTED_KEY"):
         assert _setting(setting) in mounted, f"{setting} is not mounted"
 
 
@@ -128,7 +126,7 @@ def test_the_service_settings_run_the_readme_steps(
             "LEDGER_SERVE": f"{host}:{port}", "LEDGER_API_TOKEN": token}  # fmt: skip
     keyring.save(Path(env["LEDGER_KEYRING"]))
     ledger_key = Signer.generate("ledger")
-    Path(env["LEDGER_CHECKPOINT_KEY"]).write_bytes(ledger_key.private_pem())
+    Path(env["LEDGER_LEDGER_KEY"]).write_bytes(ledger_key.private_pem())
     Path(env["LEDGER_TRUSTED_KEY"]).write_bytes(ledger_key.public_pem())
 
     log = tmp_path / "consumer.log"  # a file, not a pipe nobody reads while it runs

@@ -25,7 +25,6 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import IMAGE_B, make_event
 from consumer_helpers import (
     REPO,
     Produced,
@@ -45,6 +44,7 @@ from consumer_helpers import (
     sealed_record,
     verify,
 )
+from helpers import IMAGE_B, make_event
 from kafka import KafkaAdminClient
 
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_event
 from consumer_helpers import (
     REPO,
     Produced,
@@ -33,6 +32,7 @@ from consumer_helpers import (
     quarantine,
     verify,
 )
+from helpers import make_event
 
 from consumers.ledger_consumer import LedgerConsumer
 from ledger.log.checkpoint import open_checkpoint, split_notes
@@ -149,7 +149,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     witness = tmp_path / "ledger.witness"
     env = cli_env(LEDGER_BOOTSTRAP=kafka.bootstrap, LEDGER_TOPIC=kafka.topic,
                   LEDGER_DB=str(db), LEDGER_KEYRING=str(keyring_file),
-                  LEDGER_CHECKPOINT_KEY=str(key_file), LEDGER_CHECKPOINT_EVERY="150",
+                  LEDGER_LEDGER_KEY=str(key_file), LEDGER_CHECKPOINT_EVERY="150",
                   LEDGER_WITNESS=str(witness))
     command = [sys.executable, "-m", "ledger", "consume", "--batch-size", "100", "--workers", "2",
                "--verbose"]
@@ -185,7 +185,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         final = ledger_cli("consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
                            "--db", str(db), "--keyring", str(keyring_file), "--batch-size", "100",
                            "--until-idle", "3", "--json", timeout=300,
-                           LEDGER_CHECKPOINT_KEY=str(key_file), LEDGER_WITNESS=str(witness))
+                           LEDGER_LEDGER_KEY=str(key_file), LEDGER_WITNESS=str(witness))
         assert final.returncode == 0, final.stderr
         summary = cli_json(final)
     finally:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
-from typing import Any
 
-import typer
+from helpers import cli_command, cli_paths
 from typer.testing import CliRunner
 
 from ledger.cli import app
@@ -15,22 +14,9 @@ from ledger.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _commands(group: Any, prefix: str = "ledger") -> list[str]:
-    """Every command path; typer ships its own click, so groups are found by shape."""
-    found: list[str] = []
-    for name, command in group.commands.items():
-        path = f"{prefix} {name}"
-        if getattr(command, "commands", None):
-            if command.invoke_without_command:
-                found.append(path)
-            found.extend(_commands(command, path))
-        else:
-            found.append(path)
-    return found
-
-
 def test_every_cli_command_is_documented() -> None:
-    commands = _commands(typer.main.get_group(app))
+    commands = [path for path in cli_paths() if not getattr(cli_command(*path.split()[1:]),
+                                                            "commands", None)]
     assert "ledger emit deployment" in commands and "ledger consume" in commands
     reference = (ROOT / "docs" / "operations.md").read_text()
     missing = [c for c in commands if c not in reference.replace("\\|", "|")
@@ -40,23 +26,17 @@ def test_every_cli_command_is_documented() -> None:
 
 
 def test_every_command_has_help_text() -> None:
-    group = typer.main.get_group(app)
-    for path in _commands(group):
-        command = group
-        for part in path.split()[1:]:
-            command = command.commands[part]
+    for path in cli_paths():
+        command = cli_command(*path.split()[1:])
         assert (command.help or "").strip(), f"{path} has no help text"
 
 
 def test_help_paragraphs_flow_to_the_terminal_width() -> None:
     """A docstring's line breaks are the source's, not the reader's: each paragraph is one
     line on a wide terminal (typer's rich mode kept them, cutting sentences at 80 columns)."""
-    group = typer.main.get_group(app)
     runner = CliRunner()
-    for path in _commands(group):
-        command = group
-        for part in path.split()[1:]:
-            command = command.commands[part]
+    for path in cli_paths():
+        command = cli_command(*path.split()[1:])
         result = runner.invoke(app, [*path.split()[1:], "--help"], env={"COLUMNS": "250"})
         lines = {" ".join(line.split()) for line in result.output.splitlines()}
         for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):

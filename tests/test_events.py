@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
+from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import DIGEST_A, IMAGE_A, IMAGE_B, make_event
 from consumer_helpers import ledger_cli
+from helpers import DIGEST_A, IMAGE_A, IMAGE_B, make_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_builders import DEMO_END, entry_hashes, signers, write_demo_ledger, write_ledger
@@ -718,7 +718,7 @@ def test_cli_evidence_and_verify_bundle(
     out = tmp_path / "bundle.json"
     built = ledger_cli("evidence", "--db", str(demo[0]), "--service", "payments", "--env",
                        "prod", "--at", MOMENT.isoformat(), "--keyring", str(keyring),
-                       "--out", str(out), LEDGER_CHECKPOINT_KEY=str(key))  # fmt: skip
+                       "--out", str(out), LEDGER_LEDGER_KEY=str(key))  # fmt: skip
     assert built.returncode == 0, built.stderr
     checked = ledger_cli("verify-bundle", str(out), "--trusted-key", str(pub), "--json")
     assert checked.returncode == 0, checked.stderr
@@ -726,7 +726,8 @@ def test_cli_evidence_and_verify_bundle(
     assert report["ok"] and report["trusted"] and report["key"] == "ledger"
     assert report["answer"] == asof(reader, "payments", "prod", MOMENT).model_dump(mode="json")
     untrusted = ledger_cli("verify-bundle", str(out))
-    assert untrusted.returncode == 0 and "nothing vouches for" in untrusted.stderr
+    assert untrusted.returncode == 4 and "nothing vouches for" in untrusted.stderr
+    assert "NOT VERIFIED" in untrusted.stderr and "OK" not in untrusted.stderr
     # Read by a person, it prints what the bundle says, as `ledger asof` would.
     answer = report["answer"]
     assert f"deployment: {answer['deployment']['image']}" in untrusted.stdout
@@ -745,7 +746,7 @@ def test_cli_timeline_bundle_and_usage_errors(
 ) -> None:
     key, pub, keyring = key_files
     common = ["evidence", "--db", str(demo[0]), "--service", "search", "--env", "prod",
-              "--keyring", str(keyring), "--key", str(key)]  # fmt: skip
+              "--keyring", str(keyring), "--ledger-key", str(key)]  # fmt: skip
     built = ledger_cli(*common, "--from", (DEMO_END - timedelta(days=7)).isoformat(),
                        "--to", DEMO_END.isoformat())  # fmt: skip
     assert built.returncode == 0, built.stderr

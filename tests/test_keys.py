@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import make_event
+from helpers import make_event
 from typer.testing import CliRunner, Result
 
 from ledger.cli import app

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 from fastapi.testclient import TestClient
+from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
 
 from ledger.api.app import create_app
 from ledger.errors import QueryError
@@ -32,7 +33,6 @@ from ledger.wire.columns import decoded_columns
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer
 from ledger.wire.verify import verify_message
-from tests.conftest import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 

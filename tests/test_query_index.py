@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 from attack_helpers import execute, failure
-from conftest import make_event
 from consumer_helpers import cli_json, ledger_cli
+from helpers import make_event
 from ledger_builders import append, sealed_values, signers, write_ledger
 
 from ledger.errors import ChainBrokenError, CheckpointError

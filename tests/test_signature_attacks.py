@@ -7,10 +7,10 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import make_event
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from helpers import make_event
 
 from ledger.errors import (
     BadSignatureError,

@@ -25,8 +25,8 @@ from attack_helpers import (
     replace_rows,
     rewrite_chain,
 )
-from conftest import make_event
 from consumer_helpers import cli_json, entries, ledger_cli
+from helpers import make_event
 from ledger_builders import append, signers, write_ledger
 
 from ledger.errors import ChainBrokenError

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_event
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import to_parsing_canonical_form
+from helpers import make_event
 
 from ledger.errors import InvalidEventError, MalformedPayloadError, UnknownSchemaError
 from ledger.wire.avro import MAGIC, Schema, SchemaSet, default_schemas

@@ -176,10 +176,10 @@ def create_app(
         start: MaybeFrom = None, end: MaybeTo = None,
     ) -> Response:
         """An evidence bundle (as `ledger evidence`), signed with the consumer's ledger key
-        (`--checkpoint-key`): give `at`, or `from` and optionally `to`."""
+        (`--ledger-key`): give `at`, or `from` and optionally `to`."""
         if bundles is None:
             raise HTTPException(404, "this consumer signs no bundles: start it with "
-                                     "--checkpoint-key (the ledger key)")  # fmt: skip
+                                     "--ledger-key (the ledger key)")  # fmt: skip
         query = evidence_query(service, env, _opt(at), _opt(start), _opt(end))
         try:
             data, _ = build_bundle(reader, query, *bundles)

@@ -1,34 +1,89 @@
-"""The `ledger` command line: a thin layer over the library; arguments are checked first."""
+"""The `ledger` command line: a thin layer over the library; arguments are checked first.
+
+Commands are registered here by name and imported only when run (ledger.cli._lazy), so a
+command loads what it uses and nothing else; docs/cli.md has the conventions they follow.
+"""
 
 from __future__ import annotations
 
 import io
 import sys
+from typing import Annotated, ClassVar
 
 import typer
 
-from ledger.cli import consume, demo, emit, evidence, keys, proof, query
+from ledger.cli._lazy import Command, LazyGroup
+
+__all__ = ["COMMANDS", "app", "main"]
+
+COMMANDS = (
+    Command("demo", "ledger.cli.demo:demo",
+            "Run the whole flow end to end, on a local broker unless one is given."),
+    Command("keys", "ledger.cli.keys:app",
+            "Generate signing keys and manage the keyring that authorizes them."),
+    Command("emit", "ledger.cli.emit:app",
+            "Sign events and put them on the Kafka topic (delivery confirmed, or exit 3)."),
+    Command("consume", "ledger.cli.consume:consume",
+            "Verify signed events from Kafka and chain them into the ledger (runs until "
+            "stopped)."),
+    Command("verify", "ledger.cli.inspect:verify",
+            "Re-check everything stored: hashes, links, tree, checkpoints, every signature."),
+    Command("quarantine", "ledger.cli.inspect:quarantine",
+            "List quarantined messages: where they came from, why, and their raw bytes."),
+    Command("status", "ledger.cli.inspect:status",
+            "Size, head hash, last ingestion time and quarantine count of the ledger."),
+    Command("asof", "ledger.cli.query:asof",
+            "Exactly what was live for a service at an instant, with the entries that prove "
+            "it."),
+    Command("snapshot", "ledger.cli.query:snapshot",
+            "Every service of an environment at an instant: the whole estate, one row each."),
+    Command("diff", "ledger.cli.query:diff",
+            "What changed in an environment between two instants: images, mutations, "
+            "approvals."),
+    Command("timeline", "ledger.cli.query:timeline",
+            "The ordered history of a service in an environment."),
+    Command("search", "ledger.cli.query:search",
+            "Where and when an image ran, a commit was deployed, or a change ref was used."),
+    Command("proof", "ledger.cli.proof:app",
+            "Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162)."),
+    Command("evidence", "ledger.cli.evidence:evidence",
+            "Write an evidence bundle: an answer with everything needed to check it offline."),
+    Command("verify-bundle", "ledger.cli.evidence:verify_bundle",
+            "Check an evidence bundle offline: no ledger, no Kafka, no network."),
+)  # fmt: skip
+
+
+class _Ledger(LazyGroup):
+    registry: ClassVar[dict[str, Command]] = {command.name: command for command in COMMANDS}
+
 
 app = typer.Typer(
+    cls=_Ledger,
     name="ledger",
-    help="Signed, hash-chained audit ledger of deployments, in-place mutations and approvals.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="markdown",
 )
-app.add_typer(keys.app, name="keys")
-app.add_typer(emit.app, name="emit")
-app.command()(consume.consume)
-app.command()(consume.verify)
-app.command()(consume.quarantine)
-app.command()(consume.status)
-app.command()(demo.demo)
-for command in (query.asof, query.snapshot, query.diff, query.timeline, query.search):
-    app.command()(command)
-app.add_typer(proof.app, name="proof")
-app.command()(evidence.evidence)
-app.command(name="verify-bundle")(evidence.verify_bundle_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"ledger {version('deploy-ledger')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def ledger(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Signed, hash-chained audit ledger of deployments, in-place mutations and approvals."""
 
 
 def main() -> None:

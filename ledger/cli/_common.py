@@ -1,4 +1,8 @@
-"""Shared CLI pieces: option types read from the environment, output, and error reporting."""
+"""Shared CLI pieces: exit codes, output, error reporting, and the options many commands take.
+
+Importing this loads Typer and Rich only: a command imports the library parts it uses
+itself, so ``ledger --help`` and ``ledger keys list`` start fast (docs/cli.md).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,32 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ledger.api.client import fetch
-from ledger.errors import ConfigurationError, LedgerError
-from ledger.store.reader import LedgerReader
-from ledger.transport.settings import DEFAULT_TOPIC, KafkaSettings
+from ledger.errors import LedgerError, TransportError
+
+if TYPE_CHECKING:
+    from ledger.log.checkpoint import TrustedKey
+    from ledger.store.reader import LedgerReader
+
+
+class Exit(IntEnum):
+    """Every command's exit codes (docs/cli.md): scripts and CI templates branch on them."""
+
+    OK = 0
+    CHECK_FAILED = 1  # verify, check, gate, a refused bundle or proof
+    USAGE = 2  # a usage or input error: nothing was done
+    UNREACHABLE = 3  # a service could not be reached (the broker, the API)
+    NO_TRUST_ROOT = 4  # nothing was verified because no trust root was given
+    SPOOLED = 5  # events were written to the local spool instead of Kafka
+
 
 PIPED_WIDTH = 200
 """Results piped to a file, grep or less are not folded to fit 80 columns (rich's default
@@ -34,19 +52,9 @@ out = Console(
     width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH,
 )
 
-Bootstrap = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap",
-        envvar="LEDGER_BOOTSTRAP",
-        help="Kafka bootstrap servers, host:port[,host:port].",
-        show_envvar=True,
-    ),
-]
-Topic = Annotated[
-    str,
-    typer.Option("--topic", envvar="LEDGER_TOPIC", help="Event topic.", show_envvar=True),
-]
+DEFAULT_DB = Path("ledger.duckdb")
+DEFAULT_KEYRING = Path("keyring.json")
+
 DbPath = Annotated[
     Path,
     typer.Option("--db", envvar="LEDGER_DB", help="Ledger DuckDB file.", show_envvar=True),
@@ -66,73 +74,69 @@ ApiUrl = Annotated[
         help="Read through a running consumer's HTTP API (its URL) instead of --db.",
     ),
 ]
-ApiToken = Annotated[
-    str | None,
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+TrustedKeyPath = Annotated[
+    Path | None,
     typer.Option(
-        "--api-token", envvar="LEDGER_API_TOKEN", show_envvar=True,
-        help="Bearer token of the HTTP API.",
+        "--trusted-key",
+        envvar="LEDGER_TRUSTED_KEY",
+        show_envvar=True,
+        help="The ledger's public key (PEM), kept apart from the ledger; its name is the "
+        "file's stem.",
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-
-SecurityProtocol = Annotated[
-    str | None,
-    typer.Option(help="Kafka security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).",
-                 envvar="LEDGER_KAFKA_SECURITY_PROTOCOL"),
-]
-SaslMechanism = Annotated[
-    str | None,
-    typer.Option(help="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).",
-                 envvar="LEDGER_KAFKA_SASL_MECHANISM"),
-]
-SslCafile = Annotated[
-    Path | None, typer.Option(help="CA bundle for TLS.", envvar="LEDGER_KAFKA_SSL_CAFILE")
-]
-
-DEFAULT_DB = Path("ledger.duckdb")
-DEFAULT_KEYRING = Path("keyring.json")
-
-__all__ = [
-    "DEFAULT_DB",
-    "DEFAULT_KEYRING",
-    "DEFAULT_TOPIC",
-    "ApiToken",
-    "ApiUrl",
-    "Bootstrap",
-    "DbPath",
-    "JsonFlag",
-    "KeyringPath",
-    "SaslMechanism",
-    "SecurityProtocol",
-    "SslCafile",
-    "Topic",
-    "console",
-    "fail",
-    "kafka_settings",
-    "local_or_remote",
-    "out",
-    "parse_time",
-    "print_json",
-    "reporting_errors",
-    "short_digest",
-    "short_image",
-    "short_time",
-    "table",
+LedgerKeyPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--ledger-key",
+        envvar="LEDGER_LEDGER_KEY",
+        show_envvar=True,
+        help="The ledger's own private key: signs as the ledger (checkpoints, bundles).",
+    ),
 ]
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def new_app(help: str) -> typer.Typer:
+    """A command group as every group here is made (markdown help, no completion)."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="markdown",
+                       add_completion=False, pretty_exceptions_enable=False)
+
+
+def fail(message: str, code: Exit = Exit.USAGE) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
 
 @contextmanager
 def reporting_errors() -> Iterator[None]:
-    """Turn domain errors into one clear line and exit code 2 (1 is kept for 'check failed')."""
+    """Turn domain errors into one clear line and their exit code: 3 when a service could
+    not be reached, else 2 (1 is kept for 'a check failed')."""
     try:
         yield
+    except TransportError as exc:
+        fail(exc.message, Exit.UNREACHABLE)
     except LedgerError as exc:
         fail(exc.message)
+
+
+def read_input(path: Path) -> bytes:
+    """The bytes of the file a command works on; ``-`` is standard input."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+
+
+def trusted_key(path: Path | None) -> TrustedKey | None:
+    """The ledger key a verifier trusts: signed-note key name = the .pub file's stem."""
+    if path is None:
+        return None
+    from ledger.log.checkpoint import TrustedKey
+    from ledger.wire.keyring import load_public_key
+
+    return TrustedKey(path.stem, load_public_key(path))
 
 
 def local_or_remote(
@@ -140,14 +144,13 @@ def local_or_remote(
 ) -> Any:
     """Answer from the file, or from a running consumer's API when --api is given."""
     if api:
+        from ledger.api.client import fetch  # HTTP only when asked for
+
         return fetch(api, path)
-    reader = LedgerReader(db)
-    try:
+    from ledger.store.reader import LedgerReader  # DuckDB only when asked for
+
+    with LedgerReader(db) as reader:
         return local(reader)
-    finally:
-        reader.close()
-
-
 def table(*headers: str, title: str | None = None) -> Table:
     """A table that wraps, and folds what it cannot wrap, rather than cutting anything off.
 
@@ -207,20 +210,3 @@ def parse_time(value: str, option: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def kafka_settings(
-    bootstrap: str | None,
-    topic: str,
-    security_protocol: str | None = None,
-    sasl_mechanism: str | None = None,
-    ssl_cafile: Path | None = None,
-) -> KafkaSettings:
-    if not bootstrap:
-        raise ConfigurationError(
-            "no Kafka bootstrap server: pass --bootstrap host:port or set LEDGER_BOOTSTRAP"
-        )
-    overrides: dict[str, str | None] = {
-        "security_protocol": security_protocol,
-        "sasl_mechanism": sasl_mechanism,
-        "ssl_cafile": str(ssl_cafile) if ssl_cafile else None,
-    }
-    return KafkaSettings.from_env(bootstrap, topic, overrides)

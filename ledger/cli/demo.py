@@ -11,9 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
-from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.cli._common import (
-    Bootstrap,
     JsonFlag,
     console,
     out,
@@ -23,6 +21,7 @@ from ledger.cli._common import (
     short_time,
     table,
 )
+from ledger.cli._options import CONNECTION, Connection, shared
 from ledger.cli.evidence import check_bundle_file, report_json
 from ledger.cli.query import print_asof, print_diff
 from ledger.demo import (
@@ -45,8 +44,9 @@ from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_TOPIC, K
 from ledger.transport.topics import ensure_topics
 
 
+@shared("connection", CONNECTION)
 def demo(
-    bootstrap: Bootstrap = None,
+    connection: Connection,
     db: Annotated[Path, typer.Option("--db", help="Ledger file to (re)create.")] = Path(
         "demo.duckdb"
     ),
@@ -64,10 +64,10 @@ def demo(
     loopback port and stops it at the end.
     """
     with reporting_errors():
-        if bootstrap:
+        if connection.bootstrap:
             topic = f"ledger.demo.{uuid.uuid4().hex[:8]}"
-            console.print(f"using the broker at {bootstrap} (topic {topic})")
-            summary = _run(KafkaSettings(bootstrap, topic), f"{topic}.checkpoints", db,
+            console.print(f"using the broker at {connection.bootstrap} (topic {topic})")
+            summary = _run(connection.settings(topic), f"{topic}.checkpoints", db,
                            workdir, json_out)
         else:
             with LocalBroker() as broker:
@@ -102,6 +102,8 @@ def _reset(db: Path, workdir: Path) -> None:
 def _run(
     settings: KafkaSettings, checkpoint_topic: str, db: Path, workdir: Path, quiet: bool
 ) -> dict[str, Any]:
+    from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer  # the service
+
     # The broker answers before anything of the last run is replaced.
     ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
     _reset(db, workdir)
@@ -129,8 +131,7 @@ def _run(
     console.print(f"consumed into {db}: {stats.accepted} chained, "
                   f"{stats.quarantined} quarantined, {stats.duplicates} duplicates; "
                   f"{stats.checkpoints} signed checkpoints, also in {_witness(db)}")
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         trusted = TrustedKey(LEDGER_KEY_ID, ledger_signer.public_raw)
         report = verify_ledger(reader, keyring, trusted=trusted, workers=1).check()
         by_type = reader.con.execute(
@@ -150,8 +151,6 @@ def _run(
         # ...and the answer as evidence an auditor checks without the ledger.
         query = AsOfQuery(kind="asof", service="payments", environment="prod", at=moment)
         bundle, _ = build_bundle(reader, query, keyring, ledger_signer)
-    finally:
-        reader.close()
     _bundle(db).write_bytes(bundle)
     pub = workdir / "keys" / f"{LEDGER_KEY_ID}.pub"
     checked = check_bundle_file(_bundle(db), pub)

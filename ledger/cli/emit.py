@@ -1,4 +1,4 @@
-"""`ledger emit`: sign events and put them on the topic, one from flags or many from a file."""
+"""`ledger emit`: sign events and put them on the topic, one from options or many from a file."""
 
 from __future__ import annotations
 
@@ -7,50 +7,50 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.cli._common import (
-    Bootstrap,
-    JsonFlag,
-    SaslMechanism,
-    SecurityProtocol,
-    SslCafile,
-    Topic,
-    console,
-    fail,
-    kafka_settings,
-    print_json,
-    reporting_errors,
-)
-from ledger.errors import LedgerError
-from ledger.integrations.ci_env import detect_ci
-from ledger.transport.producer import Delivery, LedgerProducer
-from ledger.transport.settings import DEFAULT_TOPIC
-from ledger.wire.codec import encode_event
-from ledger.wire.events import Event, event_from_json, event_from_mapping
-from ledger.wire.keyring import Signer
+from ledger.cli._common import console, fail, new_app, print_json, read_input, reporting_errors
+from ledger.cli._options import PRODUCER, OptionSet, Producer, shared
 
-app = typer.Typer(
-    help=(
-        "Sign events and put them on the topic. Common options go before the event kind: "
-        "ledger emit --key keys/ci.key deployment --service checkout --env prod --image …"
-    ),
+if TYPE_CHECKING:
+    from ledger.transport.producer import Delivery
+    from ledger.wire.events import Event
+
+app = new_app(
+    "Sign events and put them on the Kafka topic (delivery confirmed, or exit 3).\n\n"
+    "Producer options go after the event kind (`ledger emit deployment --key keys/ci.key "
+    "…`) or before it (`ledger emit --key keys/ci.key deployment …`)."
 )
 
 
-@dataclass
-class _Context:
-    key: Path | None
-    key_id: str | None
-    source: str | None
-    actor: str | None
+@dataclass(frozen=True)
+class Emit:
+    """What every `emit` command takes: the producer, and what sets one event apart."""
+
+    producer: Producer
     time: str | None
     event_id: str | None
-    settings: tuple[str | None, str, str | None, str | None, Path | None]
     json_out: bool
 
+
+def _emit(time: str | None, event_id: str | None, json_out: bool, **producer: Any) -> Emit:
+    return Emit(PRODUCER.build(**producer), time, event_id, json_out)
+
+
+EMIT: OptionSet[Emit] = OptionSet(
+    (
+        *PRODUCER.params,
+        ("time", Annotated[str | None, typer.Option(
+            "--time", help="Event time (RFC 3339); default now.")], None),
+        ("event_id", Annotated[str | None, typer.Option(
+            "--id", help="Event id; default a new UUIDv7.")], None),
+        ("json_out", Annotated[bool, typer.Option(
+            "--json", help="Machine-readable JSON output.")], False),
+    ),
+    _emit,
+)  # fmt: skip
 
 ServiceOpt = Annotated[str, typer.Option("--service", help="Service name.")]
 EnvOpt = Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")]
@@ -59,62 +59,43 @@ ChangeRefOpt = Annotated[
 ]
 
 
-@app.callback(invoke_without_command=True)
-def emit(
-    ctx: typer.Context,
-    key: Annotated[
-        Path | None,
-        typer.Option("--key", envvar="LEDGER_KEY", show_envvar=True,
-                     help="Private key file (ID.key) to sign with."),
-    ] = None,
-    key_id: Annotated[
-        str | None, typer.Option("--key-id", help="Key id; defaults to the key's file name.")
-    ] = None,
+@app.callback()
+@shared("options", EMIT)
+def emit(options: Emit) -> None:
+    """Sign events and put them on the Kafka topic (delivery confirmed, or exit 3).
+
+    The options given here apply to the event kind that follows them.
+    """
+
+
+@app.command("file")
+@shared("options", EMIT)
+def from_file(
+    options: Emit,
     file: Annotated[
-        Path | None,
-        typer.Option("--file", help="JSON Lines file of events ('-' for stdin); id/time kept."),
-    ] = None,
-    source: Annotated[
-        str | None,
-        typer.Option(envvar="LEDGER_SOURCE", help="Emitting system; default from the CI run."),
-    ] = None,
-    actor: Annotated[
-        str | None,
-        typer.Option(envvar="LEDGER_ACTOR", help="Who caused it; default from CI, else $USER."),
-    ] = None,
-    time: Annotated[
-        str | None, typer.Option("--time", help="Event time (RFC 3339); default now.")
-    ] = None,
-    event_id: Annotated[
-        str | None, typer.Option("--id", help="Event id; default a new UUIDv7.")
-    ] = None,
-    bootstrap: Bootstrap = None,
-    topic: Topic = DEFAULT_TOPIC,
-    security_protocol: SecurityProtocol = None,
-    sasl_mechanism: SaslMechanism = None,
-    ssl_cafile: SslCafile = None,
-    json_out: JsonFlag = False,
+        Path,
+        typer.Argument(metavar="FILE|-", help="JSON Lines: one event per line ('-': standard "
+                       "input); each line's id and time are kept."),
+    ],
 ) -> None:
-    """Sign events and put them on the Kafka topic (delivery confirmed, or exit 2)."""
-    ctx.obj = _Context(key, key_id, source, actor, time, event_id,
-                       (bootstrap, topic, security_protocol, sasl_mechanism, ssl_cafile), json_out)
-    if ctx.invoked_subcommand is not None:
-        if file is not None:
-            fail("--file emits events from a file; do not also name an event kind")
-        return
-    if file is None:
-        console.print(ctx.get_help())
-        raise typer.Exit(2)
-    events = _read_file(file)
-    _send(ctx.obj, events)
+    """Events from a file: one per line, as the event contract's JSON (docs/formats.md §1).
+
+    Every line is checked before any event is sent.
+    """
+    if options.time is not None or options.event_id is not None:
+        fail("--time and --id name one event; a file's lines carry their own")
+    _send(options, _read_file(file))
 
 
 def _read_file(path: Path) -> list[Event]:
+    from ledger.errors import LedgerError
+    from ledger.wire.codec import encode_event
+    from ledger.wire.events import event_from_json
+
     try:
-        text = (typer.get_text_stream("stdin").read() if str(path) == "-"
-                else path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
+        text = read_input(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{path} is not UTF-8 text: {exc}")
     events: list[Event] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -131,52 +112,56 @@ def _read_file(path: Path) -> list[Event]:
 
 
 def _build(
-    c: _Context,
+    options: Emit,
     kind: str,
     service: str,
     env: str,
     data: dict[str, Any],
     keep_null: tuple[str, ...] = (),
 ) -> Event:
-    """One event from flags; None values are left out unless named in ``keep_null``."""
+    """One event from options; None values are left out unless named in ``keep_null``."""
+    from ledger.errors import LedgerError
+    from ledger.integrations.ci_env import detect_ci
+    from ledger.wire.events import event_from_mapping
+
     ci = detect_ci(os.environ)
+    producer = options.producer
     raw: dict[str, Any] = {
         "type": kind,
         "service": service,
         "environment": env,
-        "source": c.source or (ci.source if ci else f"cli/{os.uname().nodename}"),
-        "actor": c.actor or (ci.actor if ci and ci.actor else getpass.getuser()),
+        "source": producer.source or (ci.source if ci else f"cli/{os.uname().nodename}"),
+        "actor": producer.actor or (ci.actor if ci and ci.actor else getpass.getuser()),
         "data": {k: v for k, v in data.items() if v is not None or k in keep_null},
     }
     if kind in ("deployment.started", "deployment.succeeded") and ci:
         for name, value in (("commit", ci.commit), ("run_url", ci.run_url)):
             if value and name not in raw["data"]:
                 raw["data"][name] = value
-    if c.time:
-        raw["time"] = c.time
-    if c.event_id:
-        raw["id"] = c.event_id
+    if options.time:
+        raw["time"] = options.time
+    if options.event_id:
+        raw["id"] = options.event_id
     try:
         return event_from_mapping(raw)
     except LedgerError as exc:
         fail(exc.message)
 
 
-def _send(c: _Context, events: list[Event]) -> None:
-    if c.key is None:
-        fail("no signing key: pass --key keys/ID.key or set LEDGER_KEY")
+def _send(options: Emit, events: list[Event]) -> None:
+    from ledger.transport.producer import LedgerProducer
+
     with reporting_errors():
-        signer = Signer.from_file(c.key, c.key_id)
-        settings = kafka_settings(*c.settings)
-        with LedgerProducer(signer, settings) as producer:
+        signer = options.producer.signer()
+        with LedgerProducer(signer, options.producer.settings()) as producer:
             for event in events:
                 producer.emit(event)
             deliveries = producer.flush()
-        _report(c, deliveries)
+    _report(options, deliveries)
 
 
-def _report(c: _Context, deliveries: list[Delivery]) -> None:
-    if c.json_out:
+def _report(options: Emit, deliveries: list[Delivery]) -> None:
+    if options.json_out:
         print_json([d.__dict__ for d in deliveries])
         return
     for d in deliveries[:20]:
@@ -187,8 +172,9 @@ def _report(c: _Context, deliveries: list[Delivery]) -> None:
 
 
 @app.command()
+@shared("options", EMIT)
 def deployment(
-    ctx: typer.Context,
+    options: Emit,
     service: ServiceOpt,
     env: EnvOpt,
     image: Annotated[str, typer.Option(help="Image pinned by digest: name@sha256:<64 hex>.")],
@@ -224,12 +210,13 @@ def deployment(
         data |= {"reason": reason, "instances": instances}
     else:
         data |= {"from_image": from_image, "reason": reason}
-    _send(ctx.obj, [_build(ctx.obj, kind, service, env, data)])
+    _send(options, [_build(options, kind, service, env, data)])
 
 
 @app.command()
+@shared("options", EMIT)
 def mutation(
-    ctx: typer.Context,
+    options: Emit,
     service: ServiceOpt,
     env: EnvOpt,
     target_kind: Annotated[
@@ -263,13 +250,14 @@ def mutation(
     data = {"target_kind": target_kind, "target": target, "hash": content_hash,
             "previous_hash": previous_hash, "tool": tool, "method": method,
             "instance": instance, "change_ref": change_ref}
-    event = _build(ctx.obj, "mutation.applied", service, env, data, keep_null=("hash",))
-    _send(ctx.obj, [event])
+    event = _build(options, "mutation.applied", service, env, data, keep_null=("hash",))
+    _send(options, [event])
 
 
 @app.command()
+@shared("options", EMIT)
 def approval(
-    ctx: typer.Context,
+    options: Emit,
     service: ServiceOpt,
     env: EnvOpt,
     change_ref: Annotated[str, typer.Option("--change-ref", help="The change approved.")],
@@ -285,21 +273,21 @@ def approval(
     reason: Annotated[str | None, typer.Option(help="Why it was revoked.")] = None,
 ) -> None:
     """A change approval granted (or, with --revoke, withdrawn)."""
-    c: _Context = ctx.obj
     if revoke:
-        event = _build(c, "approval.revoked", service, env,
+        event = _build(options, "approval.revoked", service, env,
                        {"change_ref": change_ref, "reason": reason})
     else:
-        who = approver or c.actor or getpass.getuser()
-        event = _build(c, "approval.granted", service, env,
+        who = approver or options.producer.actor or getpass.getuser()
+        event = _build(options, "approval.granted", service, env,
                        {"change_ref": change_ref, "approver": who, "image": image,
                         "hash": content_hash, "valid_until": valid_until})
-    _send(c, [event])
+    _send(options, [event])
 
 
 @app.command()
+@shared("options", EMIT)
 def classify(
-    ctx: typer.Context,
+    options: Emit,
     service: ServiceOpt,
     env: EnvOpt,
     state: Annotated[str, typer.Option(help="stateless | stateful.")],
@@ -308,4 +296,4 @@ def classify(
 ) -> None:
     """Record the service's deployment model, as the team decided it."""
     data = {"state": state, "criticality": criticality, "model": model}
-    _send(ctx.obj, [_build(ctx.obj, "service.classified", service, env, data)])
+    _send(options, [_build(options, "service.classified", service, env, data)])

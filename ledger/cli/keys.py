@@ -14,6 +14,7 @@ from ledger.cli._common import (
     KeyringPath,
     console,
     fail,
+    new_app,
     out,
     parse_time,
     print_json,
@@ -28,8 +29,7 @@ from ledger.wire.keyring import (
     load_public_key,
 )
 
-app = typer.Typer(help="Generate signing keys and manage the keyring that authorizes them.",
-                  no_args_is_help=True)
+app = new_app("Generate signing keys and manage the keyring that authorizes them.")
 
 
 def _patterns(value: str, option: str) -> list[str]:

@@ -7,55 +7,44 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ledger.cli._common import (
     DEFAULT_DB,
     DbPath,
+    Exit,
     JsonFlag,
+    TrustedKeyPath,
     console,
     fail,
+    new_app,
     out,
     print_json,
+    read_input,
     reporting_errors,
+    trusted_key,
 )
 from ledger.errors import CheckpointError, ProofError
-from ledger.log.checkpoint import TrustedKey
-from ledger.log.proof import ConsistencyProof, InclusionProof, ProofResult, b64, verify_proof
-from ledger.store.prove import build_consistency, build_inclusion
-from ledger.store.reader import LedgerReader
-from ledger.wire.keyring import load_public_key
-
-app = typer.Typer(
-    help="Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162).",
-    no_args_is_help=True,
+from ledger.log.proof import (
+    ConsistencyProof,
+    InclusionProof,
+    ProofResult,
+    b64,
+    verify_proof,
 )
 
-Out = Annotated[
-    Path | None, typer.Option("--out", help="Write the proof JSON to this file, not stdout.")
-]
+if TYPE_CHECKING:
+    from ledger.log.checkpoint import TrustedKey
+    from ledger.store.reader import LedgerReader
+
+app = new_app("Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162).")
+
+Out = Annotated[Path | None, typer.Option("--out", help="Write the proof JSON to this file.")]
 ProofJson = Annotated[
-    bool,
-    typer.Option(
-        "--json/--text", help="Print the proof JSON (default), or a one-line summary of it."
-    ),
+    bool, typer.Option("--json", help="Print the proof JSON itself (what --out writes).")
 ]
-TrustedKeyOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--trusted-key",
-        envvar="LEDGER_TRUSTED_KEY",
-        show_envvar=True,
-        help="The ledger's public key (PEM); its name is the file's stem.",
-    ),
-]
-
-
-def trusted_key(path: Path | None) -> TrustedKey | None:
-    """The ledger key a verifier trusts: signed-note key name = the .pub file's stem."""
-    return TrustedKey(path.stem, load_public_key(path)) if path is not None else None
 
 
 @contextmanager
@@ -64,7 +53,7 @@ def _failed_checks() -> Iterator[None]:
     try:
         yield
     except (ProofError, CheckpointError) as exc:
-        fail(f"({exc.check}) {exc.message}", code=1)
+        fail(f"({exc.check}) {exc.message}", Exit.CHECK_FAILED)
 
 
 def _summary(proof: InclusionProof | ConsistencyProof) -> str:
@@ -91,10 +80,11 @@ def _emit(proof: InclusionProof | ConsistencyProof, out_path: Path | None, as_js
     if out_path is not None:
         out_path.write_text(text, encoding="utf-8")
         console.print(f"wrote {out_path}: {_summary(proof)}")
-    elif as_json:
+    if as_json:
         sys.stdout.write(text)
-    else:
+    elif out_path is None:
         out.print(_summary(proof))
+        console.print("the proof itself: --json (standard output) or --out FILE")
     unsigned = (
         proof.checkpoint is None
         if isinstance(proof, InclusionProof)
@@ -114,12 +104,10 @@ def _prove(
     as_json: bool,
 ) -> None:
     """Build a proof from the ledger file (closed before it is written out), then emit it."""
-    with reporting_errors(), _failed_checks():
-        reader = LedgerReader(db)
-        try:
-            proof = build(reader)
-        finally:
-            reader.close()
+    from ledger.store.reader import LedgerReader
+
+    with reporting_errors(), _failed_checks(), LedgerReader(db) as reader:
+        proof = build(reader)
     _emit(proof, out_path, as_json)
 
 
@@ -132,9 +120,11 @@ def inclusion(
     ] = None,
     db: DbPath = DEFAULT_DB,
     out_path: Out = None,
-    as_json: ProofJson = True,
+    as_json: ProofJson = False,
 ) -> None:
     """Prove that entry SEQ is in the tree of SIZE entries, with the signed checkpoint."""
+    from ledger.store.prove import build_inclusion
+
     _prove(db, lambda reader: build_inclusion(reader, seq, size), out_path, as_json)
 
 
@@ -147,30 +137,32 @@ def consistency(
     ] = None,
     db: DbPath = DEFAULT_DB,
     out_path: Out = None,
-    as_json: ProofJson = True,
+    as_json: ProofJson = False,
 ) -> None:
     """Prove that the tree of --to entries extends the tree of --from entries."""
+    from ledger.store.prove import build_consistency
+
     _prove(db, lambda reader: build_consistency(reader, first, second), out_path, as_json)
 
 
 @app.command()
 def verify(
-    file: Annotated[Path, typer.Argument(help="A proof written by `ledger proof`.")],
-    trusted: TrustedKeyOption = None,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE|-", help="A proof written by `ledger proof`.")
+    ],
+    trusted: TrustedKeyPath = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Check a proof offline: checkpoint signature, the leaf from the entry's bytes, the path.
 
-    Exit 0 when it holds, 1 when a check fails (named), 2 when the file cannot be read.
+    Exit 0 when it holds under the trusted key, 1 when a check fails (named), 2 when the
+    file cannot be read, 4 when it holds but no --trusted-key vouches for its root.
     """
     with reporting_errors():
         key = trusted_key(trusted)
+        data = read_input(file)
         try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"cannot read {file}: {exc}")
-        try:
-            document = json.loads(text)
+            document = json.loads(data)
         except ValueError as exc:
             fail(f"{file} is not a proof (the JSON `ledger proof inclusion|consistency` "
                  f"writes): {exc}")
@@ -181,14 +173,16 @@ def verify(
             print_json({"ok": False, "check": exc.check, "reason": exc.message})
         else:
             console.print(f"[red]FAILED[/red] ({exc.check}): {exc.message}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(Exit.CHECK_FAILED) from None
     _print_result(result, key, json_out)
+    if not result.authenticated:
+        raise typer.Exit(Exit.NO_TRUST_ROOT)
 
 
 def _print_result(result: ProofResult, key: TrustedKey | None, json_out: bool) -> None:
     if json_out:
         report: dict[str, Any] = {
-            "ok": True,
+            "ok": result.authenticated,
             "type": result.kind,
             "tree_sizes": list(result.sizes),
             "roots": [b64(r) for r in result.roots],
@@ -203,11 +197,11 @@ def _print_result(result: ProofResult, key: TrustedKey | None, json_out: bool) -
         what = f"entry {result.seq} is in the tree of size {result.sizes[0]}"
     else:
         what = f"the tree of size {result.sizes[1]} extends the tree of size {result.sizes[0]}"
-    console.print(f"[green]OK[/green] {what}")
     if result.authenticated and key is not None:
+        console.print(f"[green]OK[/green] {what}")
         console.print(f"root(s) signed by trusted key {key.name!r}")
     else:
         console.print(
-            "[yellow]root(s) unauthenticated: pass --trusted-key (or set "
-            "LEDGER_TRUSTED_KEY) to check the checkpoint signature[/yellow]"
+            f"[yellow]NOT VERIFIED[/yellow]: {what}, but nothing vouches for the root(s): "
+            "pass --trusted-key (or set LEDGER_TRUSTED_KEY) to check the checkpoint signature"
         )

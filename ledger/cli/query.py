@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 import typer
@@ -27,13 +27,9 @@ from ledger.cli._common import (
     table,
 )
 from ledger.rules.questions import check_window, search_terms
-from ledger.store.query import asof as asof_query
-from ledger.store.query import diff as diff_query
-from ledger.store.query import search as search_query
-from ledger.store.query import snapshot as snapshot_query
-from ledger.store.query import streams
-from ledger.store.query import timeline as timeline_query
-from ledger.store.reader import LedgerReader
+
+if TYPE_CHECKING:
+    from ledger.store.reader import LedgerReader
 
 Service = Annotated[str, typer.Option("--service", help="Service name.")]
 Env = Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")]
@@ -95,6 +91,8 @@ def print_asof(answer: dict[str, Any]) -> None:
 def _unmatched(reader: LedgerReader, env: str, service: str | None = None) -> str | None:
     """A note when no entry names the environment or service asked about: an empty answer
     to a misspelt name would otherwise read as "nothing was deployed"."""
+    from ledger.store.query import streams
+
     known = streams(reader)
     if (env, service) in known:
         return None
@@ -147,6 +145,8 @@ def asof(
     json_out: JsonFlag = False,
 ) -> None:
     """Exactly what was live for a service at an instant, with the entries that prove it."""
+    from ledger.store.query import asof as asof_query
+
     moment, known, query = _instants(at, known_at, service=service, env=env)
     answer, note = _ask(
         db, api, "/v1/asof?" + query,
@@ -169,6 +169,8 @@ def snapshot(
     json_out: JsonFlag = False,
 ) -> None:
     """Every service of an environment at an instant: the whole estate, one row each."""
+    from ledger.store.query import snapshot as snapshot_query
+
     moment, known, query = _instants(at, known_at, env=env)
     answer, note = _ask(
         db, api, "/v1/snapshot?" + query,
@@ -207,6 +209,8 @@ def diff(
     json_out: JsonFlag = False,
 ) -> None:
     """What changed in an environment between two instants: images, mutations, approvals."""
+    from ledger.store.query import diff as diff_query
+
     t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
     query = {"env": env, "from": t1.isoformat(), "to": t2.isoformat()}
     with reporting_errors():
@@ -255,6 +259,8 @@ def timeline(
     json_out: JsonFlag = False,
 ) -> None:
     """The ordered history of a service in an environment."""
+    from ledger.store.query import timeline as timeline_query
+
     t1 = parse_time(start, "--from") if start else None
     t2 = parse_time(end, "--to") if end else None
     with reporting_errors():
@@ -299,6 +305,8 @@ def search(
     json_out: JsonFlag = False,
 ) -> None:
     """Where and when an image ran, a commit was deployed, or a change ref was used."""
+    from ledger.store.query import search as search_query
+
     given = {k: v for k, v in (("image", image), ("commit", commit), ("change_ref", change_ref))
              if v is not None}
     with reporting_errors():

@@ -1,2 +1,2 @@
-"""The tamper-evident log (pure): the hash chain, the Merkle tree, signed checkpoints,
-inclusion and consistency proofs, and the witness file's format."""
+"""The tamper-evident log (pure): the hash chain, the Merkle tree, signed checkpoints
+(and the notes of a witness file), inclusion and consistency proofs."""

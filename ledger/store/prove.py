@@ -61,7 +61,7 @@ def _latest_checkpoint_size(reader: LedgerReader) -> int:
     sizes = [size for size, _, _, _ in reader.checkpoints()]
     if not sizes:
         raise ConfigurationError(
-            "the ledger has no signed checkpoint (run the consumer with --checkpoint-key); "
+            "the ledger has no signed checkpoint (run the consumer with --ledger-key); "
             "pass --size for a proof against an unsigned root"
         )
     return max(sizes)

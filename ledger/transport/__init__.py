@@ -1,1 +1,2 @@
-"""Kafka: connection settings, topics, the signing producer and the bundled local broker."""
+"""Getting data in and out: Kafka settings and topics, the signing producer, the bundled
+local broker, and the witness file checkpoints are appended to."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ledger.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_CHECKPOINT_TOPIC",
@@ -31,11 +34,21 @@ PASSTHROUGH = (
 )
 
 
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap: str
     topic: str = DEFAULT_TOPIC
     options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _TOPIC_NAME.match(self.topic) or self.topic in (".", ".."):
+            raise ConfigurationError(
+                f"topic {self.topic!r}: a Kafka topic name is 1-249 letters, digits, '.', "
+                "'_' or '-'"
+            )
 
     @classmethod
     def from_env(

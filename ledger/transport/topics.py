@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ledger.errors import TransportError
+from ledger.errors import ConfigurationError, TransportError
 from ledger.transport.settings import KafkaSettings
 
 __all__ = ["ensure_topics", "read_topic"]
@@ -45,8 +45,8 @@ def read_topic(
         raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
     try:
         partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise TransportError(f"topic {topic} does not exist on {settings.bootstrap}")
+        if not partitions:  # the broker answered: the name is what is wrong
+            raise ConfigurationError(f"topic {topic} does not exist on {settings.bootstrap}")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)

@@ -1,0 +1,234 @@
+"""`ledger verify`, `ledger quarantine`, `ledger status`: check and inspect what was stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ledger.cli._common import (
+    DEFAULT_DB,
+    DEFAULT_KEYRING,
+    ApiUrl,
+    DbPath,
+    Exit,
+    JsonFlag,
+    TrustedKeyPath,
+    console,
+    fail,
+    local_or_remote,
+    out,
+    print_json,
+    reporting_errors,
+    short_time,
+    table,
+)
+from ledger.cli._common import trusted_key as trusted_key_path
+from ledger.cli._options import CONNECTION, Connection, shared
+from ledger.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ledger.store.reader import LedgerReader
+    from ledger.transport.settings import KafkaSettings
+    from ledger.wire.keyring import Keyring
+
+OptionalKeyring = Annotated[
+    Path | None,
+    typer.Option("--keyring", envvar="LEDGER_KEYRING", show_envvar=True,
+                 help="Keyring to re-verify every signature with (default: keyring.json "
+                      "when present; without one, signatures are not re-verified)."),
+]
+CheckpointFiles = Annotated[
+    list[Path] | None,
+    typer.Option("--checkpoint", help="A witness file of signed checkpoints kept outside the "
+                 "ledger (repeatable): prove the ledger extends each. Needs --trusted-key."),
+]
+CheckpointTopic = Annotated[
+    str | None,
+    typer.Option("--checkpoint-topic", help="A Kafka topic of signed checkpoints (the "
+                 "consumer's ledger.checkpoints): prove the ledger extends each. Needs "
+                 "--bootstrap and --trusted-key."),
+]
+_STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "index": "query index",
+           "signatures": "signatures", "checkpoints": "checkpoints"}  # fmt: skip
+
+
+@shared("connection", CONNECTION)
+def verify(
+    connection: Connection,
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    keyring: OptionalKeyring = None,
+    trusted_key: TrustedKeyPath = None,
+    checkpoint: CheckpointFiles = None,
+    checkpoint_topic: CheckpointTopic = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Signature-checking processes; default: cores.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Re-check everything stored: hashes, links, tree, checkpoints, every signature.
+
+    Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10).
+    """
+    from ledger.store.reports import verification_report
+
+    with reporting_errors():
+        if (checkpoint or checkpoint_topic) and trusted_key is None:
+            given = "--checkpoint" if checkpoint else "--checkpoint-topic"
+            fail(f"{given} needs --trusted-key (LEDGER_TRUSTED_KEY): the ledger's public "
+                 "key, kept apart from it, is what the checkpoints are checked against; "
+                 "nothing was verified", Exit.NO_TRUST_ROOT)
+        if api and (checkpoint or checkpoint_topic or trusted_key):
+            fail("--checkpoint, --checkpoint-topic and --trusted-key are checked against the "
+                 "file: use --db (a copy, or with the consumer stopped)")
+        settings = connection.settings(checkpoint_topic) if checkpoint_topic else None
+        trusted = trusted_key_path(trusted_key)
+        external = _witnessed(checkpoint or [])
+        if settings is not None:
+            external += _published(settings)
+        ring = _keyring(keyring) if not api else None
+
+        lines = not json_out and not console.is_terminal  # a CI job's log: a line a tenth
+
+        def local(reader: LedgerReader) -> dict[str, Any]:
+            with Progress(TextColumn("{task.description:>16}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                          transient=True, disable=json_out or lines) as bar:
+                tasks: dict[str, TaskID] = {}
+                tenths: dict[str, int] = {}
+
+                def advance(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(_STAGES[stage], total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+                    tenth = 10 * done // max(total, 1)
+                    if lines and tenth > tenths.get(stage, 0):
+                        tenths[stage] = tenth
+                        console.print(f"progress: {_STAGES[stage]} " + (
+                            f"{done:,} of {total:,}" if total > 1 else "checked"))
+
+                return verification_report(reader, ring, trusted=trusted, external=external,
+                                           workers=workers, progress=advance)
+
+        report = local_or_remote(db, api, "/v1/verify", local)
+    if json_out:
+        print_json(report)
+    else:
+        _print_verification(report)
+    if not report["ok"]:
+        raise typer.Exit(Exit.CHECK_FAILED)
+
+
+def _keyring(path: Path | None) -> Keyring | None:
+    """The keyring given, else keyring.json when present; None: signatures not re-checked."""
+    from ledger.wire.keyring import Keyring
+
+    if path is None:
+        if not DEFAULT_KEYRING.exists():
+            return None
+        path = DEFAULT_KEYRING
+    return Keyring.load(path)
+
+
+def _witnessed(paths: list[Path]) -> list[tuple[str, str]]:
+    """(FILE#n, note) for every signed checkpoint note of the witness files."""
+    from ledger.log.checkpoint import split_notes
+
+    notes: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read checkpoint file {path}: {exc}") from None
+        found = split_notes(text)
+        if not found:
+            raise ConfigurationError(f"{path} holds no signed checkpoint")
+        notes += [(f"{path}#{i}", note) for i, note in enumerate(found, 1)]
+    return notes
+
+
+def _published(settings: KafkaSettings) -> list[tuple[str, str]]:
+    """(TOPIC[partition]@offset, note) for every record of the checkpoint topic."""
+    from ledger.transport.topics import read_topic
+
+    records = read_topic(settings, settings.topic)
+    if not records:
+        raise ConfigurationError(f"topic {settings.topic} holds no signed checkpoint")
+    notes: list[tuple[str, str]] = []
+    for partition, offset, value in records:
+        where = f"{settings.topic}[{partition}]@{offset}"
+        try:
+            notes.append((where, value.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{where} is not a signed checkpoint note") from None
+    return notes
+
+
+def _print_verification(report: dict[str, Any]) -> None:
+    if not report["ok"]:
+        where = f"at entry {report['first_bad_seq']} " if report["first_bad_seq"] else ""
+        console.print(f"[red]FAILED[/red] {where}({report['check']}): {report['reason']}")
+        return
+    console.print(f"[green]OK[/green] {report['size']:,} entries: hashes, links, Merkle "
+                  f"tree and query index intact ({report['algorithm']})")
+    out.print(f"head  {report['head_hash']}\nroot  {report['root']}")
+    if report["signatures_checked"]:
+        console.print(f"signatures: {report['signatures_verified']:,} re-verified and "
+                      "authorized by the keyring")
+    else:
+        console.print("[yellow]signatures NOT re-verified: no keyring (pass --keyring), or "
+                      "read through --api (the server does not re-check them)[/yellow]")
+    cps = report["checkpoints"]
+    if not cps["stored"] and not cps["external"]:
+        console.print("[yellow]no signed checkpoint: a cut-off tail or a rewritten chain "
+                      "cannot be detected[/yellow]")
+        return
+    latest = f", latest at size {cps['latest_size']:,}" if cps["latest_size"] else ""
+    console.print(f"checkpoints: {cps['stored']} stored{latest}; {cps['external']} external "
+                  "consistent with the ledger")
+    if not cps["trusted_key"]:
+        console.print("[yellow]no --trusted-key: checkpoints were opened with the key stored "
+                      "beside them, so a rewrite by whoever holds the ledger file and a "
+                      "checkpoint key is not excluded[/yellow]")
+
+
+def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
+    """List quarantined messages: where they came from, why, and their raw bytes."""
+    from ledger.store.reports import quarantine_report
+
+    with reporting_errors():
+        rows = local_or_remote(db, api, "/v1/quarantine", quarantine_report)
+    if json_out:
+        print_json(rows)
+        return
+    grid = table("id", "received", "from", "reason", "detail")
+    for row in rows:
+        grid.add_row(str(row["id"]), short_time(row["received_at"]),
+                     f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
+                     row["reason"], row["detail"])
+    out.print(grid)
+    console.print(f"{len(rows)} quarantined message(s)")
+
+
+def status(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
+    """Size, head hash, last ingestion time and quarantine count of the ledger."""
+    from ledger.store.reports import status_report
+
+    with reporting_errors():
+        report = local_or_remote(db, api, "/v1/status", status_report)
+    if json_out:
+        print_json(report)
+        return
+    width = max(map(len, report))
+    for name, value in report.items():
+        out.print(f"{name:>{width}}  {value}")
