@@ -98,11 +98,12 @@ def test_the_read_api_is_served_and_published_with_a_token() -> None:
     assert _setting("LEDGER_API_TOKEN").startswith("${LEDGER_API_TOKEN:?")
 
 
-def test_the_image_copies_what_exists() -> None:
+def test_the_image_copies_what_exists_and_installs_the_wheel() -> None:
     dockerfile = (ROOT / "consumers" / "Dockerfile").read_text()
-    sources = [s for line in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M)
+    sources = [s for line in re.findall(r"^COPY (?!--from=)(.+) \S+$", dockerfile, flags=re.M)
                for s in line.split()]  # fmt: skip
     assert sources and all((ROOT / s).exists() for s in sources), sources
+    assert "pip wheel" in dockerfile and "pip install --no-cache-dir /wheels/*.whl" in dockerfile
 
 
 def test_the_service_settings_run_the_readme_steps(
