@@ -3,6 +3,8 @@ command line's command tree (commands are loaded as running them would load them
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +25,11 @@ def make_event(kind: str = "deployment.succeeded", **overrides: Any) -> Event:
         "deployment.failed": {"image": IMAGE_B, "instances": {"total": 4, "updated": 1}},
         "deployment.rolled_back": {"image": IMAGE_A, "from_image": IMAGE_B},
         "mutation.applied": {
-            "target_kind": "config", "target": "nginx.conf", "hash": DIGEST_A,
-            "tool": "ansible", "method": "pipeline",
+            "target_kind": "config",
+            "target": "nginx.conf",
+            "hash": DIGEST_A,
+            "tool": "ansible",
+            "method": "pipeline",
         },
         "approval.granted": {"change_ref": "CHG-1", "approver": "carol", "image": IMAGE_A},
         "approval.revoked": {"change_ref": "CHG-1", "reason": "superseded"},
@@ -68,3 +73,20 @@ def cli_paths() -> list[str]:
     for registered in COMMANDS:
         walk(registered.load(), f"ledger {registered.name}")
     return found
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Wait until ``predicate()`` holds; fail naming ``what`` after ``timeout`` seconds (a
+    bound for a stuck test, never a measure: tests wait on conditions, not on the clock)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def strictly_after(moment: datetime) -> datetime:
+    """The clock's first reading later than ``moment`` (UTC)."""
+    while (now := datetime.now(UTC)) <= moment:
+        time.sleep(0.001)
+    return now

@@ -44,7 +44,7 @@ from consumer_helpers import (
     sealed_record,
     verify,
 )
-from helpers import IMAGE_B, make_event
+from helpers import IMAGE_B, make_event, wait_for
 from kafka import KafkaAdminClient
 
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
@@ -69,15 +69,23 @@ pytestmark = pytest.mark.kafka
 
 
 def _mixed_events(count: int, services: int = 12) -> list[Event]:
-    kinds = ["deployment.started", "deployment.succeeded", "deployment.failed",
-             "deployment.rolled_back", "mutation.applied", "service.classified",
-             "approval.granted", "approval.revoked"]
-    return [make_event(kinds[i % len(kinds)], service=f"svc-{i % services:02d}",
-                       actor=f"user-{i}") for i in range(count)]
+    kinds = [
+        "deployment.started",
+        "deployment.succeeded",
+        "deployment.failed",
+        "deployment.rolled_back",
+        "mutation.applied",
+        "service.classified",
+        "approval.granted",
+        "approval.revoked",
+    ]
+    return [
+        make_event(kinds[i % len(kinds)], service=f"svc-{i % services:02d}", actor=f"user-{i}")
+        for i in range(count)
+    ]
 
 
-def _emit_mixed(settings: KafkaSettings, ci: Signer, approver: Signer,
-                events: list[Event]) -> None:
+def _emit_mixed(settings: KafkaSettings, ci: Signer, approver: Signer, events: list[Event]) -> None:
     emit(settings, ci, [e for e in events if not e.type.startswith("approval.")])
     emit(settings, approver, [e for e in events if e.type.startswith("approval.")])
 
@@ -87,8 +95,12 @@ def _emit_mixed(settings: KafkaSettings, ci: Signer, approver: Signer,
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_emitted_events_are_verified_and_chained(
-    kafka: KafkaSettings, ci_signer: Signer, approver_signer: Signer, keyring: Keyring,
-    tmp_path: Path, workers: int,
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    approver_signer: Signer,
+    keyring: Keyring,
+    tmp_path: Path,
+    workers: int,
 ) -> None:
     events = _mixed_events(160)  # over 64 a batch, so two workers verify in processes
     _emit_mixed(kafka, ci_signer, approver_signer, events)
@@ -106,10 +118,23 @@ def test_emitted_events_are_verified_and_chained(
         approval = event.type.startswith("approval.")
         signer = approver_signer if approval else ci_signer
         assert bytes(row["envelope"]) == seal(event, signer)  # the exact signed bytes
-        assert (row["type"], row["service"], row["environment"], row["actor"], row["source"],
-                row["key_id"], row["time"]) == (event.type, event.service, event.environment,
-                                                event.actor, event.source, signer.key_id,
-                                                event.time)
+        assert (
+            row["type"],
+            row["service"],
+            row["environment"],
+            row["actor"],
+            row["source"],
+            row["key_id"],
+            row["time"],
+        ) == (
+            event.type,
+            event.service,
+            event.environment,
+            event.actor,
+            event.source,
+            signer.key_id,
+            event.time,
+        )
         assert row["image"] == getattr(event.data, "image", None)
         assert row["kafka_topic"] == kafka.topic
     # one service keeps its order: Kafka orders a key's events, the ledger keeps that order
@@ -118,8 +143,9 @@ def test_emitted_events_are_verified_and_chained(
         chained = [r["event_id"] for r in rows if r["service"] == service]
         approvals = {e.id for e in events if e.type.startswith("approval.")}
         # the two producers ran one after the other: compare each producer's events
-        assert [i for i in chained if i not in approvals] == \
-            [i for i in emitted if i not in approvals]
+        assert [i for i in chained if i not in approvals] == [
+            i for i in emitted if i not in approvals
+        ]
         assert [i for i in chained if i in approvals] == [i for i in emitted if i in approvals]
     assert verify(db).size == 160
 
@@ -131,26 +157,49 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
     produce_raw(kafka, [b"garbage"])
     db = tmp_path / "ledger.duckdb"
 
-    result = ledger_cli("consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
-                        "--db", str(db), "--keyring", str(keyring_file), "--until-idle", "2",
-                        "--json")
+    result = ledger_cli(
+        "consume",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        "--db",
+        str(db),
+        "--keyring",
+        str(keyring_file),
+        "--until-idle",
+        "2",
+        "--json",
+    )
 
     assert result.returncode == 0, result.stderr
     summary = cli_json(result)
     assert {k: summary[k] for k in ("accepted", "duplicates", "quarantined")} == {
-        "accepted": 40, "duplicates": 0, "quarantined": 1}
+        "accepted": 40,
+        "duplicates": 0,
+        "quarantined": 1,
+    }
     assert summary["quarantine_reasons"] == {"malformed_envelope": 1}
     # Not a terminal (a service under docker or systemd): one log line per record.
     records = result.stderr.splitlines()
     assert any(": quarantined " in line and "malformed_envelope" in line for line in records)
-    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR) "
-                        r"ledger\.\S+: \S", line) for line in records), result.stderr
+    assert all(
+        re.match(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR) "
+            r"ledger\.\S+: \S",
+            line,
+        )
+        for line in records
+    ), result.stderr
     assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
     checked = ledger_cli("verify", "--db", str(db), "--json")
     assert checked.returncode == 0, checked.stderr
     report = cli_json(checked)
     assert (report["ok"], report["size"], report["algorithm"]) == (
-        True, 40, "deploy-ledger-chain-sha256-v1")
+        True,
+        40,
+        "deploy-ledger-chain-sha256-v1",
+    )
     human = ledger_cli("verify", "--db", str(db), "--keyring", str(keyring_file))
     assert human.returncode == 0
     assert "OK" in human.stderr + human.stdout
@@ -179,9 +228,16 @@ def test_cli_consume_takes_its_settings_from_the_environment(
 ) -> None:
     ids = emit(kafka, ci_signer, [make_event() for _ in range(10)])
     db = tmp_path / "env.duckdb"
-    result = ledger_cli("consume", "--until-idle", "2", "--json",
-                        LEDGER_BOOTSTRAP=kafka.bootstrap, LEDGER_TOPIC=kafka.topic,
-                        LEDGER_DB=str(db), LEDGER_KEYRING=str(keyring_file))
+    result = ledger_cli(
+        "consume",
+        "--until-idle",
+        "2",
+        "--json",
+        LEDGER_BOOTSTRAP=kafka.bootstrap,
+        LEDGER_TOPIC=kafka.topic,
+        LEDGER_DB=str(db),
+        LEDGER_KEYRING=str(keyring_file),
+    )
     assert result.returncode == 0, result.stderr
     assert cli_json(result)["accepted"] == 10
     assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
@@ -189,7 +245,10 @@ def test_cli_consume_takes_its_settings_from_the_environment(
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_cli_consume_without_until_idle_stops_cleanly_on_a_signal(
-    kafka: KafkaSettings, ci_signer: Signer, keyring_file: Path, tmp_path: Path,
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    keyring_file: Path,
+    tmp_path: Path,
     stop: signal.Signals,
 ) -> None:
     ids = emit(kafka, ci_signer, [make_event(service=f"svc-{i % 3}") for i in range(30)])
@@ -197,16 +256,39 @@ def test_cli_consume_without_until_idle_stops_cleanly_on_a_signal(
     log = tmp_path / "consume.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ledger", "consume", "--bootstrap", kafka.bootstrap,
-             "--topic", kafka.topic, "--db", str(db), "--keyring", str(keyring_file),
-             "--workers", "1", "--verbose", "--json"],
-            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=err)
+            [
+                sys.executable,
+                "-m",
+                "ledger",
+                "consume",
+                "--bootstrap",
+                kafka.bootstrap,
+                "--topic",
+                kafka.topic,
+                "--db",
+                str(db),
+                "--keyring",
+                str(keyring_file),
+                "--workers",
+                "1",
+                "--verbose",
+                "--json",
+            ],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
     try:
-        deadline = time.monotonic() + 30
-        while "head 30" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.1)
-        time.sleep(1.0)  # running and idle: it must keep running until told to stop
+        wait_for(
+            lambda: "head 30" in log.read_text() or proc.poll() is not None, "the first 30 events"
+        )
+        # Idle, it keeps running until told to stop: an event sent now is chained too.
+        ids += emit(kafka, ci_signer, [make_event(service="svc-late")])
+        wait_for(
+            lambda: "head 31" in log.read_text() or proc.poll() is not None,
+            "the event sent while it was idle",
+        )
         assert proc.poll() is None, log.read_text()
         proc.send_signal(stop)
         out, _ = proc.communicate(timeout=30)
@@ -215,9 +297,9 @@ def test_cli_consume_without_until_idle_stops_cleanly_on_a_signal(
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, log.read_text()
-    assert cli_json(subprocess.CompletedProcess([], 0, out.decode(), ""))["accepted"] == 30
+    assert cli_json(subprocess.CompletedProcess([], 0, out.decode(), ""))["accepted"] == 31
     assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
-    assert verify(db).size == 30
+    assert verify(db).size == 31
 
 
 # --- duplicates ------------------------------------------------------------------------------
@@ -257,8 +339,11 @@ def test_rerunning_the_consumer_over_the_same_topic_records_nothing_twice(
     again = consume(kafka, db, keyring)  # resumes at the stored offsets: nothing new
     assert (again.accepted, again.duplicates, again.quarantined) == (0, 0, 0)
 
-    produce_raw(kafka, [seal(e, ci_signer) for e in events],  # an operator replays them all
-                keys=[e.partition_key for e in events])
+    produce_raw(
+        kafka,
+        [seal(e, ci_signer) for e in events],  # an operator replays them all
+        keys=[e.partition_key for e in events],
+    )
     replay = consume(kafka, db, keyring)
     assert (replay.accepted, replay.duplicates, replay.quarantined) == (0, 30, 0)
 
@@ -307,22 +392,32 @@ def test_replayed_event_id_with_different_content_is_quarantined(
     # and within one batch: the first of the two in partition order wins
     twin_a = make_event(service="billing", actor="alice")
     twin_b = _changed(twin_a, actor="mallory")
-    _, same_batch = produce_raw(kafka, [seal(twin_a, ci_signer), seal(twin_b, ci_signer)],
-                                keys=[twin_a.partition_key] * 2)
+    _, same_batch = produce_raw(
+        kafka, [seal(twin_a, ci_signer), seal(twin_b, ci_signer)], keys=[twin_a.partition_key] * 2
+    )
     stats = consume(kafka, db, keyring)
 
     assert (stats.accepted, stats.duplicates, stats.quarantined) == (1, 0, 2)
     assert stats.reasons == {"conflicting_duplicate": 2}
     rows = entries(db)
-    assert [(r["event_id"], r["actor"]) for r in rows] == [(original.id, "alice"),
-                                                           (twin_a.id, "alice")]
+    assert [(r["event_id"], r["actor"]) for r in rows] == [
+        (original.id, "alice"),
+        (twin_a.id, "alice"),
+    ]
     assert bytes(rows[0]["envelope"]) == seal(original, ci_signer)
     quarantined = quarantine(db)
-    assert [(q["reason"], q["event_id"], bytes(q["value"]), q["kafka_partition"],
-             q["kafka_offset"]) for q in quarantined] == [
+    assert [
+        (q["reason"], q["event_id"], bytes(q["value"]), q["kafka_partition"], q["kafka_offset"])
+        for q in quarantined
+    ] == [
         ("conflicting_duplicate", original.id, later.value, later.partition, later.offset),
-        ("conflicting_duplicate", twin_a.id, same_batch.value, same_batch.partition,
-         same_batch.offset),
+        (
+            "conflicting_duplicate",
+            twin_a.id,
+            same_batch.value,
+            same_batch.partition,
+            same_batch.offset,
+        ),
     ]
     letters = dead_letters(kafka, 2)
     assert sorted(r.value for r in letters) == sorted([later.value, same_batch.value])
@@ -356,9 +451,14 @@ def _bad_messages(ci: Signer, ring: Keyring) -> dict[str, bytes]:
     stranger = Signer.generate("stranger")
     revoked, expired, future = (Signer.generate(n) for n in ("ci-old", "ci-expired", "ci-next"))
     for signer in (revoked, expired, future):
-        ring.trust(signer.key_id, signer.public_raw, types=["deployment.*"], sources=["ci/*"],
-                   not_before=datetime(2027, 1, 1, tzinfo=UTC) if signer is future else None,
-                   not_after=datetime(2026, 6, 1, tzinfo=UTC) if signer is expired else None)
+        ring.trust(
+            signer.key_id,
+            signer.public_raw,
+            types=["deployment.*"],
+            sources=["ci/*"],
+            not_before=datetime(2027, 1, 1, tzinfo=UTC) if signer is future else None,
+            not_after=datetime(2026, 6, 1, tzinfo=UTC) if signer is expired else None,
+        )
     ring.revoke(revoked.key_id, REVOKED_AT)
 
     tag_only = event_record(make_event())
@@ -381,8 +481,9 @@ def _bad_messages(ci: Signer, ring: Keyring) -> dict[str, bytes]:
         "unpinned_image": sealed_record(ci, tag_only),
         "invalid_event": sealed_record(ci, broken),
         "unsigned": Envelope(PAYLOAD_TYPE, seal_payload(make_event()), ()).to_bytes(),
-        "wrong_payload_type": Envelope.sign(seal_payload(make_event()), ci,
-                                            "application/json").to_bytes(),
+        "wrong_payload_type": Envelope.sign(
+            seal_payload(make_event()), ci, "application/json"
+        ).to_bytes(),
         "unknown_schema": Envelope.sign(unknown_schema, ci).to_bytes(),
         "malformed_payload": Envelope.sign(b"not avro at all", ci).to_bytes(),
     }
@@ -399,21 +500,30 @@ def rejections(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Reje
     ensure_topics(settings, {settings.topic: 3, settings.dlq_topic: 1})
     ci, approver = Signer.generate("ci-main"), Signer.generate("change-board")
     ring = Keyring()
-    ring.trust(ci.key_id, ci.public_raw, types=["deployment.*", "mutation.*", "service.*"],
-               sources=["ci/*"])
+    ring.trust(
+        ci.key_id,
+        ci.public_raw,
+        types=["deployment.*", "mutation.*", "service.*"],
+        sources=["ci/*"],
+    )
     ring.trust(approver.key_id, approver.public_raw, types=["approval.*"], sources=["cab/*"])
     bad = _bad_messages(ci, ring)
     good = [make_event(service=f"svc-{i % 7}") for i in range(100)]
-    values = [seal(e, ci) for e in good[:50]] + list(bad.values()) + \
-        [seal(e, ci) for e in good[50:]]
-    keys = [e.partition_key for e in good[:50]] + [f"bad/{reason}".encode() for reason in bad] \
+    values = (
+        [seal(e, ci) for e in good[:50]] + list(bad.values()) + [seal(e, ci) for e in good[50:]]
+    )
+    keys = (
+        [e.partition_key for e in good[:50]]
+        + [f"bad/{reason}".encode() for reason in bad]
         + [e.partition_key for e in good[50:]]
+    )
     produced = produce_raw(settings, values, keys=keys)
-    sent = dict(zip(bad, produced[50:50 + len(bad)], strict=True))
+    sent = dict(zip(bad, produced[50 : 50 + len(bad)], strict=True))
     db = tmp_path_factory.mktemp("rejections") / "ledger.duckdb"
     stats = consume(settings, db, ring, workers=2)
-    return Rejections(settings, db, stats, sent, [e.id for e in good],
-                      dead_letters(settings, len(bad)))
+    return Rejections(
+        settings, db, stats, sent, [e.id for e in good], dead_letters(settings, len(bad))
+    )
 
 
 def _reasons(cls: type[RejectedMessage]) -> set[str]:
@@ -442,7 +552,10 @@ def test_rejected_message_is_quarantined_with_its_exact_bytes(
     assert bytes(row["value"]) == sent.value
     assert bytes(row["kafka_key"]) == sent.key
     assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (
-        rejections.settings.topic, sent.partition, sent.offset)
+        rejections.settings.topic,
+        sent.partition,
+        sent.offset,
+    )
     assert row["detail"]
     assert rejections.stats.reasons.get(reason) == 1
 
@@ -495,13 +608,21 @@ def test_quarantine_cli_lists_every_rejection_with_its_raw_bytes(
 
 def _signed_batch(signer: Signer, count: int) -> tuple[list[str], list[bytes], list[bytes]]:
     events = [make_event(service=f"svc-{i % 50:02d}") for i in range(count)]
-    return ([e.id for e in events], [seal(e, signer) for e in events],
-            [e.partition_key for e in events])
+    return (
+        [e.id for e in events],
+        [seal(e, signer) for e in events],
+        [e.partition_key for e in events],
+    )
 
 
 def test_a_failing_query_index_does_not_stop_the_ledger_recording(
-    kafka: KafkaSettings, ci_signer: Signer, approver_signer: Signer, keyring: Keyring,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    approver_signer: Signer,
+    keyring: Keyring,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The index is derived data: when a run cannot be written (here DuckDB is out of
     memory), every event is chained all the same, the attempt is not repeated after every
@@ -576,5 +697,6 @@ def test_stopped_consumer_resumes_without_losing_or_duplicating(
     ends: dict[int, int] = defaultdict(int)
     for row in rows:
         ends[row["kafka_partition"]] = max(ends[row["kafka_partition"]], row["kafka_offset"] + 1)
-    assert {tp.partition: meta.offset for tp, meta in committed.items()
-            if tp.topic == kafka.topic} == dict(ends)
+    assert {
+        tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == kafka.topic
+    } == dict(ends)
