@@ -101,8 +101,16 @@ def image_ref(service: str, version: int) -> str:
 
 
 def event(
-    rng: random.Random, n: int, kind: str, *, service: str, env: str, when: datetime,
-    change_ref: str, version: int, actor: str,
+    rng: random.Random,
+    n: int,
+    kind: str,
+    *,
+    service: str,
+    env: str,
+    when: datetime,
+    change_ref: str,
+    version: int,
+    actor: str,
 ) -> tuple[str, dict[str, Any]]:
     """(signing key id, JSON-shaped event): event number ``n``, of ``kind``, for one
     service in one environment; what is left to chance comes from ``rng``."""

@@ -57,8 +57,13 @@ def produce(settings: KafkaSettings, n: int, signers: dict[str, Signer]) -> floa
     with ProcessPoolExecutor(cores) as pool:
         parts = pool.map(_seal_range, [(i, min(step, n - i), pems) for i in range(0, n, step)])
         messages = [m for part in parts for m in part]
-    producer = KafkaProducer(**settings.client_config(), acks="all", linger_ms=20,
-                             batch_size=256 * 1024, enable_idempotence=True)
+    producer = KafkaProducer(
+        **settings.client_config(),
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        enable_idempotence=True,
+    )
     t0 = time.perf_counter()
     for key, value in messages:
         producer.send(settings.topic, key=key, value=value)
@@ -72,17 +77,19 @@ def _peak_rss_mb() -> float:
 
 
 def bare_child(params: dict[str, Any], out: Any) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=params["bootstrap"], enable_auto_commit=False,
-                             group_id=None)
-    parts = [TopicPartition(params["topic"], p)
-             for p in consumer.partitions_for_topic(params["topic"]) or ()]
+    consumer = KafkaConsumer(
+        bootstrap_servers=params["bootstrap"], enable_auto_commit=False, group_id=None
+    )
+    parts = [
+        TopicPartition(params["topic"], p)
+        for p in consumer.partitions_for_topic(params["topic"]) or ()
+    ]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     count, t0 = 0, time.perf_counter()
     while count < params["n"]:
         count += sum(len(r) for r in consumer.poll(timeout_ms=1000, max_records=5000).values())
-    out.put({"seconds": time.perf_counter() - t0, "count": count,
-             "peak_rss_mb": _peak_rss_mb()})
+    out.put({"seconds": time.perf_counter() - t0, "count": count, "peak_rss_mb": _peak_rss_mb()})
 
 
 def _vm_hwm_mb(pid: int) -> float:
@@ -102,22 +109,32 @@ def ledger_child(params: dict[str, Any], out: Any) -> None:
     close = Verifier.close
 
     def measure_then_close(self: Verifier) -> None:  # the workers' own peak, while alive
-        workers_peak.extend(_vm_hwm_mb(p.pid) for p in multiprocessing.active_children()
-                            if p.pid is not None)
+        workers_peak.extend(
+            _vm_hwm_mb(p.pid) for p in multiprocessing.active_children() if p.pid is not None
+        )
         close(self)
 
     Verifier.close = measure_then_close  # type: ignore[method-assign]
     consumer = LedgerConsumer(
-        KafkaSettings(params["bootstrap"], params["topic"]), Path(params["db"]),
-        Keyring.model_validate_json(params["keyring"]), workers=params["workers"],
-        batch_size=params["batch_size"], group=None,
+        KafkaSettings(params["bootstrap"], params["topic"]),
+        Path(params["db"]),
+        Keyring.model_validate_json(params["keyring"]),
+        workers=params["workers"],
+        batch_size=params["batch_size"],
+        group=None,
     )
     t0 = time.monotonic()
     stats = consumer.run(until_idle=params["until_idle"])
     assert stats.last_commit is not None
-    out.put({"seconds": stats.last_commit - t0, "accepted": stats.accepted,
-             "quarantined": stats.quarantined, "peak_rss_mb": _peak_rss_mb(),
-             "worker_peak_rss_mb": max(workers_peak, default=0.0)})
+    out.put(
+        {
+            "seconds": stats.last_commit - t0,
+            "accepted": stats.accepted,
+            "quarantined": stats.quarantined,
+            "peak_rss_mb": _peak_rss_mb(),
+            "worker_peak_rss_mb": max(workers_peak, default=0.0),
+        }
+    )
 
 
 def in_child(target: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -161,15 +178,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bare = in_child(bare_child, common)
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "ledger.duckdb"
-            ledger = in_child(ledger_child, common | {
-                "db": str(db), "keyring": keyring_for(signers).model_dump_json(),
-                "workers": args.workers, "batch_size": args.batch_size, "until_idle": 3.0,
-            })
+            ledger = in_child(
+                ledger_child,
+                common
+                | {
+                    "db": str(db),
+                    "keyring": keyring_for(signers).model_dump_json(),
+                    "workers": args.workers,
+                    "batch_size": args.batch_size,
+                    "until_idle": 3.0,
+                },
+            )
             check = check_ledger(db, args.events)
     bare_rate = bare["count"] / bare["seconds"]
     ledger_rate = ledger["accepted"] / ledger["seconds"]
     return {
-        "events": args.events, "cores": os.cpu_count(), "workers": args.workers,
+        "events": args.events,
+        "cores": os.cpu_count(),
+        "workers": args.workers,
         "produce_events_per_s": round(args.events / produce_s),
         "bare_consume_per_s": round(bare_rate),
         "ledger_consume_per_s": round(ledger_rate),

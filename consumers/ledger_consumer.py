@@ -189,13 +189,20 @@ class LedgerConsumer:
                     check_crcs=False,
                 )
                 dlq = KafkaProducer(
-                    **self.settings.client_config(), acks="all", enable_idempotence=True,
-                    retries=2**31 - 1, delivery_timeout_ms=30_000,
+                    **self.settings.client_config(),
+                    acks="all",
+                    enable_idempotence=True,
+                    retries=2**31 - 1,
+                    delivery_timeout_ms=30_000,
                 )
                 return consumer, dlq
             except (TransportError, KafkaError) as exc:
-                log.warning("Kafka at %s unavailable (%s); retrying in %.0f s",
-                            self.settings.bootstrap, exc, delay)
+                log.warning(
+                    "Kafka at %s unavailable (%s); retrying in %.0f s",
+                    self.settings.bootstrap,
+                    exc,
+                    delay,
+                )
                 self.stop.wait(delay)
                 delay = min(delay * 2, 30.0)
         return None
@@ -209,8 +216,13 @@ class LedgerConsumer:
         try:
             assigned = self._assign(consumer, writer, set())
             idle_since = last_refresh = time.monotonic()
-            log.info("ledger %s at seq %d; reading %s (%d partitions)",
-                     self.db_path, writer.head_seq, self.settings.topic, len(assigned))
+            log.info(
+                "ledger %s at seq %d; reading %s (%d partitions)",
+                self.db_path,
+                writer.head_seq,
+                self.settings.topic,
+                len(assigned),
+            )
             # Batches submitted to the workers, oldest first: the next one is verified while
             # the main process commits the previous one, so neither side waits on the other.
             pending: deque[_Pending] = deque()
@@ -229,8 +241,9 @@ class LedgerConsumer:
                     try:
                         self._commit(pending.popleft(), writer, consumer, dlq)
                     except TransportError as exc:
-                        log.warning("batch not committed (%s); retrying from stored offsets",
-                                    exc.message)
+                        log.warning(
+                            "batch not committed (%s); retrying from stored offsets", exc.message
+                        )
                         pending.clear()
                         self.stop.wait(2.0)
                         self._position(consumer, writer, assigned)
@@ -276,9 +289,13 @@ class LedgerConsumer:
         known = writer.stored_topic_ids().get(self.settings.topic)
         recreated = current is not None and known is not None and current != known
         if recreated:
-            log.warning("topic %s was recreated (id %s, was %s): reading it from the beginning;"
-                        " events already chained are skipped as duplicates",
-                        self.settings.topic, current, known)
+            log.warning(
+                "topic %s was recreated (id %s, was %s): reading it from the beginning;"
+                " events already chained are skipped as duplicates",
+                self.settings.topic,
+                current,
+                known,
+            )
         for tp in partitions:
             offset = None if recreated else stored.get((tp.topic, tp.partition))
             if offset is None:
@@ -299,8 +316,11 @@ class LedgerConsumer:
 
     def _recreated(self, consumer: KafkaConsumer) -> bool:
         current = self._topic_id(consumer)
-        return (current is not None and self._positioned_id is not None
-                and current != self._positioned_id)
+        return (
+            current is not None
+            and self._positioned_id is not None
+            and current != self._positioned_id
+        )
 
     # --- batches -----------------------------------------------------------------------------
 
@@ -353,11 +373,21 @@ class LedgerConsumer:
         self.stats.quarantined += len(plan.quarantined)
         for rejected in plan.quarantined:
             self.stats.reasons[rejected.reason] = self.stats.reasons.get(rejected.reason, 0) + 1
-            log.warning("quarantined %s[%d]@%d: %s: %s", rejected.received.topic,
-                        rejected.received.partition, rejected.received.offset, rejected.reason,
-                        rejected.detail)
-        log.debug("batch: %d chained (head %d), %d duplicates, %d quarantined",
-                  len(plan.entries), writer.head_seq, plan.duplicates, len(plan.quarantined))
+            log.warning(
+                "quarantined %s[%d]@%d: %s: %s",
+                rejected.received.topic,
+                rejected.received.partition,
+                rejected.received.offset,
+                rejected.reason,
+                rejected.detail,
+            )
+        log.debug(
+            "batch: %d chained (head %d), %d duplicates, %d quarantined",
+            len(plan.entries),
+            writer.head_seq,
+            plan.duplicates,
+            len(plan.quarantined),
+        )
         self._commit_group(consumer, offsets)
 
     def _cluster(self, writer: LedgerWriter) -> None:
@@ -372,12 +402,19 @@ class LedgerConsumer:
         try:
             added = writer.cluster()
         except duckdb.Error as exc:
-            log.error("query index not extended (%s): entries are recorded all the same and "
-                      "read unindexed; tried again after another run's worth", exc)
+            log.error(
+                "query index not extended (%s): entries are recorded all the same and "
+                "read unindexed; tried again after another run's worth",
+                exc,
+            )
             return
         if added:
-            log.info("query index: %d entries clustered in %.1f s (head %d)",
-                     added, time.monotonic() - started, writer.head_seq)
+            log.info(
+                "query index: %d entries clustered in %.1f s (head %d)",
+                added,
+                time.monotonic() - started,
+                writer.head_seq,
+            )
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -425,8 +462,10 @@ class LedgerConsumer:
                 headers=[
                     ("ledger_reason", r.reason.encode()),
                     ("ledger_detail", r.detail.encode()[:4096]),
-                    ("ledger_origin", f"{r.received.topic}[{r.received.partition}]"
-                     f"@{r.received.offset}".encode()),
+                    (
+                        "ledger_origin",
+                        f"{r.received.topic}[{r.received.partition}]@{r.received.offset}".encode(),
+                    ),
                 ],
             )
             for r in rejected
@@ -443,8 +482,11 @@ class LedgerConsumer:
         if self.group is None:
             return
         try:
-            consumer.commit({
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
-            })
+            consumer.commit(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                }
+            )
         except (KafkaError, AssertionError, ValueError) as exc:
             log.debug("group offset commit skipped: %r", exc)

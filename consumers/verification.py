@@ -31,8 +31,10 @@ class Verifier:
             outcomes = verify_values(values, self.keyring)
             return lambda: outcomes
         size = -(-len(values) // self.workers)
-        futures = [self._pool.submit(verify_values_in_worker, values[i : i + size])
-                   for i in range(0, len(values), size)]
+        futures = [
+            self._pool.submit(verify_values_in_worker, values[i : i + size])
+            for i in range(0, len(values), size)
+        ]
         return lambda: [o for future in futures for o in future.result()]
 
     def close(self) -> None:

@@ -73,33 +73,78 @@ class _Builder:
         self.rng = rng
         self.events: list[tuple[str, Event]] = []
 
-    def add(self, key: str, at: datetime, kind: str, service: str, env: str, source: str,
-            actor: str, data: dict[str, Any]) -> None:
-        event = event_from_mapping({
-            "type": kind, "time": at, "source": source, "actor": actor, "service": service,
-            "environment": env, "data": data,
-        })
+    def add(
+        self,
+        key: str,
+        at: datetime,
+        kind: str,
+        service: str,
+        env: str,
+        source: str,
+        actor: str,
+        data: dict[str, Any],
+    ) -> None:
+        event = event_from_mapping(
+            {
+                "type": kind,
+                "time": at,
+                "source": source,
+                "actor": actor,
+                "service": service,
+                "environment": env,
+                "data": data,
+            }
+        )
         self.events.append((key, event))
 
-    def deploy(self, at: datetime, service: str, env: str, version: str, actor: str,
-               change_ref: str | None, *, total: int = 4, approve: str | None = "carol",
-               strategy: str = "rolling") -> None:
+    def deploy(
+        self,
+        at: datetime,
+        service: str,
+        env: str,
+        version: str,
+        actor: str,
+        change_ref: str | None,
+        *,
+        total: int = 4,
+        approve: str | None = "carol",
+        strategy: str = "rolling",
+    ) -> None:
         """A CI deployment, with its approval granted shortly before (unless approve=None)."""
         image = _image(service, version)
         if change_ref and approve:
-            self.add("change-board", at - timedelta(minutes=self.rng.randint(20, 240)),
-                     "approval.granted", service, env, "cab/servicenow", approve,
-                     {"change_ref": change_ref, "approver": approve, "image": image})
+            self.add(
+                "change-board",
+                at - timedelta(minutes=self.rng.randint(20, 240)),
+                "approval.granted",
+                service,
+                env,
+                "cab/servicenow",
+                approve,
+                {"change_ref": change_ref, "approver": approve, "image": image},
+            )
         source = f"ci/github/acme/{service}"
         commit = hashlib.sha1(f"{service}{version}".encode()).hexdigest()
         run_id = self.rng.randint(10**9, 10**10)
         run_url = f"https://github.com/acme/{service}/actions/runs/{run_id}"
-        common = {"image": image, "change_ref": change_ref, "commit": commit, "run_url": run_url,
-                  "strategy": strategy}
+        common = {
+            "image": image,
+            "change_ref": change_ref,
+            "commit": commit,
+            "run_url": run_url,
+            "strategy": strategy,
+        }
         self.add("ci-github", at, "deployment.started", service, env, source, actor, common)
-        self.add("ci-github", at + timedelta(minutes=self.rng.randint(3, 12)),
-                 "deployment.succeeded", service, env, source, actor,
-                 common | {"instances": {"total": total, "updated": total}})
+        self.add(
+            "ci-github",
+            at + timedelta(minutes=self.rng.randint(3, 12)),
+            "deployment.succeeded",
+            service,
+            env,
+            source,
+            actor,
+            common | {"instances": {"total": total, "updated": total}},
+        )
 
 
 def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
@@ -110,14 +155,22 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
     b = _Builder(start, rng)
 
     def day(n: float, hour: int = 10, minute: int = 0) -> datetime:
-        return (start + timedelta(days=n)).replace(hour=hour, minute=minute, second=0,
-                                                   microsecond=0)
+        return (start + timedelta(days=n)).replace(
+            hour=hour, minute=minute, second=0, microsecond=0
+        )
 
     for service, (state, criticality, model) in SERVICES.items():
         for env in ("staging", "prod"):
-            b.add("ci-github", start + timedelta(minutes=5), "service.classified", service, env,
-                  f"ci/github/acme/{service}", "platform-bot",
-                  {"state": state, "criticality": criticality, "model": model})
+            b.add(
+                "ci-github",
+                start + timedelta(minutes=5),
+                "service.classified",
+                service,
+                env,
+                f"ci/github/acme/{service}",
+                "platform-bot",
+                {"state": state, "criticality": criticality, "model": model},
+            )
 
     # Immutable services: regular releases, staging first, then prod with approval.
     change = 1040
@@ -127,29 +180,72 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
             when = day(1 + r * (days - 3) / releases + rng.random(), rng.randint(9, 16))
             b.deploy(when, service, "staging", version, "github-actions", None, approve=None)
             change += 1
-            b.deploy(when + timedelta(hours=rng.randint(2, 20)), service, "prod", version,
-                     rng.choice(["alice", "bob", "erin"]), f"CHG-{change}")
+            b.deploy(
+                when + timedelta(hours=rng.randint(2, 20)),
+                service,
+                "prod",
+                version,
+                rng.choice(["alice", "bob", "erin"]),
+                f"CHG-{change}",
+            )
 
     # search: a canary to 5 instances fails after 2, then is rolled back.
     bad = _image("search", "2.0.0")
     good = _image("search", "1.6.0")
     t = day(days - 4, 14, 10)
-    b.add("change-board", t - timedelta(hours=1), "approval.granted", "search", "prod",
-          "cab/servicenow", "carol", {"change_ref": "CHG-1101", "approver": "carol", "image": bad})
-    b.add("ci-github", t, "deployment.started", "search", "prod", "ci/github/acme/search", "bob",
-          {"image": bad, "change_ref": "CHG-1101", "strategy": "canary"})
-    b.add("ci-github", t + timedelta(minutes=9), "deployment.failed", "search", "prod",
-          "ci/github/acme/search", "bob",
-          {"image": bad, "change_ref": "CHG-1101", "reason": "readiness probe failed",
-           "instances": {"total": 5, "updated": 2}})
-    b.add("ci-github", t + timedelta(minutes=41), "deployment.rolled_back", "search", "prod",
-          "ci/github/acme/search", "bob",
-          {"image": good, "from_image": bad, "change_ref": "CHG-1101",
-           "reason": "canary failed health checks"})
+    b.add(
+        "change-board",
+        t - timedelta(hours=1),
+        "approval.granted",
+        "search",
+        "prod",
+        "cab/servicenow",
+        "carol",
+        {"change_ref": "CHG-1101", "approver": "carol", "image": bad},
+    )
+    b.add(
+        "ci-github",
+        t,
+        "deployment.started",
+        "search",
+        "prod",
+        "ci/github/acme/search",
+        "bob",
+        {"image": bad, "change_ref": "CHG-1101", "strategy": "canary"},
+    )
+    b.add(
+        "ci-github",
+        t + timedelta(minutes=9),
+        "deployment.failed",
+        "search",
+        "prod",
+        "ci/github/acme/search",
+        "bob",
+        {
+            "image": bad,
+            "change_ref": "CHG-1101",
+            "reason": "readiness probe failed",
+            "instances": {"total": 5, "updated": 2},
+        },
+    )
+    b.add(
+        "ci-github",
+        t + timedelta(minutes=41),
+        "deployment.rolled_back",
+        "search",
+        "prod",
+        "ci/github/acme/search",
+        "bob",
+        {
+            "image": good,
+            "from_image": bad,
+            "change_ref": "CHG-1101",
+            "reason": "canary failed health checks",
+        },
+    )
 
     # inventory: a prod deploy nobody approved.
-    b.deploy(day(days - 2, 17, 45), "inventory", "prod", "1.9.1", "erin", "CHG-1120",
-             approve=None)
+    b.deploy(day(days - 2, 17, 45), "inventory", "prod", "1.9.1", "erin", "CHG-1120", approve=None)
 
     # Mutable services: deployed rarely, changed in place often.
     for service in ("payments", "sessions"):
@@ -158,36 +254,102 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
         when = day(1 + n * 2.3, rng.randint(8, 18), rng.randint(0, 59))
         ref = f"CHG-{1200 + n}"
         content = _digest(f"payments.yml:{n}")
-        b.add("change-board", when - timedelta(hours=2), "approval.granted", "payments", "prod",
-              "cab/servicenow", "carol", {"change_ref": ref, "approver": "carol", "hash": content})
-        b.add("config-mgmt", when, "mutation.applied", "payments", "prod",
-              "ansible/playbooks/payments", "alice",
-              {"target_kind": "config", "target": "payments.yml", "hash": content,
-               "previous_hash": _digest(f"payments.yml:{n - 1}") if n else None,
-               "tool": "ansible", "method": "pipeline", "change_ref": ref})
+        b.add(
+            "change-board",
+            when - timedelta(hours=2),
+            "approval.granted",
+            "payments",
+            "prod",
+            "cab/servicenow",
+            "carol",
+            {"change_ref": ref, "approver": "carol", "hash": content},
+        )
+        b.add(
+            "config-mgmt",
+            when,
+            "mutation.applied",
+            "payments",
+            "prod",
+            "ansible/playbooks/payments",
+            "alice",
+            {
+                "target_kind": "config",
+                "target": "payments.yml",
+                "hash": content,
+                "previous_hash": _digest(f"payments.yml:{n - 1}") if n else None,
+                "tool": "ansible",
+                "method": "pipeline",
+                "change_ref": ref,
+            },
+        )
     for n, flag in enumerate(("new-3ds-flow", "retry-budget", "new-3ds-flow")):
-        b.add("config-mgmt", day(3 + n * 5, 11), "mutation.applied", "payments", "prod",
-              "consul/kv/payments", "bob",
-              {"target_kind": "flag", "target": f"features/{flag}",
-               "hash": _digest(f"{flag}:{n}"), "tool": "consul", "method": "pipeline"})
+        b.add(
+            "config-mgmt",
+            day(3 + n * 5, 11),
+            "mutation.applied",
+            "payments",
+            "prod",
+            "consul/kv/payments",
+            "bob",
+            {
+                "target_kind": "flag",
+                "target": f"features/{flag}",
+                "hash": _digest(f"{flag}:{n}"),
+                "tool": "consul",
+                "method": "pipeline",
+            },
+        )
     # A 2 a.m. hotfix patched by hand on one instance: no change ref, no approval.
-    b.add("ops-break-glass", day(days - 3, 2, 13), "mutation.applied", "payments", "prod",
-          "manual/ssh", "dave",
-          {"target_kind": "patch", "target": "libssl3", "hash": _digest("libssl3-hotfix"),
-           "tool": "manual", "method": "manual", "instance": "payments-2"})
+    b.add(
+        "ops-break-glass",
+        day(days - 3, 2, 13),
+        "mutation.applied",
+        "payments",
+        "prod",
+        "manual/ssh",
+        "dave",
+        {
+            "target_kind": "patch",
+            "target": "libssl3",
+            "hash": _digest("libssl3-hotfix"),
+            "tool": "manual",
+            "method": "manual",
+            "instance": "payments-2",
+        },
+    )
     # sessions: Puppet runs, one change approved by the engineer who made it.
     for n in range(5):
         when = day(2 + n * 4, 6, 30)
         ref = f"CHG-{1300 + n}"
         approver = "frank" if n == 3 else "carol"
         content = _digest(f"redis.conf:{n}")
-        b.add("change-board", when - timedelta(hours=3), "approval.granted", "sessions", "prod",
-              "cab/servicenow", approver, {"change_ref": ref, "approver": approver,
-                                           "hash": content})
-        b.add("config-mgmt", when, "mutation.applied", "sessions", "prod",
-              "puppet/agent/sessions", "frank",
-              {"target_kind": "file", "target": "/etc/redis/redis.conf", "hash": content,
-               "tool": "puppet", "method": "pipeline", "change_ref": ref})
+        b.add(
+            "change-board",
+            when - timedelta(hours=3),
+            "approval.granted",
+            "sessions",
+            "prod",
+            "cab/servicenow",
+            approver,
+            {"change_ref": ref, "approver": approver, "hash": content},
+        )
+        b.add(
+            "config-mgmt",
+            when,
+            "mutation.applied",
+            "sessions",
+            "prod",
+            "puppet/agent/sessions",
+            "frank",
+            {
+                "target_kind": "file",
+                "target": "/etc/redis/redis.conf",
+                "hash": content,
+                "tool": "puppet",
+                "method": "pipeline",
+                "change_ref": ref,
+            },
+        )
 
     events = sorted(b.events, key=lambda item: item[1].time)
     return DemoHistory(events=events, start=start, end=end)
@@ -219,23 +381,39 @@ def forged_messages(history: DemoHistory, ci_signer: Signer) -> list[tuple[bytes
     """Two messages a careful ledger must refuse: (kafka key, value) pairs."""
     when = history.end - timedelta(days=1)
     # The CI key tries to approve its own deployment: a valid signature, but not its job.
-    self_approval = event_from_mapping({
-        "type": "approval.granted", "time": when, "source": "ci/github/acme/inventory",
-        "actor": "github-actions", "service": "inventory", "environment": "prod",
-        "data": {"change_ref": "CHG-1120", "approver": "github-actions"},
-    })
+    self_approval = event_from_mapping(
+        {
+            "type": "approval.granted",
+            "time": when,
+            "source": "ci/github/acme/inventory",
+            "actor": "github-actions",
+            "service": "inventory",
+            "environment": "prod",
+            "data": {"change_ref": "CHG-1120", "approver": "github-actions"},
+        }
+    )
     # A laptop key nobody trusted claims a prod deployment.
     rogue = Signer.generate("laptop-eve")
-    unsigned_deploy = event_from_mapping({
-        "type": "deployment.succeeded", "time": when, "source": "ci/github/acme/checkout",
-        "actor": "eve", "service": "checkout", "environment": "prod",
-        "data": {"image": _image("checkout", "6.6.6")},
-    })
+    unsigned_deploy = event_from_mapping(
+        {
+            "type": "deployment.succeeded",
+            "time": when,
+            "source": "ci/github/acme/checkout",
+            "actor": "eve",
+            "service": "checkout",
+            "environment": "prod",
+            "data": {"image": _image("checkout", "6.6.6")},
+        }
+    )
     return [
-        (self_approval.partition_key,
-         Envelope.sign(encode_event(self_approval), ci_signer).to_bytes()),
-        (unsigned_deploy.partition_key,
-         Envelope.sign(encode_event(unsigned_deploy), rogue).to_bytes()),
+        (
+            self_approval.partition_key,
+            Envelope.sign(encode_event(self_approval), ci_signer).to_bytes(),
+        ),
+        (
+            unsigned_deploy.partition_key,
+            Envelope.sign(encode_event(unsigned_deploy), rogue).to_bytes(),
+        ),
     ]
 
 

@@ -25,6 +25,7 @@ from ledger.wire.keyring import Keyring, Signer
 if TYPE_CHECKING:
     from attack_helpers import Witnessed
 
+
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     given = os.environ.get("LEDGER_TEST_BOOTSTRAP")

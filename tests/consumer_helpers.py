@@ -53,20 +53,28 @@ def produce_raw(
     topic: str | None = None,
 ) -> list[Produced]:
     """Produce exact bytes with a plain kafka-python producer; returns where each landed."""
-    producer = KafkaProducer(**settings.client_config(), acks="all", linger_ms=5,
-                             max_request_size=4 * 1024 * 1024)
+    producer = KafkaProducer(
+        **settings.client_config(), acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+    )
     try:
         futures = [
-            producer.send(topic or settings.topic, value=value,
-                          key=keys[i] if keys is not None else None, partition=partition)
+            producer.send(
+                topic or settings.topic,
+                value=value,
+                key=keys[i] if keys is not None else None,
+                partition=partition,
+            )
             for i, value in enumerate(values)
         ]
         producer.flush(timeout=60)
         out = []
         for i, future in enumerate(futures):
             meta = future.get(timeout=30)
-            out.append(Produced(values[i], keys[i] if keys is not None else None,
-                                meta.partition, meta.offset))
+            out.append(
+                Produced(
+                    values[i], keys[i] if keys is not None else None, meta.partition, meta.offset
+                )
+            )
         return out
     finally:
         producer.close(timeout=10)
@@ -156,8 +164,12 @@ def assert_gap_free(rows: list[dict[str, Any]]) -> None:
 
 def dead_letters(settings: KafkaSettings, expected: int, timeout: float = 20.0) -> list[Any]:
     """Every record of the dead-letter topic (waits until ``expected`` have arrived)."""
-    consumer = KafkaConsumer(**settings.client_config(), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        **settings.client_config(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     try:
         tp = TopicPartition(settings.dlq_topic, 0)
         consumer.assign([tp])
@@ -195,8 +207,13 @@ def cli_env(**extra: str) -> dict[str, str]:
 def ledger_cli(*args: str, timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m ledger ARGS`` to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "ledger", *args], capture_output=True, text=True,
-        timeout=timeout, cwd=REPO, env=cli_env(**env), check=False,
+        [sys.executable, "-m", "ledger", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=cli_env(**env),
+        check=False,
     )
 
 

@@ -108,4 +108,3 @@ def entry_hashes(path: Path) -> list[bytes]:
         return [bytes(row[0]) for row in rows]
     finally:
         reader.close()
-

@@ -41,8 +41,15 @@ def running(
     db = tmp_path / "ledger.duckdb"
     port = free_port()
     policy = CheckpointPolicy(LEDGER_KEY, tmp_path / "ledger.witness", every=5)
-    consumer = LedgerConsumer(kafka, db, keyring, workers=1, serve=("127.0.0.1", port),
-                              api_token=TOKEN, checkpoints=policy)
+    consumer = LedgerConsumer(
+        kafka,
+        db,
+        keyring,
+        workers=1,
+        serve=("127.0.0.1", port),
+        api_token=TOKEN,
+        checkpoints=policy,
+    )
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -81,8 +88,13 @@ def test_second_process_reads_while_the_consumer_writes(
     assert status["size"] == 20 and status["quarantined"] == 0
 
     env = {**os.environ, "LEDGER_API_TOKEN": TOKEN}
-    cli = subprocess.run([sys.executable, "-m", "ledger", "verify", "--api", url, "--json"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "ledger", "verify", "--api", url, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     report = json.loads(cli.stdout)
     assert report["ok"] is True and report["size"] == 20
@@ -92,8 +104,13 @@ def test_second_process_reads_while_the_consumer_writes(
     assert (report["signatures_checked"], report["signatures_verified"]) == (False, 0)
 
     # Opening the file directly fails with a message that says what to do instead.
-    direct = subprocess.run([sys.executable, "-m", "ledger", "status", "--db", str(db)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    direct = subprocess.run(
+        [sys.executable, "-m", "ledger", "status", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert direct.returncode == 2
     assert "--api" in direct.stderr and "--serve" in direct.stderr
 
@@ -125,17 +142,35 @@ def test_api_is_described_by_openapi(running: tuple[LedgerConsumer, str, Path]) 
 def test_serving_without_a_token_is_refused(kafka: KafkaSettings, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LEDGER_API_TOKEN"}
     result = subprocess.run(
-        [sys.executable, "-m", "ledger", "consume", "--bootstrap", kafka.bootstrap,
-         "--topic", kafka.topic, "--db", str(tmp_path / "l.duckdb"), "--keyring",
-         str(tmp_path / "missing.json"), "--serve", "127.0.0.1:1"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "consume",
+            "--bootstrap",
+            kafka.bootstrap,
+            "--topic",
+            kafka.topic,
+            "--db",
+            str(tmp_path / "l.duckdb"),
+            "--keyring",
+            str(tmp_path / "missing.json"),
+            "--serve",
+            "127.0.0.1:1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "LEDGER_API_TOKEN" in result.stderr
 
 
 def test_evidence_bundle_while_the_consumer_writes(
-    running: tuple[LedgerConsumer, str, Path], kafka: KafkaSettings, ci_signer: Signer,
+    running: tuple[LedgerConsumer, str, Path],
+    kafka: KafkaSettings,
+    ci_signer: Signer,
     tmp_path: Path,
 ) -> None:
     """An auditor's bundle without stopping ingestion: the consumer signs it with its ledger

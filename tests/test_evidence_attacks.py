@@ -391,7 +391,10 @@ def _in_forged_tree(
 
 
 def test_forged_producer_key_in_the_carried_keyring(
-    bundle: bytes, demo: tuple[Path, Keyring], ledger_key: Signer, trusted: TrustedKey,
+    bundle: bytes,
+    demo: tuple[Path, Keyring],
+    ledger_key: Signer,
+    trusted: TrustedKey,
     tmp_path: Path,
 ) -> None:
     """The insider also swaps the CI key in the carried keyring for one of their own and
@@ -760,8 +763,11 @@ def test_cli_timeline_bundle_and_usage_errors(
     assert shown.returncode == 0, shown.stderr
     assert f"search in prod at {report['answer']['state']['at']}" in shown.stdout
     for entry in report["answer"]["timeline"]:  # the timeline, a row per entry
-        assert re.search(rf"^{entry['time'][:10]} \S+ +{entry['seq']} +{entry['type']} ",
-                         shown.stdout, flags=re.M), entry
+        assert re.search(
+            rf"^{entry['time'][:10]} \S+ +{entry['seq']} +{entry['type']} ",
+            shown.stdout,
+            flags=re.M,
+        ), entry
     both = ledger_cli(*common, "--at", "now", "--from", "1 week ago")
     assert both.returncode == 2 and "either --at" in both.stderr
     assert ledger_cli("verify-bundle", str(tmp_path / "missing.json")).returncode == 2

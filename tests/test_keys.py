@@ -96,8 +96,18 @@ def test_trust_writes_an_entry_that_authorizes_only_what_it_names(
     tmp_path: Path, keys_dir: Path
 ) -> None:
     ring_path = tmp_path / "keyring.json"
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "ci-github.pub",
-       "--types", "deployment.*, mutation.applied", "--sources", "ci/github/*")
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "ci-github.pub",
+        "--types",
+        "deployment.*, mutation.applied",
+        "--sources",
+        "ci/github/*",
+    )
 
     ring = Keyring.load(ring_path)
     entry = ring.keys["ci-github"]
@@ -120,21 +130,44 @@ def test_trust_writes_an_entry_that_authorizes_only_what_it_names(
 
 def test_keyring_is_json_with_the_documented_fields(tmp_path: Path, keys_dir: Path) -> None:
     ring_path = tmp_path / "keyring.json"
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "cab.pub",
-       "--types", "approval.*", "--sources", "cab/*", "--not-after", "2027-01-01T01:00:00+01:00")
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "cab.pub",
+        "--types",
+        "approval.*",
+        "--sources",
+        "cab/*",
+        "--not-after",
+        "2027-01-01T01:00:00+01:00",
+    )
     raw = json.loads(ring_path.read_text())
     assert raw["version"] == 1
     entry = raw["keys"]["cab"]
-    assert set(entry) >= {"public_key", "types", "sources", "not_before", "not_after",
-                          "revoked_at"}
+    assert set(entry) >= {"public_key", "types", "sources", "not_before", "not_after", "revoked_at"}
     assert entry["types"] == ["approval.*"]
     assert datetime.fromisoformat(entry["not_after"]) == datetime(2027, 1, 1, tzinfo=UTC)
 
 
 def test_trust_not_after_expires_the_key(tmp_path: Path, keys_dir: Path) -> None:
     ring_path = tmp_path / "keyring.json"
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "ci-github.pub",
-       "--types", "deployment.*", "--sources", "ci/*", "--not-after", "2026-11-20T14:00:00Z")
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "ci-github.pub",
+        "--types",
+        "deployment.*",
+        "--sources",
+        "ci/*",
+        "--not-after",
+        "2026-11-20T14:00:00Z",
+    )
     signer = Signer.from_file(keys_dir / "ci-github.key")
     with pytest.raises(KeyExpiredError):
         verify_message(seal(make_event(), signer), Keyring.load(ring_path))
@@ -156,8 +189,9 @@ def test_trusting_another_public_key_under_an_existing_id_is_refused(
     ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "ci-github.pub")
     before = ring_path.read_bytes()
 
-    result = ledger("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "cab.pub",
-                    "--id", "ci-github")
+    result = ledger(
+        "keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "cab.pub", "--id", "ci-github"
+    )
 
     assert result.exit_code == 2
     assert "already trusted with another public key" in result.stderr
@@ -184,8 +218,16 @@ def test_trust_refuses_a_private_key_or_a_missing_file(tmp_path: Path, keys_dir:
 
 
 def test_trust_refuses_an_empty_pattern_list(tmp_path: Path, keys_dir: Path) -> None:
-    result = ledger("keys", "trust", "--keyring", tmp_path / "k.json",
-                    "--pub", keys_dir / "cab.pub", "--types", " , ")
+    result = ledger(
+        "keys",
+        "trust",
+        "--keyring",
+        tmp_path / "k.json",
+        "--pub",
+        keys_dir / "cab.pub",
+        "--types",
+        " , ",
+    )
     assert result.exit_code == 2
     assert "--types" in result.stderr
 
@@ -203,14 +245,31 @@ def test_a_revoked_key_cannot_be_trusted_again(tmp_path: Path, keys_dir: Path) -
 # --- revoke ------------------------------------------------------------------------------------
 
 
-def test_revoke_at_sets_revoked_at_and_refuses_later_events(
-    tmp_path: Path, keys_dir: Path
-) -> None:
+def test_revoke_at_sets_revoked_at_and_refuses_later_events(tmp_path: Path, keys_dir: Path) -> None:
     ring_path = tmp_path / "keyring.json"
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "ci-github.pub",
-       "--types", "deployment.*", "--sources", "ci/*")
-    result = ok("keys", "revoke", "--keyring", ring_path, "--id", "ci-github",
-                "--at", "2026-11-20T15:00:00+01:00", "--json")
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "ci-github.pub",
+        "--types",
+        "deployment.*",
+        "--sources",
+        "ci/*",
+    )
+    result = ok(
+        "keys",
+        "revoke",
+        "--keyring",
+        ring_path,
+        "--id",
+        "ci-github",
+        "--at",
+        "2026-11-20T15:00:00+01:00",
+        "--json",
+    )
 
     assert json.loads(result.stdout)["revoked_at"].startswith("2026-11-20T14:00:00")
     ring = Keyring.load(ring_path)
@@ -220,8 +279,9 @@ def test_revoke_at_sets_revoked_at_and_refuses_later_events(
     early = make_event(time=datetime(2026, 11, 20, 13, 59, tzinfo=UTC))
     assert verify_message(seal(early, signer), ring).event == early
     with pytest.raises(KeyRevokedError):
-        verify_message(seal(make_event(time=datetime(2026, 11, 20, 14, 0, tzinfo=UTC)), signer),
-                       ring)
+        verify_message(
+            seal(make_event(time=datetime(2026, 11, 20, 14, 0, tzinfo=UTC)), signer), ring
+        )
 
 
 def test_revoking_later_does_not_push_back_an_earlier_revocation(
@@ -231,8 +291,7 @@ def test_revoking_later_does_not_push_back_an_earlier_revocation(
     ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "cab.pub")
     ok("keys", "revoke", "--keyring", ring_path, "--id", "cab", "--at", "2026-11-20T10:00:00Z")
     ok("keys", "revoke", "--keyring", ring_path, "--id", "cab", "--at", "2026-12-01T00:00:00Z")
-    assert Keyring.load(ring_path).keys["cab"].revoked_at == datetime(2026, 11, 20, 10,
-                                                                       tzinfo=UTC)
+    assert Keyring.load(ring_path).keys["cab"].revoked_at == datetime(2026, 11, 20, 10, tzinfo=UTC)
 
 
 def test_revoke_without_at_revokes_now(tmp_path: Path, keys_dir: Path) -> None:
@@ -265,14 +324,32 @@ def test_revoke_refusals(tmp_path: Path, keys_dir: Path, args: list[str], expect
 # --- list --------------------------------------------------------------------------------------
 
 
-def test_list_json_shows_every_key_with_its_authorization(
-    tmp_path: Path, keys_dir: Path
-) -> None:
+def test_list_json_shows_every_key_with_its_authorization(tmp_path: Path, keys_dir: Path) -> None:
     ring_path = tmp_path / "keyring.json"
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "ci-github.pub",
-       "--types", "deployment.*,mutation.*", "--sources", "ci/*")
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "cab.pub",
-       "--types", "approval.*", "--sources", "cab/*")
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "ci-github.pub",
+        "--types",
+        "deployment.*,mutation.*",
+        "--sources",
+        "ci/*",
+    )
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "cab.pub",
+        "--types",
+        "approval.*",
+        "--sources",
+        "cab/*",
+    )
     ok("keys", "revoke", "--keyring", ring_path, "--id", "cab", "--at", "2026-11-20T10:00:00Z")
 
     listing = json.loads(ok("keys", "list", "--keyring", ring_path, "--json").stdout)
@@ -290,8 +367,16 @@ def test_list_json_shows_every_key_with_its_authorization(
 
 def test_list_table_names_each_key(tmp_path: Path, keys_dir: Path) -> None:
     ring_path = tmp_path / "keyring.json"
-    ok("keys", "trust", "--keyring", ring_path, "--pub", keys_dir / "cab.pub",
-       "--types", "approval.*")
+    ok(
+        "keys",
+        "trust",
+        "--keyring",
+        ring_path,
+        "--pub",
+        keys_dir / "cab.pub",
+        "--types",
+        "approval.*",
+    )
     assert "cab" in ok("keys", "list", "--keyring", ring_path).stdout
 
 
@@ -303,8 +388,9 @@ def test_list_of_a_missing_keyring_says_how_to_create_it(tmp_path: Path) -> None
 
 def test_corrupt_keyring_is_a_configuration_error(tmp_path: Path) -> None:
     path = tmp_path / "keyring.json"
-    path.write_text('{"version": 1, "keys": {"x": {"public_key": "short", "types": ["*"],'
-                    ' "sources": ["*"]}}}')
+    path.write_text(
+        '{"version": 1, "keys": {"x": {"public_key": "short", "types": ["*"], "sources": ["*"]}}}'
+    )
     with pytest.raises(ConfigurationError, match="public_key"):
         Keyring.load(path)
 

@@ -21,8 +21,9 @@ HEAVY = ("duckdb", "pyarrow", "kafka", "fastapi", "uvicorn", "httpx")
 def _documented() -> list[str]:
     """The pure modules docs/architecture.md lists, packages expanded to every module."""
     text = (ROOT / "docs" / "architecture.md").read_text()
-    block = re.search(r"<!-- pure modules:.*?-->(.*?)<!-- end of pure modules -->", text,
-                      flags=re.S)
+    block = re.search(
+        r"<!-- pure modules:.*?-->(.*?)<!-- end of pure modules -->", text, flags=re.S
+    )
     assert block, "docs/architecture.md lost its list of pure modules"
     modules: list[str] = []
     for name in re.findall(r"^\s*- `([\w.]+)`", block[1], flags=re.M):
@@ -38,15 +39,21 @@ PURE = set(_documented())
 
 def _loaded_by(module: str) -> list[str]:
     code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     loaded: list[str] = json.loads(result.stdout)
     return loaded
 
 
 def test_the_documented_list_covers_the_pure_packages() -> None:
-    for package in ("ledger.wire.verify", "ledger.log.proof", "ledger.rules.pointintime",
-                    "ledger.evidence.bundle", "ledger.errors"):
+    for package in (
+        "ledger.wire.verify",
+        "ledger.log.proof",
+        "ledger.rules.pointintime",
+        "ledger.evidence.bundle",
+        "ledger.errors",
+    ):
         assert package in PURE
 
 

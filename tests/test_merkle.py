@@ -29,20 +29,32 @@ from ledger.log.merkle import (
 # successor of the certificate-transparency C++/Go merkle tests: `leaves`, `roots`,
 # `inclusionProofs` (leaf numbers there are 1-based) and `consistencyProofs`.
 
-CT_LEAVES = [bytes.fromhex(h) for h in (
-    "", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-)]
-CT_ROOTS = [bytes.fromhex(h) for h in (  # MTH of the first 1..8 leaves
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-)]
+CT_LEAVES = [
+    bytes.fromhex(h)
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
+CT_ROOTS = [
+    bytes.fromhex(h)
+    for h in (  # MTH of the first 1..8 leaves
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    )
+]
 CT_EMPTY_ROOT = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 CT_SOME_HASH = bytes.fromhex("abacaba000000000000000000000000000000000000000000060061e00123456")
 
@@ -53,45 +65,73 @@ def _hexes(*values: str) -> list[bytes]:
 
 CT_INCLUSION = [  # (0-based index, size, proof)
     (0, 1, []),
-    (0, 8, _hexes(
-        "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-        "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-    )),
-    (5, 8, _hexes(
-        "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    )),
+    (
+        0,
+        8,
+        _hexes(
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ),
+    ),
+    (
+        5,
+        8,
+        _hexes(
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ),
+    ),
     (2, 3, _hexes("fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125")),
-    (1, 5, _hexes(
-        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-        "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-    )),
+    (
+        1,
+        5,
+        _hexes(
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ),
+    ),
 ]
 
 CT_CONSISTENCY = [  # (old size, new size, proof)
     (1, 1, []),
-    (1, 8, _hexes(
-        "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-        "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-    )),
-    (6, 8, _hexes(
-        "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-        "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    )),
-    (2, 5, _hexes(
-        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-        "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-    )),
-    (6, 7, _hexes(
-        "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-        "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    )),
+    (
+        1,
+        8,
+        _hexes(
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ),
+    ),
+    (
+        6,
+        8,
+        _hexes(
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ),
+    ),
+    (
+        2,
+        5,
+        _hexes(
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ),
+    ),
+    (
+        6,
+        7,
+        _hexes(
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ),
+    ),
 ]
 
 CT_LEAF_HASHES = [leaf_hash(leaf) for leaf in CT_LEAVES]
@@ -298,7 +338,9 @@ def test_ct_inclusion_edge_cases() -> None:
     """TestVerifyInclusion and TestVerifyInclusionSingleEntry."""
     for index, size in ((0, 0), (0, 1), (1, 0), (2, 1)):
         for leaf, good in (
-            (CT_SOME_HASH, b""), (b"", CT_EMPTY_ROOT), (CT_SOME_HASH, CT_EMPTY_ROOT)
+            (CT_SOME_HASH, b""),
+            (b"", CT_EMPTY_ROOT),
+            (CT_SOME_HASH, CT_EMPTY_ROOT),
         ):
             with pytest.raises(ProofError):
                 verify_inclusion(leaf, index, size, [], good)
@@ -338,7 +380,7 @@ def test_proofs_need_only_logarithmically_many_stored_subtree_roots() -> None:
     verify_inclusion(HASHES[37], 37, 50, proof, ROOTS[50])
     tree.lookups.clear()
     verify_consistency(21, 64, ROOTS[21], ROOTS[64], consistency_proof(tree, 21, 64))
-    assert len(tree.lookups) <= 2 * 64 .bit_length()
+    assert len(tree.lookups) <= 2 * (64).bit_length()
     assert root_at(tree, 50) == ROOTS[50]
 
 
@@ -485,8 +527,10 @@ def test_compact_range_root_equals_mth_at_every_size_and_survives_a_round_trip()
         assert state.root() == ROOTS[size]
         encoded = state.to_bytes()
         assert len(encoded) == 8 + 32 * size.bit_count()
-        for resumed in (CompactRange.from_bytes(encoded),
-                        CompactRange.from_hashes(size, state.hashes)):
+        for resumed in (
+            CompactRange.from_bytes(encoded),
+            CompactRange.from_hashes(size, state.hashes),
+        ):
             assert resumed == state
             assert resumed.root() == ROOTS[size]
         copy = state.copy()
@@ -513,8 +557,13 @@ def test_malformed_compact_ranges_are_refused() -> None:
     state = CompactRange()
     state.extend(HASHES[:5])
     encoded = state.to_bytes()
-    for bad in (b"", encoded[:7], encoded[:-1], encoded + bytes(32),
-                (7).to_bytes(8, "big") + encoded[8:]):
+    for bad in (
+        b"",
+        encoded[:7],
+        encoded[:-1],
+        encoded + bytes(32),
+        (7).to_bytes(8, "big") + encoded[8:],
+    ):
         with pytest.raises(ValueError, match=r"compact range|subtree roots"):
             CompactRange.from_bytes(bad)
     with pytest.raises(ValueError, match="negative"):
@@ -523,4 +572,3 @@ def test_malformed_compact_ranges_are_refused() -> None:
         CompactRange.from_hashes(1, [b"short"])
     with pytest.raises(ValueError, match="32 bytes"):
         state.append(b"not a hash")
-

@@ -298,8 +298,9 @@ def test_cli_inclusion_round_trip_and_exit_codes(ledger: Path, pub: Path, tmp_pa
 
 
 def test_cli_consistency_to_stdout(ledger: Path, pub: Path, tmp_path: Path) -> None:
-    built = ledger_cli("proof", "consistency", "--db", str(ledger), "--from", "6", "--to", "19",
-                       "--json")
+    built = ledger_cli(
+        "proof", "consistency", "--db", str(ledger), "--from", "6", "--to", "19", "--json"
+    )
     assert built.returncode == 0, built.stderr
     document = json.loads(built.stdout)
     assert (document["type"], document["first"], document["second"]) == ("consistency", 6, 19)

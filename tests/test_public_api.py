@@ -22,9 +22,12 @@ def test_unknown_names_are_an_attribute_error() -> None:
 
 def test_the_verification_core_loads_without_kafka_duckdb_or_arrow() -> None:
     """Verification workers import only the pure core: small processes, fast start."""
-    code = ("import sys, consumers.verification; "
-            "print(sorted(m for m in ('kafka', 'duckdb', 'pyarrow', 'fastapi') "
-            "if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
+    code = (
+        "import sys, consumers.verification; "
+        "print(sorted(m for m in ('kafka', 'duckdb', 'pyarrow', 'fastapi') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert result.stdout.strip() == "[]"

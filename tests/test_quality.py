@@ -1,4 +1,4 @@
-"""The code stays lint-clean and type-checked (the settings live in pyproject.toml)."""
+"""The code stays lint-clean, formatted and type-checked (the settings live in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_ruff_finds_nothing() -> None:
     result = _run("ruff", "check", "ledger", "consumers", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_code_is_formatted() -> None:
+    """`ruff format` is the one layout (a `# fmt: skip` keeps a hand-aligned table)."""
+    result = _run("ruff", "format", "--check", "ledger", "consumers", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -149,14 +149,13 @@ def test_attack_wrong_key_under_a_trusted_key_id(keyring: Keyring) -> None:
     assert "ci-main" in message
 
 
-def test_attack_ci_key_claims_the_approver_key_id(
-    ci_signer: Signer, keyring: Keyring
-) -> None:
+def test_attack_ci_key_claims_the_approver_key_id(ci_signer: Signer, keyring: Keyring) -> None:
     ci_private = serialization.load_pem_private_key(ci_signer.private_pem(), password=None)
     assert isinstance(ci_private, Ed25519PrivateKey)
     forged = Signer("change-board", ci_private)
-    refused(seal(make_event("approval.granted"), forged), keyring, BadSignatureError,
-            "bad_signature")
+    refused(
+        seal(make_event("approval.granted"), forged), keyring, BadSignatureError, "bad_signature"
+    )
 
 
 def test_attack_untrusted_extra_signature_does_not_help_a_bad_one(keyring: Keyring) -> None:
@@ -182,37 +181,36 @@ def test_one_trusted_signature_among_unknown_ones_verifies(
 
 def test_attack_ci_key_signs_an_approval(ci_signer: Signer, keyring: Keyring) -> None:
     approval = make_event("approval.granted", source="ci/github/acme/checkout")
-    message = refused(seal(approval, ci_signer), keyring, KeyNotAllowedForTypeError,
-                      "key_not_allowed_type")
+    message = refused(
+        seal(approval, ci_signer), keyring, KeyNotAllowedForTypeError, "key_not_allowed_type"
+    )
     assert "approval.granted" in message
 
 
 def test_attack_ci_key_revokes_an_approval(ci_signer: Signer, keyring: Keyring) -> None:
     revocation = make_event("approval.revoked", source="ci/github/acme/checkout")
-    refused(seal(revocation, ci_signer), keyring, KeyNotAllowedForTypeError,
-            "key_not_allowed_type")
+    refused(seal(revocation, ci_signer), keyring, KeyNotAllowedForTypeError, "key_not_allowed_type")
 
 
-def test_attack_approver_key_signs_a_deployment(
-    approver_signer: Signer, keyring: Keyring
-) -> None:
+def test_attack_approver_key_signs_a_deployment(approver_signer: Signer, keyring: Keyring) -> None:
     event = make_event("deployment.succeeded", source="cab/servicenow")
-    refused(seal(event, approver_signer), keyring, KeyNotAllowedForTypeError,
-            "key_not_allowed_type")
+    refused(
+        seal(event, approver_signer), keyring, KeyNotAllowedForTypeError, "key_not_allowed_type"
+    )
 
 
 def test_attack_source_outside_the_keys_sources(ci_signer: Signer, keyring: Keyring) -> None:
     event = make_event("deployment.succeeded", source="cab/servicenow")
-    message = refused(seal(event, ci_signer), keyring, KeyNotAllowedForSourceError,
-                      "key_not_allowed_source")
+    message = refused(
+        seal(event, ci_signer), keyring, KeyNotAllowedForSourceError, "key_not_allowed_source"
+    )
     assert "cab/servicenow" in message
 
 
 def test_source_pattern_does_not_match_a_mere_prefix(ci_signer: Signer, keyring: Keyring) -> None:
     # The key may claim ci/* ; "cix/..." only shares a prefix.
     event = make_event("deployment.succeeded", source="cix/github/acme")
-    refused(seal(event, ci_signer), keyring, KeyNotAllowedForSourceError,
-            "key_not_allowed_source")
+    refused(seal(event, ci_signer), keyring, KeyNotAllowedForSourceError, "key_not_allowed_source")
 
 
 def test_attack_event_dated_after_revocation(ci_signer: Signer, keyring: Keyring) -> None:
@@ -230,8 +228,13 @@ def test_attack_event_dated_after_revocation(ci_signer: Signer, keyring: Keyring
 
 
 def test_attack_expired_key(ci_signer: Signer, keyring: Keyring) -> None:
-    keyring.trust("ci-main", ci_signer.public_raw, types=["deployment.*"], sources=["ci/*"],
-                  not_after=EVENT_TIME - timedelta(minutes=1))
+    keyring.trust(
+        "ci-main",
+        ci_signer.public_raw,
+        types=["deployment.*"],
+        sources=["ci/*"],
+        not_after=EVENT_TIME - timedelta(minutes=1),
+    )
     message = refused(seal(deployment(), ci_signer), keyring, KeyExpiredError, "key_expired")
     assert "expired" in message
     on_time = make_event(time=EVENT_TIME - timedelta(minutes=2))
@@ -239,8 +242,13 @@ def test_attack_expired_key(ci_signer: Signer, keyring: Keyring) -> None:
 
 
 def test_attack_key_used_before_not_before(ci_signer: Signer, keyring: Keyring) -> None:
-    keyring.trust("ci-main", ci_signer.public_raw, types=["deployment.*"], sources=["ci/*"],
-                  not_before=EVENT_TIME + timedelta(minutes=1))
+    keyring.trust(
+        "ci-main",
+        ci_signer.public_raw,
+        types=["deployment.*"],
+        sources=["ci/*"],
+        not_before=EVENT_TIME + timedelta(minutes=1),
+    )
     refused(seal(deployment(), ci_signer), keyring, KeyNotYetValidError, "key_not_yet_valid")
     later = make_event(time=EVENT_TIME + timedelta(minutes=1))
     assert verify_message(seal(later, ci_signer), keyring).event == later
@@ -288,8 +296,16 @@ def test_attack_truncated_envelope(ci_signer: Signer, keyring: Keyring) -> None:
 
 def test_every_attack_has_a_distinct_reason() -> None:
     classes = [
-        BadSignatureError, UnknownKeyError, KeyNotAllowedForTypeError,
-        KeyNotAllowedForSourceError, KeyRevokedError, KeyExpiredError, KeyNotYetValidError,
-        UnsignedError, WrongPayloadTypeError, OversizeError, MalformedEnvelopeError,
+        BadSignatureError,
+        UnknownKeyError,
+        KeyNotAllowedForTypeError,
+        KeyNotAllowedForSourceError,
+        KeyRevokedError,
+        KeyExpiredError,
+        KeyNotYetValidError,
+        UnsignedError,
+        WrongPayloadTypeError,
+        OversizeError,
+        MalformedEnvelopeError,
     ]
     assert len({c.reason for c in classes}) == len(classes)

@@ -51,8 +51,10 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keyring, S
     saved beside it as keyring.json (for the command line)."""
     ci, approver, ring = signers()
     values = [
-        seal(make_event(kind, actor=f"user-{i}", service=["checkout", "billing"][i % 2]),
-             approver if kind.startswith("approval.") else ci)
+        seal(
+            make_event(kind, actor=f"user-{i}", service=["checkout", "billing"][i % 2]),
+            approver if kind.startswith("approval.") else ci,
+        )
         for i, kind in enumerate(KINDS)
     ]
     home = tmp_path_factory.mktemp("pristine")
@@ -118,7 +120,9 @@ def test_untampered_ledger_verifies(ledger: Path, pristine: tuple[Path, Keyring,
     code, printed = _cli_verify(ledger)
     assert code == 0, printed
     assert {k: printed.get(k) for k in ("ok", "algorithm", "size", "head_hash")} == {
-        "ok": True, "algorithm": "deploy-ledger-chain-sha256-v1", "size": 10,
+        "ok": True,
+        "algorithm": "deploy-ledger-chain-sha256-v1",
+        "size": 10,
         "head_hash": report.head_hash.hex(),
     }
     assert (printed["signatures_checked"], printed["signatures_verified"]) == (True, 10)
@@ -321,9 +325,7 @@ def test_renumbered_rows_after_delete_with_links_rewired(ledger: Path) -> None:
     assert (error.seq, error.check) == (4, "entry_hash")
 
 
-def _forged_row(
-    ledger: Path, pristine: tuple[Path, Keyring, Signer], seq: int
-) -> dict[str, Any]:
+def _forged_row(ledger: Path, pristine: tuple[Path, Keyring, Signer], seq: int) -> dict[str, Any]:
     """A validly signed event as entry ``seq``, its columns and hash computed correctly on
     top of entry ``seq - 1``: what an attacker who knows the construction can build."""
     _, ring, ci = pristine
@@ -333,11 +335,18 @@ def _forged_row(
     columns = decoded_columns(verified.event, verified.key_id)._asdict()
     del columns["time_us"]
     ingested = previous["ingested_at"]
-    return entry(ledger, seq) | columns | {
-        "seq": seq, "time": verified.event.time, "ingested_at": ingested,
-        "envelope": envelope, "prev_hash": bytes(previous["hash"]),
-        "hash": entry_hash(seq, micros(ingested), bytes(previous["hash"]), envelope),
-    }
+    return (
+        entry(ledger, seq)
+        | columns
+        | {
+            "seq": seq,
+            "time": verified.event.time,
+            "ingested_at": ingested,
+            "envelope": envelope,
+            "prev_hash": bytes(previous["hash"]),
+            "hash": entry_hash(seq, micros(ingested), bytes(previous["hash"]), envelope),
+        }
+    )
 
 
 def test_inserted_row(ledger: Path, pristine: tuple[Path, Keyring, Signer]) -> None:
@@ -377,10 +386,14 @@ def test_swapped_envelopes_keeping_the_chain_columns(ledger: Path) -> None:
     """Rows 3 and 7 exchange their events (envelope and decoded columns), not their hashes."""
     third, seventh = entry(ledger, 3), entry(ledger, 7)
     chain = ("seq", "ingested_at", "prev_hash", "hash")
-    replace_rows(ledger, [3, 7], [
-        seventh | {name: third[name] for name in chain},
-        third | {name: seventh[name] for name in chain},
-    ])
+    replace_rows(
+        ledger,
+        [3, 7],
+        [
+            seventh | {name: third[name] for name in chain},
+            third | {name: seventh[name] for name in chain},
+        ],
+    )
     error = _broken(ledger)
     assert (error.seq, error.check) == (3, "entry_hash")
 
@@ -398,8 +411,9 @@ def test_rewritten_ingestion_time_with_the_chain_recomputed(ledger: Path) -> Non
     prev = bytes(rows[3]["hash"])
     for row in rows[4:]:
         row["prev_hash"] = prev
-        row["hash"] = prev = entry_hash(row["seq"], micros(row["ingested_at"]), prev,
-                                        bytes(row["envelope"]))
+        row["hash"] = prev = entry_hash(
+            row["seq"], micros(row["ingested_at"]), prev, bytes(row["envelope"])
+        )
     replace_rows(ledger, [r["seq"] for r in rows[4:]], rows[4:])
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "ingestion_order")

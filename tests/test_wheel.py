@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
     return result
 
@@ -32,8 +33,17 @@ def _run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Compl
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin directory of a fresh venv holding the wheel built from this tree."""
     work = tmp_path_factory.mktemp("wheel")
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", work / "dist", ROOT,
-         cwd=work)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--wheel-dir",
+        work / "dist",
+        ROOT,
+        cwd=work,
+    )
     (wheel,) = (work / "dist").glob("deploy_ledger-*.whl")
     venv.create(work / "venv", with_pip=True)
     bin_dir = work / "venv" / "bin"
@@ -44,15 +54,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_every_module_and_schema_of_the_tree(
     installed: Path, tmp_path: Path
 ) -> None:
-    where = _run(installed / "python", "-c",
-                 "import ledger, ledger.wire.avro as a; print(ledger.__file__); "
-                 "print(len(a.default_schemas().latest('Event').parsed['fields']))",
-                 cwd=tmp_path).stdout.split()
+    where = _run(
+        installed / "python",
+        "-c",
+        "import ledger, ledger.wire.avro as a; print(ledger.__file__); "
+        "print(len(a.default_schemas().latest('Event').parsed['fields']))",
+        cwd=tmp_path,
+    ).stdout.split()
     site = Path(where[0]).parent.parent
     assert site.is_relative_to(installed.parent)  # the installed copy, not this tree
     assert int(where[1]) > 0
-    shipped = [path.relative_to(ROOT) for folder in ("ledger", "consumers")
-               for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts]
+    shipped = [
+        path.relative_to(ROOT)
+        for folder in ("ledger", "consumers")
+        for path in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in path.parts
+    ]
     shipped += [Path("ledger/wire/schemas") / p.name for p in (ROOT / "schemas").glob("*.avsc")]
     missing = [str(path) for path in shipped if not (site / path).is_file()]
     assert not missing, f"not in the wheel: {missing}"
@@ -67,11 +84,18 @@ def test_every_command_answers_help(installed: Path, tmp_path: Path) -> None:
 def test_a_new_user_generates_a_key_runs_the_demo_and_checks_its_bundle(
     installed: Path, tmp_path: Path
 ) -> None:
-    generated = _run(installed / "ledger", "keys", "generate", "--id", "ci", "--out", "keys",
-                     cwd=tmp_path)
+    generated = _run(
+        installed / "ledger", "keys", "generate", "--id", "ci", "--out", "keys", cwd=tmp_path
+    )
     assert (tmp_path / "keys" / "ci.key").exists(), generated.stderr
     demo = _run(installed / "ledger", "demo", cwd=tmp_path)
     assert "Evidence, checked offline" in demo.stdout
-    checked = _run(installed / "ledger", "verify-bundle", "demo-evidence.json",
-                   "--trusted-key", "demo/keys/ledger.pub", cwd=tmp_path)
+    checked = _run(
+        installed / "ledger",
+        "verify-bundle",
+        "demo-evidence.json",
+        "--trusted-key",
+        "demo/keys/ledger.pub",
+        cwd=tmp_path,
+    )
     assert "OK" in checked.stderr

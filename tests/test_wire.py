@@ -51,9 +51,7 @@ def event_v2_text() -> str:
     schema = json.loads(EVENT_V1)
     data_field = next(f for f in schema["fields"] if f["name"] == "data")
     deployment = next(b for b in data_field["type"] if b["name"] == "DeploymentData")
-    deployment["fields"].append(
-        {"name": "ticket_url", "type": ["null", "string"], "default": None}
-    )
+    deployment["fields"].append({"name": "ticket_url", "type": ["null", "string"], "default": None})
     return json.dumps(schema)
 
 
@@ -206,9 +204,8 @@ def test_truncated_body_is_refused() -> None:
         decode_event(payload[:-5])
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc3", b"\xc3\x01\x00", b"{\"id\": 1}" + b"\x00" * 10])
+@pytest.mark.parametrize("data", [b"", b"\xc3", b"\xc3\x01\x00", b'{"id": 1}' + b"\x00" * 10])
 def test_missing_marker_or_header_is_refused(data: bytes) -> None:
     with pytest.raises(MalformedPayloadError) as caught:
         decode_event(data)
     assert "C3 01" in caught.value.message
-

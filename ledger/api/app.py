@@ -69,16 +69,20 @@ _INSTANT = "RFC 3339 with an offset, e.g. 2026-11-24T14:03:00Z"
 Service = Annotated[str, Query(description="Service name, e.g. checkout.")]
 Env = Annotated[str, Query(description="Environment, e.g. prod.")]
 At = Annotated[datetime, Query(description=f"The instant asked about (valid time): {_INSTANT}.")]
-MaybeAt = Annotated[datetime | None, Query(
-    description=f"What was live at this instant: {_INSTANT}.")]
-KnownAt = Annotated[datetime | None, Query(
-    description="Answer with only what the ledger had ingested by then (transaction time).")]
+MaybeAt = Annotated[
+    datetime | None, Query(description=f"What was live at this instant: {_INSTANT}.")
+]
+KnownAt = Annotated[
+    datetime | None,
+    Query(description="Answer with only what the ledger had ingested by then (transaction time)."),
+]
 From = Annotated[datetime, Query(alias="from", description=f"The earlier instant: {_INSTANT}.")]
 To = Annotated[datetime, Query(alias="to", description=f"The later instant: {_INSTANT}.")]
 MaybeFrom = Annotated[datetime | None, Query(alias="from", description="From this instant.")]
 MaybeTo = Annotated[datetime | None, Query(alias="to", description="Up to this instant.")]
 _REFUSED: dict[int | str, dict[str, Any]] = {
-    400: {"description": "A question that cannot be asked, named in `detail`."}}
+    400: {"description": "A question that cannot be asked, named in `detail`."}
+}
 
 
 def create_app(
@@ -152,12 +156,17 @@ def create_app(
     @app.get("/v1/search", responses=_REFUSED)
     def get_search(
         reader: Reader,
-        image: Annotated[str | None, Query(description=(
-            "A digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), optionally after the "
-            "repository (checkout@4f1c2b3a) or a whole reference; not a tag."))] = None,
+        image: Annotated[
+            str | None,
+            Query(
+                description=(
+                    "A digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), optionally "
+                    "after the repository (checkout@4f1c2b3a) or a whole reference; not a tag."
+                )
+            ),
+        ] = None,
         commit: Annotated[str | None, Query(description="A commit SHA or its prefix.")] = None,
-        change_ref: Annotated[str | None, Query(description="A change ref, e.g. CHG-1042.")]
-        = None,
+        change_ref: Annotated[str | None, Query(description="A change ref, e.g. CHG-1042.")] = None,
     ) -> list[SearchHit]:
         """Where an image ran, a commit was deployed or a change ref used."""
         return search(reader, search_terms(image, commit, change_ref))
@@ -172,8 +181,12 @@ def create_app(
                    409: {"description": "The entries failed a check while being bundled."}},
     )  # fmt: skip
     def get_evidence(
-        reader: Reader, service: Service, env: Env, at: MaybeAt = None,
-        start: MaybeFrom = None, end: MaybeTo = None,
+        reader: Reader,
+        service: Service,
+        env: Env,
+        at: MaybeAt = None,
+        start: MaybeFrom = None,
+        end: MaybeTo = None,
     ) -> Response:
         """An evidence bundle (as `ledger evidence`), signed with the consumer's ledger key
         (`--ledger-key`): give `at`, or `from` and optionally `to`."""

@@ -79,8 +79,9 @@ def _version(value: bool) -> None:
 def ledger(
     version: Annotated[
         bool,
-        typer.Option("--version", is_eager=True, callback=_version,
-                     help="Print the version and exit."),
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Signed, hash-chained audit ledger of deployments, in-place mutations and approvals."""

@@ -48,7 +48,8 @@ the width as usual."""
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 """Messages and progress go to stderr; results go to stdout."""
 out = Console(
-    highlight=False, soft_wrap=True,
+    highlight=False,
+    soft_wrap=True,
     width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH,
 )
 
@@ -61,9 +62,7 @@ DbPath = Annotated[
 ]
 KeyringPath = Annotated[
     Path,
-    typer.Option(
-        "--keyring", envvar="LEDGER_KEYRING", help="Keyring JSON file.", show_envvar=True
-    ),
+    typer.Option("--keyring", envvar="LEDGER_KEYRING", help="Keyring JSON file.", show_envvar=True),
 ]
 ApiUrl = Annotated[
     str | None,
@@ -98,8 +97,13 @@ LedgerKeyPath = Annotated[
 
 def new_app(help: str) -> typer.Typer:
     """A command group as every group here is made (markdown help, no completion)."""
-    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="markdown",
-                       add_completion=False, pretty_exceptions_enable=False)
+    return typer.Typer(
+        help=help,
+        no_args_is_help=True,
+        rich_markup_mode="markdown",
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
 
 
 def fail(message: str, code: Exit = Exit.USAGE) -> NoReturn:
@@ -151,6 +155,8 @@ def local_or_remote(
 
     with LedgerReader(db) as reader:
         return local(reader)
+
+
 def table(*headers: str, title: str | None = None) -> Table:
     """A table that wraps, and folds what it cannot wrap, rather than cutting anything off.
 
@@ -159,8 +165,9 @@ def table(*headers: str, title: str | None = None) -> Table:
     diff is about. No vertical rules and one space of padding (on the right): their width
     goes to the cells.
     """
-    grid = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                 padding=(0, 1, 0, 0))
+    grid = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0)
+    )
     for header in headers:
         grid.add_column(header, overflow="fold")
     return grid
@@ -203,10 +210,10 @@ def parse_time(value: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        fail(f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-20T14:03:00Z), "
-             "'now' or '3 weeks ago'")
+        fail(
+            f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-20T14:03:00Z), "
+            "'now' or '3 weeks ago'"
+        )
     if moment.tzinfo is None:
         fail(f"{option}: {value!r} needs an explicit UTC offset, e.g. 2026-11-20T14:03:00Z")
     return moment.astimezone(UTC)
-
-

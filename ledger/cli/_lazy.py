@@ -50,8 +50,7 @@ class LazyGroup(TyperGroup):
         if command is None:
             return None
         if self._listing:
-            return TyperCommand(name=command.name, help=command.summary,
-                                short_help=command.summary)
+            return TyperCommand(name=command.name, help=command.summary, short_help=command.summary)
         return command.load()
 
     def format_help(self, ctx: Any, formatter: Any) -> None:

@@ -49,12 +49,15 @@ def shared(name: str, options: OptionSet[T]) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         signature = inspect.signature(func, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != name]
-        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
-                 for n, a, d in options.params]
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+            for n, a, d in options.params
+        ]
         takes_ctx = "ctx" in signature.parameters
         if not takes_ctx:
-            added.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY,
-                                           annotation=typer.Context))
+            added.append(
+                inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+            )
 
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> Any:
@@ -92,8 +95,9 @@ _PRODUCER = "Producer"
 
 
 def _option(*decls: str, panel: str, help: str, envvar: str | None = None) -> Any:
-    return typer.Option(*decls, help=help, envvar=envvar, show_envvar=envvar is not None,
-                        rich_help_panel=panel)
+    return typer.Option(
+        *decls, help=help, envvar=envvar, show_envvar=envvar is not None, rich_help_panel=panel
+    )
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,9 @@ class Connection:
             "ssl_certfile": self.ssl_certfile and str(self.ssl_certfile),
             "ssl_keyfile": self.ssl_keyfile and str(self.ssl_keyfile),
         }
-        return KafkaSettings(self.bootstrap, topic,
-                             {name: value for name, value in passed.items() if value})
+        return KafkaSettings(
+            self.bootstrap, topic, {name: value for name, value in passed.items() if value}
+        )
 
 
 CONNECTION: OptionSet[Connection] = OptionSet(
@@ -183,8 +188,14 @@ class Producer:
         return self.connection.settings(self.topic)
 
 
-def _producer(topic: str, key: Path | None, key_id: str | None, source: str | None,
-              actor: str | None, **connection: Any) -> Producer:
+def _producer(
+    topic: str,
+    key: Path | None,
+    key_id: str | None,
+    source: str | None,
+    actor: str | None,
+    **connection: Any,
+) -> Producer:
     return Producer(Connection(**connection), topic, key, key_id, source, actor)
 
 

@@ -48,13 +48,13 @@ def _log_handler() -> logging.Handler:
     if console.is_terminal:
         from rich.logging import RichHandler
 
-        rich = RichHandler(console=console, show_path=False,
-                           log_time_format="[%Y-%m-%d %H:%M:%S]")
+        rich = RichHandler(console=console, show_path=False, log_time_format="[%Y-%m-%d %H:%M:%S]")
         rich.setFormatter(logging.Formatter("%(message)s"))
         return rich
     plain = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                  "%Y-%m-%dT%H:%M:%SZ")
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ"
+    )
     formatter.converter = time.gmtime
     plain.setFormatter(formatter)
     return plain
@@ -64,8 +64,7 @@ def _log_handler() -> logging.Handler:
 def consume(
     connection: Connection,
     topic: Annotated[
-        str, typer.Option("--topic", envvar="LEDGER_TOPIC", show_envvar=True,
-                          help="Event topic.")
+        str, typer.Option("--topic", envvar="LEDGER_TOPIC", show_envvar=True, help="Event topic.")
     ] = DEFAULT_TOPIC,
     db: DbPath = DEFAULT_DB,
     keyring: KeyringPath = DEFAULT_KEYRING,
@@ -82,30 +81,48 @@ def consume(
     ] = None,
     serve: Annotated[
         str | None,
-        typer.Option(envvar="LEDGER_SERVE", show_envvar=True,
-                     help="Serve the read-only HTTP API on HOST:PORT (token: LEDGER_API_TOKEN)."),
+        typer.Option(
+            envvar="LEDGER_SERVE",
+            show_envvar=True,
+            help="Serve the read-only HTTP API on HOST:PORT (token: LEDGER_API_TOKEN).",
+        ),
     ] = None,
     api_token: Annotated[
         str | None,
-        typer.Option("--api-token", envvar="LEDGER_API_TOKEN", show_envvar=True,
-                     help="Bearer token the HTTP API requires."),
+        typer.Option(
+            "--api-token",
+            envvar="LEDGER_API_TOKEN",
+            show_envvar=True,
+            help="Bearer token the HTTP API requires.",
+        ),
     ] = None,
     ledger_key: LedgerKeyPath = None,
     checkpoint_every: Annotated[
-        int, typer.Option(min=1, envvar="LEDGER_CHECKPOINT_EVERY",
-                          help="Sign a checkpoint after this many new entries...")
+        int,
+        typer.Option(
+            min=1,
+            envvar="LEDGER_CHECKPOINT_EVERY",
+            help="Sign a checkpoint after this many new entries...",
+        ),
     ] = 10_000,
     checkpoint_seconds: Annotated[
-        float, typer.Option(min=0.1, envvar="LEDGER_CHECKPOINT_SECONDS",
-                            help="...or once the newest entries are this many seconds old.")
+        float,
+        typer.Option(
+            min=0.1,
+            envvar="LEDGER_CHECKPOINT_SECONDS",
+            help="...or once the newest entries are this many seconds old.",
+        ),
     ] = 30.0,
     checkpoint_topic: Annotated[
         str, typer.Option(envvar="LEDGER_CHECKPOINT_TOPIC", help="Topic checkpoints go to.")
     ] = DEFAULT_CHECKPOINT_TOPIC,
     witness: Annotated[
         Path | None,
-        typer.Option(envvar="LEDGER_WITNESS", show_envvar=True,
-                     help="File every checkpoint is appended to; default: DB with .witness."),
+        typer.Option(
+            envvar="LEDGER_WITNESS",
+            show_envvar=True,
+            help="File every checkpoint is appended to; default: DB with .witness.",
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
     json_out: JsonFlag = False,
@@ -118,8 +135,7 @@ def consume(
     from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
     from ledger.wire.keyring import Keyring, Signer
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        handlers=[_log_handler()])
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[_log_handler()])
     logging.getLogger("kafka").setLevel(logging.ERROR)
     with reporting_errors():
         listen = parse_listen(serve) if serve else None
@@ -130,20 +146,36 @@ def consume(
         policy = None
         if ledger_key is not None:
             policy = CheckpointPolicy(
-                Signer.from_file(ledger_key), witness or db.with_suffix(".witness"),
-                checkpoint_topic, checkpoint_every, checkpoint_seconds,
+                Signer.from_file(ledger_key),
+                witness or db.with_suffix(".witness"),
+                checkpoint_topic,
+                checkpoint_every,
+                checkpoint_seconds,
             )
         elif witness is not None:
             fail("--witness needs --ledger-key (LEDGER_LEDGER_KEY)")
         else:
-            log.warning("no --ledger-key: no signed checkpoints, so truncation of the "
-                        "ledger cannot be detected")
+            log.warning(
+                "no --ledger-key: no signed checkpoints, so truncation of the "
+                "ledger cannot be detected"
+            )
         if not ring.keys:
-            log.warning("keyring %s trusts no key: every event will be quarantined "
-                        "(unknown_key); add keys with `ledger keys trust`", keyring)
-        consumer = LedgerConsumer(settings, db, ring, group=group, batch_size=batch_size,
-                                  workers=workers, serve=listen, api_token=api_token,
-                                  checkpoints=policy)
+            log.warning(
+                "keyring %s trusts no key: every event will be quarantined "
+                "(unknown_key); add keys with `ledger keys trust`",
+                keyring,
+            )
+        consumer = LedgerConsumer(
+            settings,
+            db,
+            ring,
+            group=group,
+            batch_size=batch_size,
+            workers=workers,
+            serve=listen,
+            api_token=api_token,
+            checkpoints=policy,
+        )
 
         def _stop(signum: int, frame: FrameType | None) -> None:
             log.info("%s: finishing the current batch", signal.Signals(signum).name)
@@ -155,5 +187,7 @@ def consume(
     if json_out:
         print_json(stats.as_dict())
     else:
-        console.print(f"accepted {stats.accepted}, duplicates {stats.duplicates}, "
-                      f"quarantined {stats.quarantined}, checkpoints {stats.checkpoints}")
+        console.print(
+            f"accepted {stats.accepted}, duplicates {stats.duplicates}, "
+            f"quarantined {stats.quarantined}, checkpoints {stats.checkpoints}"
+        )

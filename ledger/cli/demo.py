@@ -67,13 +67,19 @@ def demo(
         if connection.bootstrap:
             topic = f"ledger.demo.{uuid.uuid4().hex[:8]}"
             console.print(f"using the broker at {connection.bootstrap} (topic {topic})")
-            summary = _run(connection.settings(topic), f"{topic}.checkpoints", db,
-                           workdir, json_out)
+            summary = _run(
+                connection.settings(topic), f"{topic}.checkpoints", db, workdir, json_out
+            )
         else:
             with LocalBroker() as broker:
                 console.print(f"started the local Kafka-compatible broker on {broker.bootstrap}")
-                summary = _run(KafkaSettings(broker.bootstrap, DEFAULT_TOPIC),
-                               DEFAULT_CHECKPOINT_TOPIC, db, workdir, json_out)
+                summary = _run(
+                    KafkaSettings(broker.bootstrap, DEFAULT_TOPIC),
+                    DEFAULT_CHECKPOINT_TOPIC,
+                    db,
+                    workdir,
+                    json_out,
+                )
             console.print("stopped the local broker")
     if json_out:
         print_json(summary)
@@ -91,8 +97,13 @@ def _bundle(db: Path) -> Path:
 
 def _reset(db: Path, workdir: Path) -> None:
     """Remove what an earlier demo run wrote (and only that)."""
-    for path in (db, db.with_name(db.name + ".wal"), workdir / "keyring.json", _witness(db),
-                 _bundle(db)):
+    for path in (
+        db,
+        db.with_name(db.name + ".wal"),
+        workdir / "keyring.json",
+        _witness(db),
+        _bundle(db),
+    ):
         path.unlink(missing_ok=True)
     for key_id in (*KEY_POLICIES, LEDGER_KEY_ID):
         for suffix in (".key", ".pub"):
@@ -110,27 +121,39 @@ def _run(
     signers, keyring = demo_keyring(workdir / "keys")
     keyring.save(workdir / "keyring.json")
     ledger_signer = ledger_key(workdir / "keys")
-    console.print(f"generated {len(signers)} signing keys and the ledger's key in "
-                  f"{workdir / 'keys'}; keyring {workdir / 'keyring.json'}")
+    console.print(
+        f"generated {len(signers)} signing keys and the ledger's key in "
+        f"{workdir / 'keys'}; keyring {workdir / 'keyring.json'}"
+    )
     history = build_history(datetime.now(UTC))
     forged = forged_messages(history, signers["ci-github"])
     total = len(history.events) + len(forged)
-    with Progress("emitting", BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True, disable=quiet or not console.is_terminal) as progress:
+    with Progress(
+        "emitting",
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as progress:
         task = progress.add_task("emit", total=total)
-        emitted = emit_history(settings, history, signers, forged,
-                               lambda n: progress.advance(task, n))
-    console.print(f"emitted {emitted} signed events ({len(forged)} of them forged) "
-                  f"to {settings.topic}")
+        emitted = emit_history(
+            settings, history, signers, forged, lambda n: progress.advance(task, n)
+        )
+    console.print(
+        f"emitted {emitted} signed events ({len(forged)} of them forged) to {settings.topic}"
+    )
     logging.getLogger("kafka").setLevel(logging.ERROR)
     # Batches of 50, a checkpoint after each 50 entries and one on the way out: a few
     # checkpoints to prove inclusion and consistency against.
     policy = CheckpointPolicy(ledger_signer, _witness(db), checkpoint_topic, every=50)
     consumer = LedgerConsumer(settings, db, keyring, batch_size=50, checkpoints=policy)
     stats = consumer.run(until_idle=2.0)
-    console.print(f"consumed into {db}: {stats.accepted} chained, "
-                  f"{stats.quarantined} quarantined, {stats.duplicates} duplicates; "
-                  f"{stats.checkpoints} signed checkpoints, also in {_witness(db)}")
+    console.print(
+        f"consumed into {db}: {stats.accepted} chained, "
+        f"{stats.quarantined} quarantined, {stats.duplicates} duplicates; "
+        f"{stats.checkpoints} signed checkpoints, also in {_witness(db)}"
+    )
     with LedgerReader(db) as reader:
         trusted = TrustedKey(LEDGER_KEY_ID, ledger_signer.public_raw)
         report = verify_ledger(reader, keyring, trusted=trusted, workers=1).check()
@@ -159,13 +182,21 @@ def _run(
         "topic": settings.topic,
         "history": {"from": history.start.isoformat(), "to": history.end.isoformat()},
         "stats": stats.as_dict(),
-        "chain": {"ok": True, "size": report.size,
-                  "head_hash": report.head_hash.hex() if report.head_hash else None,
-                  "checkpoints": report.checkpoints_stored},
+        "chain": {
+            "ok": True,
+            "size": report.size,
+            "head_hash": report.head_hash.hex() if report.head_hash else None,
+            "checkpoints": report.checkpoints_stored,
+        },
         "entries_by_type": dict(by_type),
         "latest_deployments": [
-            {"service": s, "environment": e, "image": d.image, "time": d.time.isoformat(),
-             "actor": d.actor}
+            {
+                "service": s,
+                "environment": e,
+                "image": d.image,
+                "time": d.time.isoformat(),
+                "actor": d.actor,
+            }
             for s, e, d in sorted(latest, key=lambda item: (item[0], item[1]))
         ],
         "quarantined": [{"reason": r, "detail": d} for r, d in quarantined],
@@ -178,37 +209,53 @@ def _run(
 
 def _print_summary(summary: dict[str, Any]) -> None:
     chain = summary["chain"]
-    console.print(f"verified: chain of {chain['size']} entries intact, "
-                  f"{chain['checkpoints']} signed checkpoints consistent with it, "
-                  f"head {chain['head_hash'][:16]}…\n")
+    console.print(
+        f"verified: chain of {chain['size']} entries intact, "
+        f"{chain['checkpoints']} signed checkpoints consistent with it, "
+        f"head {chain['head_hash'][:16]}…\n"
+    )
     counts = table("event type", "entries", title="What the ledger holds")
     for kind, n in summary["entries_by_type"].items():
         counts.add_row(kind, str(n))
     out.print(counts)
-    latest = table("service", "env", "image (digest)", "since", "by",
-                   title="Latest deployment per service")
+    latest = table(
+        "service", "env", "image (digest)", "since", "by", title="Latest deployment per service"
+    )
     for d in summary["latest_deployments"]:
-        latest.add_row(d["service"], d["environment"], short_image(d["image"]),
-                       short_time(d["time"], seconds=False), d["actor"])
+        latest.add_row(
+            d["service"],
+            d["environment"],
+            short_image(d["image"]),
+            short_time(d["time"], seconds=False),
+            d["actor"],
+        )
     out.print(latest)
     refused = table("reason", "detail", title="Refused and quarantined")
     for q in summary["quarantined"]:
         refused.add_row(q["reason"], q["detail"])
     out.print(refused)
-    out.print("\n[bold]What was live?[/bold] ledger asof --service payments --env prod "
-              f"--at {summary['asof']['at']}")
+    out.print(
+        "\n[bold]What was live?[/bold] ledger asof --service payments --env prod "
+        f"--at {summary['asof']['at']}"
+    )
     print_asof(summary["asof"])
-    out.print("\n[bold]What changed in prod in the last week?[/bold] "
-              "ledger diff --env prod --from '1 week ago'")
+    out.print(
+        "\n[bold]What changed in prod in the last week?[/bold] "
+        "ledger diff --env prod --from '1 week ago'"
+    )
     print_diff(summary["diff"])
     evidence = summary["evidence"]
-    out.print(f"\n[bold]Evidence, checked offline:[/bold] {evidence['path']}: "
-              f"{len(evidence['entries'])} signed entries, each proven in the checkpoint of size "
-              f"{evidence['checkpoint']['size']}; answer re-derived for "
-              f"{short_image(evidence['subjects'][0])} [green]OK[/green]")
+    out.print(
+        f"\n[bold]Evidence, checked offline:[/bold] {evidence['path']}: "
+        f"{len(evidence['entries'])} signed entries, each proven in the checkpoint of size "
+        f"{evidence['checkpoint']['size']}; answer re-derived for "
+        f"{short_image(evidence['subjects'][0])} [green]OK[/green]"
+    )
     keys = Path(evidence["trusted_key"]).parent
-    console.print(f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "
-                  f"ledger verify --db {summary['db']} --keyring {keys.parent / 'keyring.json'} "
-                  f"--trusted-key {evidence['trusted_key']} --checkpoint {summary['witness']}; "
-                  f"ledger verify-bundle {evidence['path']} "
-                  f"--trusted-key {evidence['trusted_key']}")
+    console.print(
+        f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "
+        f"ledger verify --db {summary['db']} --keyring {keys.parent / 'keyring.json'} "
+        f"--trusted-key {evidence['trusted_key']} --checkpoint {summary['witness']}; "
+        f"ledger verify-bundle {evidence['path']} "
+        f"--trusted-key {evidence['trusted_key']}"
+    )

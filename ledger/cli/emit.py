@@ -74,8 +74,11 @@ def from_file(
     options: Emit,
     file: Annotated[
         Path,
-        typer.Argument(metavar="FILE|-", help="JSON Lines: one event per line ('-': standard "
-                       "input); each line's id and time are kept."),
+        typer.Argument(
+            metavar="FILE|-",
+            help="JSON Lines: one event per line ('-': standard "
+            "input); each line's id and time are kept.",
+        ),
     ],
 ) -> None:
     """Events from a file: one per line, as the event contract's JSON (docs/formats.md §1).
@@ -204,8 +207,7 @@ def deployment(
     data: dict[str, Any] = {"image": image, "change_ref": change_ref}
     instances = {"total": total, "updated": updated} if total is not None else None
     if kind in ("deployment.started", "deployment.succeeded"):
-        data |= {"commit": commit, "run_url": run_url, "strategy": strategy,
-                 "instances": instances}
+        data |= {"commit": commit, "run_url": run_url, "strategy": strategy, "instances": instances}
     elif kind == "deployment.failed":
         data |= {"reason": reason, "instances": instances}
     else:
@@ -247,9 +249,16 @@ def mutation(
             content_hash = "sha256:" + hashlib.sha256(content_file.read_bytes()).hexdigest()
         except OSError as exc:
             fail(f"--content-file {content_file}: {exc.strerror}")
-    data = {"target_kind": target_kind, "target": target, "hash": content_hash,
-            "previous_hash": previous_hash, "tool": tool, "method": method,
-            "instance": instance, "change_ref": change_ref}
+    data = {
+        "target_kind": target_kind,
+        "target": target,
+        "hash": content_hash,
+        "previous_hash": previous_hash,
+        "tool": tool,
+        "method": method,
+        "instance": instance,
+        "change_ref": change_ref,
+    }
     event = _build(options, "mutation.applied", service, env, data, keep_null=("hash",))
     _send(options, [event])
 
@@ -261,9 +270,7 @@ def approval(
     service: ServiceOpt,
     env: EnvOpt,
     change_ref: Annotated[str, typer.Option("--change-ref", help="The change approved.")],
-    approver: Annotated[
-        str | None, typer.Option(help="Who approved; default the actor.")
-    ] = None,
+    approver: Annotated[str | None, typer.Option(help="Who approved; default the actor.")] = None,
     image: Annotated[str | None, typer.Option(help="The exact image approved.")] = None,
     content_hash: Annotated[
         str | None, typer.Option("--hash", help="The exact content digest approved.")
@@ -274,13 +281,24 @@ def approval(
 ) -> None:
     """A change approval granted (or, with --revoke, withdrawn)."""
     if revoke:
-        event = _build(options, "approval.revoked", service, env,
-                       {"change_ref": change_ref, "reason": reason})
+        event = _build(
+            options, "approval.revoked", service, env, {"change_ref": change_ref, "reason": reason}
+        )
     else:
         who = approver or options.producer.actor or getpass.getuser()
-        event = _build(options, "approval.granted", service, env,
-                       {"change_ref": change_ref, "approver": who, "image": image,
-                        "hash": content_hash, "valid_until": valid_until})
+        event = _build(
+            options,
+            "approval.granted",
+            service,
+            env,
+            {
+                "change_ref": change_ref,
+                "approver": who,
+                "image": image,
+                "hash": content_hash,
+                "valid_until": valid_until,
+            },
+        )
     _send(options, [event])
 
 

@@ -122,8 +122,10 @@ def evidence(
     from ledger.evidence.bundle import verify_bundle
 
     if json_out and out_path is None:
-        fail("--json prints the report of a bundle written with --out (without --out the "
-             "bundle itself, JSON already, goes to standard output)")
+        fail(
+            "--json prints the report of a bundle written with --out (without --out the "
+            "bundle itself, JSON already, goes to standard output)"
+        )
     with reporting_errors():
         query = evidence_query(
             service, env, parse_time(at, "--at") if at else None,
@@ -137,8 +139,10 @@ def evidence(
             report = verify_bundle(data)  # as served: refused here if it does not verify
         else:
             if ledger_key is None:
-                fail("--ledger-key (LEDGER_LEDGER_KEY) is needed to sign the bundle, or "
-                     "--api URL of a consumer started with --ledger-key")
+                fail(
+                    "--ledger-key (LEDGER_LEDGER_KEY) is needed to sign the bundle, or "
+                    "--api URL of a consumer started with --ledger-key"
+                )
             data, report = _build(db, query, keyring, ledger_key)
     if out_path is None:
         typer.echo(data.decode(), nl=False)
@@ -181,8 +185,11 @@ def verify_bundle(
     trusted: TrustedKeyPath = None,
     keyring: Annotated[
         Path | None,
-        typer.Option("--keyring", help="The producers' keyring as you hold it: check their "
-                     "signatures under it, not under the keyring the bundle carries."),
+        typer.Option(
+            "--keyring",
+            help="The producers' keyring as you hold it: check their "
+            "signatures under it, not under the keyring the bundle carries.",
+        ),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -213,9 +220,11 @@ def _print_report(report: BundleReport) -> None:
     if report.trusted:
         console.print(f"[green]OK[/green] {_describe(report)}")
     else:
-        console.print(f"[yellow]NOT VERIFIED[/yellow] {_describe(report)}, but signed by key "
-                      f"{report.key_name!r} carried in the bundle, which nothing vouches for "
-                      "(anyone can sign a bundle): pass --trusted-key (or LEDGER_TRUSTED_KEY)")
+        console.print(
+            f"[yellow]NOT VERIFIED[/yellow] {_describe(report)}, but signed by key "
+            f"{report.key_name!r} carried in the bundle, which nothing vouches for "
+            "(anyone can sign a bundle): pass --trusted-key (or LEDGER_TRUSTED_KEY)"
+        )
     console.print(f"subjects: {', '.join(report.subjects)}")
     if report.trusted:
         console.print(f"signed by trusted ledger key {report.key_name!r}")

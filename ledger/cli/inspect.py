@@ -43,20 +43,30 @@ if TYPE_CHECKING:
 
 OptionalKeyring = Annotated[
     Path | None,
-    typer.Option("--keyring", envvar="LEDGER_KEYRING", show_envvar=True,
-                 help="Keyring to re-verify every signature with (default: keyring.json "
-                      "when present; without one, signatures are not re-verified)."),
+    typer.Option(
+        "--keyring",
+        envvar="LEDGER_KEYRING",
+        show_envvar=True,
+        help="Keyring to re-verify every signature with (default: keyring.json "
+        "when present; without one, signatures are not re-verified).",
+    ),
 ]
 CheckpointFiles = Annotated[
     list[Path] | None,
-    typer.Option("--checkpoint", help="A witness file of signed checkpoints kept outside the "
-                 "ledger (repeatable): prove the ledger extends each. Needs --trusted-key."),
+    typer.Option(
+        "--checkpoint",
+        help="A witness file of signed checkpoints kept outside the "
+        "ledger (repeatable): prove the ledger extends each. Needs --trusted-key.",
+    ),
 ]
 CheckpointTopic = Annotated[
     str | None,
-    typer.Option("--checkpoint-topic", help="A Kafka topic of signed checkpoints (the "
-                 "consumer's ledger.checkpoints): prove the ledger extends each. Needs "
-                 "--bootstrap and --trusted-key."),
+    typer.Option(
+        "--checkpoint-topic",
+        help="A Kafka topic of signed checkpoints (the "
+        "consumer's ledger.checkpoints): prove the ledger extends each. Needs "
+        "--bootstrap and --trusted-key.",
+    ),
 ]
 _STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "index": "query index",
            "signatures": "signatures", "checkpoints": "checkpoints"}  # fmt: skip
@@ -85,12 +95,17 @@ def verify(
     with reporting_errors():
         if (checkpoint or checkpoint_topic) and trusted_key is None:
             given = "--checkpoint" if checkpoint else "--checkpoint-topic"
-            fail(f"{given} needs --trusted-key (LEDGER_TRUSTED_KEY): the ledger's public "
-                 "key, kept apart from it, is what the checkpoints are checked against; "
-                 "nothing was verified", Exit.NO_TRUST_ROOT)
+            fail(
+                f"{given} needs --trusted-key (LEDGER_TRUSTED_KEY): the ledger's public "
+                "key, kept apart from it, is what the checkpoints are checked against; "
+                "nothing was verified",
+                Exit.NO_TRUST_ROOT,
+            )
         if api and (checkpoint or checkpoint_topic or trusted_key):
-            fail("--checkpoint, --checkpoint-topic and --trusted-key are checked against the "
-                 "file: use --db (a copy, or with the consumer stopped)")
+            fail(
+                "--checkpoint, --checkpoint-topic and --trusted-key are checked against the "
+                "file: use --db (a copy, or with the consumer stopped)"
+            )
         settings = connection.settings(checkpoint_topic) if checkpoint_topic else None
         trusted = trusted_key_path(trusted_key)
         external = _witnessed(checkpoint or [])
@@ -101,9 +116,15 @@ def verify(
         lines = not json_out and not console.is_terminal  # a CI job's log: a line a tenth
 
         def local(reader: LedgerReader) -> dict[str, Any]:
-            with Progress(TextColumn("{task.description:>16}"), BarColumn(),
-                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                          transient=True, disable=json_out or lines) as bar:
+            with Progress(
+                TextColumn("{task.description:>16}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=json_out or lines,
+            ) as bar:
                 tasks: dict[str, TaskID] = {}
                 tenths: dict[str, int] = {}
 
@@ -114,11 +135,19 @@ def verify(
                     tenth = 10 * done // max(total, 1)
                     if lines and tenth > tenths.get(stage, 0):
                         tenths[stage] = tenth
-                        console.print(f"progress: {_STAGES[stage]} " + (
-                            f"{done:,} of {total:,}" if total > 1 else "checked"))
+                        console.print(
+                            f"progress: {_STAGES[stage]} "
+                            + (f"{done:,} of {total:,}" if total > 1 else "checked")
+                        )
 
-                return verification_report(reader, ring, trusted=trusted, external=external,
-                                           workers=workers, progress=advance)
+                return verification_report(
+                    reader,
+                    ring,
+                    trusted=trusted,
+                    external=external,
+                    workers=workers,
+                    progress=advance,
+                )
 
         report = local_or_remote(db, api, "/v1/verify", local)
     if json_out:
@@ -179,27 +208,39 @@ def _print_verification(report: dict[str, Any]) -> None:
         where = f"at entry {report['first_bad_seq']} " if report["first_bad_seq"] else ""
         console.print(f"[red]FAILED[/red] {where}({report['check']}): {report['reason']}")
         return
-    console.print(f"[green]OK[/green] {report['size']:,} entries: hashes, links, Merkle "
-                  f"tree and query index intact ({report['algorithm']})")
+    console.print(
+        f"[green]OK[/green] {report['size']:,} entries: hashes, links, Merkle "
+        f"tree and query index intact ({report['algorithm']})"
+    )
     out.print(f"head  {report['head_hash']}\nroot  {report['root']}")
     if report["signatures_checked"]:
-        console.print(f"signatures: {report['signatures_verified']:,} re-verified and "
-                      "authorized by the keyring")
+        console.print(
+            f"signatures: {report['signatures_verified']:,} re-verified and "
+            "authorized by the keyring"
+        )
     else:
-        console.print("[yellow]signatures NOT re-verified: no keyring (pass --keyring), or "
-                      "read through --api (the server does not re-check them)[/yellow]")
+        console.print(
+            "[yellow]signatures NOT re-verified: no keyring (pass --keyring), or "
+            "read through --api (the server does not re-check them)[/yellow]"
+        )
     cps = report["checkpoints"]
     if not cps["stored"] and not cps["external"]:
-        console.print("[yellow]no signed checkpoint: a cut-off tail or a rewritten chain "
-                      "cannot be detected[/yellow]")
+        console.print(
+            "[yellow]no signed checkpoint: a cut-off tail or a rewritten chain "
+            "cannot be detected[/yellow]"
+        )
         return
     latest = f", latest at size {cps['latest_size']:,}" if cps["latest_size"] else ""
-    console.print(f"checkpoints: {cps['stored']} stored{latest}; {cps['external']} external "
-                  "consistent with the ledger")
+    console.print(
+        f"checkpoints: {cps['stored']} stored{latest}; {cps['external']} external "
+        "consistent with the ledger"
+    )
     if not cps["trusted_key"]:
-        console.print("[yellow]no --trusted-key: checkpoints were opened with the key stored "
-                      "beside them, so a rewrite by whoever holds the ledger file and a "
-                      "checkpoint key is not excluded[/yellow]")
+        console.print(
+            "[yellow]no --trusted-key: checkpoints were opened with the key stored "
+            "beside them, so a rewrite by whoever holds the ledger file and a "
+            "checkpoint key is not excluded[/yellow]"
+        )
 
 
 def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
@@ -213,9 +254,13 @@ def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag =
         return
     grid = table("id", "received", "from", "reason", "detail")
     for row in rows:
-        grid.add_row(str(row["id"]), short_time(row["received_at"]),
-                     f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
-                     row["reason"], row["detail"])
+        grid.add_row(
+            str(row["id"]),
+            short_time(row["received_at"]),
+            f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
+            row["reason"],
+            row["detail"],
+        )
     out.print(grid)
     console.print(f"{len(rows)} quarantined message(s)")
 

@@ -58,8 +58,14 @@ def generate(
         key_path, pub_path = generate_key_files(key_id, out)
     fingerprint = key_fingerprint(load_public_key(pub_path))
     if json_out:
-        print_json({"id": key_id, "private_key": str(key_path), "public_key": str(pub_path),
-                    "fingerprint": fingerprint})
+        print_json(
+            {
+                "id": key_id,
+                "private_key": str(key_path),
+                "public_key": str(pub_path),
+                "fingerprint": fingerprint,
+            }
+        )
     else:
         console.print(f"wrote {key_path} (private, 0600) and {pub_path}\nfingerprint {fingerprint}")
 
@@ -91,18 +97,23 @@ def trust(
     with reporting_errors():
         raw = load_public_key(pub)
         ring = Keyring.load_or_new(keyring)
-        entry = ring.trust(kid, raw, types=type_patterns, sources=source_patterns,
-                           not_before=start, not_after=end)
+        entry = ring.trust(
+            kid, raw, types=type_patterns, sources=source_patterns, not_before=start, not_after=end
+        )
         ring.save(keyring)
     if json_out:
         print_json({"id": kid, **entry.model_dump(mode="json"), "fingerprint": entry.fingerprint})
         return
-    console.print(f"trusted {kid} ({entry.fingerprint}) in {keyring}: "
-                  f"types {', '.join(type_patterns)}; sources {', '.join(source_patterns)}")
+    console.print(
+        f"trusted {kid} ({entry.fingerprint}) in {keyring}: "
+        f"types {', '.join(type_patterns)}; sources {', '.join(source_patterns)}"
+    )
     if type_patterns == ["*"] or source_patterns == ["*"]:
-        console.print("[yellow]note:[/yellow] this key may sign any "
-                      + ("type" if type_patterns == ["*"] else "source")
-                      + "; narrow it with --types/--sources (a CI key should not sign approvals)")
+        console.print(
+            "[yellow]note:[/yellow] this key may sign any "
+            + ("type" if type_patterns == ["*"] else "source")
+            + "; narrow it with --types/--sources (a CI key should not sign approvals)"
+        )
 
 
 @app.command()
@@ -132,12 +143,22 @@ def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False
     with reporting_errors():
         ring = Keyring.load(keyring)
     if json_out:
-        print_json({kid: {**e.model_dump(mode="json"), "fingerprint": e.fingerprint}
-                    for kid, e in ring.keys.items()})
+        print_json(
+            {
+                kid: {**e.model_dump(mode="json"), "fingerprint": e.fingerprint}
+                for kid, e in ring.keys.items()
+            }
+        )
         return
     grid = table("id", "types", "sources", "valid", "revoked", "fingerprint")
     for kid, e in sorted(ring.keys.items()):
         valid = f"{e.not_before or '-'} .. {e.not_after or '-'}"
-        grid.add_row(kid, ", ".join(e.types), ", ".join(e.sources), valid,
-                     str(e.revoked_at or ""), e.fingerprint)
+        grid.add_row(
+            kid,
+            ", ".join(e.types),
+            ", ".join(e.sources),
+            valid,
+            str(e.revoked_at or ""),
+            e.fingerprint,
+        )
     out.print(grid)

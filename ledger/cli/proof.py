@@ -164,8 +164,10 @@ def verify(
         try:
             document = json.loads(data)
         except ValueError as exc:
-            fail(f"{file} is not a proof (the JSON `ledger proof inclusion|consistency` "
-                 f"writes): {exc}")
+            fail(
+                f"{file} is not a proof (the JSON `ledger proof inclusion|consistency` "
+                f"writes): {exc}"
+            )
     try:
         result = verify_proof(document, key)
     except (ProofError, CheckpointError) as exc:

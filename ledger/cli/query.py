@@ -33,18 +33,14 @@ if TYPE_CHECKING:
 
 Service = Annotated[str, typer.Option("--service", help="Service name.")]
 Env = Annotated[str, typer.Option("--env", help="Environment, e.g. prod.")]
-At = Annotated[
-    str, typer.Option("--at", help="Instant: RFC 3339, 'now' or '3 weeks ago'.")
-]
+At = Annotated[str, typer.Option("--at", help="Instant: RFC 3339, 'now' or '3 weeks ago'.")]
 KnownAt = Annotated[
     str | None,
     typer.Option("--known-at", help="Answer with only what the ledger had ingested by then."),
 ]
 
 
-def _instants(
-    at: str, known_at: str | None, **fixed: str
-) -> tuple[datetime, datetime | None, str]:
+def _instants(at: str, known_at: str | None, **fixed: str) -> tuple[datetime, datetime | None, str]:
     """Valid and transaction time from the options, and the API query string for them."""
     moment = parse_time(at, "--at")
     known = parse_time(known_at, "--known-at") if known_at else None
@@ -59,33 +55,43 @@ def _status(item: dict[str, Any]) -> str:
 
 
 def print_asof(answer: dict[str, Any]) -> None:
-    out.print(f"[bold]{answer['service']}[/bold] in [bold]{answer['environment']}[/bold] "
-              f"at {answer['at']}" + (f" (as known at {answer['known_at']})"
-                                      if answer.get("known_at") else ""))
+    out.print(
+        f"[bold]{answer['service']}[/bold] in [bold]{answer['environment']}[/bold] "
+        f"at {answer['at']}"
+        + (f" (as known at {answer['known_at']})" if answer.get("known_at") else "")
+    )
     d = answer["deployment"]
     if d is None:
         out.print("  deployment: none recorded")
     else:
-        out.print(f"  deployment: {d['image']}\n              since {d['time']} by {d['actor']}"
-                  f" ({d['change_ref'] or 'no change ref'}; {_status(d)}) \\[entry {d['seq']}]")
+        out.print(
+            f"  deployment: {d['image']}\n              since {d['time']} by {d['actor']}"
+            f" ({d['change_ref'] or 'no change ref'}; {_status(d)}) \\[entry {d['seq']}]"
+        )
     p = answer["partial"]
     if p is not None:
-        out.print(f"  [yellow]partial fleet[/yellow]: {p['updated']}/{p['total']} instances "
-                  f"on {p['image']} \\[entry {p['seq']}]")
+        out.print(
+            f"  [yellow]partial fleet[/yellow]: {p['updated']}/{p['total']} instances "
+            f"on {p['image']} \\[entry {p['seq']}]"
+        )
     if answer["mutations"]:
         # Two lines each rather than a nine-column table, which 80 columns cannot show.
         out.print(f"  changed in place, live ({len(answer['mutations'])}):")
         for m in answer["mutations"]:
             where = m["instance"] or "all instances"
-            out.print(f"    {m['target_kind']} {m['target']} on {where}: {m['hash']}\n"
-                      f"      since {m['time']} by {m['actor']} with {m['tool']} ({m['method']}; "
-                      f"{m['change_ref'] or 'no change ref'}; {_status(m)}) \\[entry {m['seq']}]")
+            out.print(
+                f"    {m['target_kind']} {m['target']} on {where}: {m['hash']}\n"
+                f"      since {m['time']} by {m['actor']} with {m['tool']} ({m['method']}; "
+                f"{m['change_ref'] or 'no change ref'}; {_status(m)}) \\[entry {m['seq']}]"
+            )
     c = answer["classification"]
     if c is not None:
         out.print(f"  classified: {c['state']}, {c['criticality']} criticality, {c['model']}")
     e = answer["evidence"]
-    out.print(f"  evidence: entries {', '.join(map(str, e['entries'])) or 'none'} "
-              f"of a ledger of {e['ledger_size']}")
+    out.print(
+        f"  evidence: entries {', '.join(map(str, e['entries'])) or 'none'} "
+        f"of a ledger of {e['ledger_size']}"
+    )
 
 
 def _unmatched(reader: LedgerReader, env: str, service: str | None = None) -> str | None:
@@ -111,8 +117,13 @@ def _names(names: list[str], most: int = 12) -> str:
 
 
 def _ask(
-    db: Path, api: str | None, path: str, ask: Callable[[LedgerReader], Any],
-    empty: Callable[[Any], bool], env: str, service: str | None = None,
+    db: Path,
+    api: str | None,
+    path: str,
+    ask: Callable[[LedgerReader], Any],
+    empty: Callable[[Any], bool],
+    env: str,
+    service: str | None = None,
 ) -> tuple[Any, str | None]:
     """The JSON answer, from the file or the API, and, for an empty one read from the file,
     a note naming what no entry carries (printed after the answer by :func:`_note`)."""
@@ -186,8 +197,15 @@ def snapshot(
 
 def _print_snapshot(answer: dict[str, Any]) -> None:
     env = answer["environment"]
-    grid = table("service", "image", "since", "approval", "changed in place", "model",
-                 title=f"{env} at {answer['at']}")
+    grid = table(
+        "service",
+        "image",
+        "since",
+        "approval",
+        "changed in place",
+        "model",
+        title=f"{env} at {answer['at']}",
+    )
     for s in answer["services"]:
         d, p, c = s["deployment"], s["partial"], s["classification"]
         image = short_image(d and d["image"])
@@ -195,8 +213,14 @@ def _print_snapshot(answer: dict[str, Any]) -> None:
             image += f"\npartial {p['updated']}/{p['total']}: {short_image(p['image'])}"
         unapproved = sum(not m["approved"] for m in s["mutations"])
         changed = str(len(s["mutations"])) + (f", {unapproved} unapproved" if unapproved else "")
-        grid.add_row(s["service"], image, short_time(d["time"], seconds=False) if d else "-",
-                     _status(d) if d else "-", changed, c["model"] if c else "-")
+        grid.add_row(
+            s["service"],
+            image,
+            short_time(d["time"], seconds=False) if d else "-",
+            _status(d) if d else "-",
+            changed,
+            c["model"] if c else "-",
+        )
     out.print(grid)
 
 
@@ -216,7 +240,9 @@ def diff(
     with reporting_errors():
         check_window(t1, t2)
         answer = local_or_remote(
-            db, api, "/v1/diff?" + urlencode(query),
+            db,
+            api,
+            "/v1/diff?" + urlencode(query),
             lambda r: diff_query(r, env, t1, t2).model_dump(mode="json"),
         )
     if json_out:
@@ -240,11 +266,22 @@ def _shown(aspect: str, value: Any) -> str:
 
 
 def print_diff(answer: dict[str, Any]) -> None:
-    grid = table("service", "what", "key", "before", "after",
-                 title=f"{answer['environment']}: {answer['from']} → {answer['to']}")
+    grid = table(
+        "service",
+        "what",
+        "key",
+        "before",
+        "after",
+        title=f"{answer['environment']}: {answer['from']} → {answer['to']}",
+    )
     for c in answer["changes"]:
-        grid.add_row(c["service"], c["aspect"], c["key"],
-                     _shown(c["aspect"], c["before"]), _shown(c["aspect"], c["after"]))
+        grid.add_row(
+            c["service"],
+            c["aspect"],
+            c["key"],
+            _shown(c["aspect"], c["before"]),
+            _shown(c["aspect"], c["after"]),
+        )
     out.print(grid)
     console.print(f"{len(answer['changes'])} change(s)")
 
@@ -265,8 +302,11 @@ def timeline(
     t2 = parse_time(end, "--to") if end else None
     with reporting_errors():
         check_window(t1, t2)
-    query = {"service": service, "env": env} | (
-        {"from": t1.isoformat()} if t1 else {}) | ({"to": t2.isoformat()} if t2 else {})
+    query = (
+        {"service": service, "env": env}
+        | ({"from": t1.isoformat()} if t1 else {})
+        | ({"to": t2.isoformat()} if t2 else {})
+    )
     answer, note = _ask(
         db, api, "/v1/timeline?" + urlencode(query),
         lambda r: [e.model_dump(mode="json") for e in timeline_query(r, service, env, t1, t2)],
@@ -283,11 +323,13 @@ def print_timeline(entries: list[dict[str, Any]], title: str) -> None:
     grid = table("time", "seq", "type", "actor", "what", title=title)
     for e in entries:
         d = e["data"]
-        what = (short_image(d.get("image"))
-                if "image" in d and e["type"].startswith("deployment")
-                else f"{d.get('target_kind')}:{d.get('target')}"
-                if e["type"] == "mutation.applied"
-                else d.get("change_ref") or d.get("model") or "")
+        what = (
+            short_image(d.get("image"))
+            if "image" in d and e["type"].startswith("deployment")
+            else f"{d.get('target_kind')}:{d.get('target')}"
+            if e["type"] == "mutation.applied"
+            else d.get("change_ref") or d.get("model") or ""
+        )
         grid.add_row(short_time(e["time"]), str(e["seq"]), e["type"], e["actor"], what)
     out.print(grid)
 
@@ -295,8 +337,10 @@ def print_timeline(entries: list[dict[str, Any]], title: str) -> None:
 def search(
     image: Annotated[
         str | None,
-        typer.Option(help="Digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), optionally "
-                     "after the repository (checkout@4f1c2b3a) or a whole reference."),
+        typer.Option(
+            help="Digest or its first hex digits (sha256:4f1c…, 4f1c2b3a), optionally "
+            "after the repository (checkout@4f1c2b3a) or a whole reference."
+        ),
     ] = None,
     commit: Annotated[str | None, typer.Option(help="Commit SHA (or a prefix).")] = None,
     change_ref: Annotated[str | None, typer.Option("--change-ref", help="Change ref.")] = None,
@@ -307,12 +351,17 @@ def search(
     """Where and when an image ran, a commit was deployed, or a change ref was used."""
     from ledger.store.query import search as search_query
 
-    given = {k: v for k, v in (("image", image), ("commit", commit), ("change_ref", change_ref))
-             if v is not None}
+    given = {
+        k: v
+        for k, v in (("image", image), ("commit", commit), ("change_ref", change_ref))
+        if v is not None
+    }
     with reporting_errors():
         terms = search_terms(image, commit, change_ref)
         hits = local_or_remote(
-            db, api, "/v1/search?" + urlencode(given),
+            db,
+            api,
+            "/v1/search?" + urlencode(given),
             lambda reader: [h.model_dump(mode="json") for h in search_query(reader, terms)],
         )
     if json_out:
@@ -320,7 +369,14 @@ def search(
         return
     grid = table("time", "service", "env", "type", "actor", "change", "seq")
     for h in hits:
-        grid.add_row(short_time(h["time"]), h["service"], h["environment"],
-                     h["type"], h["actor"], h["change_ref"] or "", str(h["seq"]))
+        grid.add_row(
+            short_time(h["time"]),
+            h["service"],
+            h["environment"],
+            h["type"],
+            h["actor"],
+            h["change_ref"] or "",
+            str(h["seq"]),
+        )
     out.print(grid)
     console.print(f"{len(hits)} entr{'y' if len(hits) == 1 else 'ies'}")

@@ -51,7 +51,10 @@ __all__ = ["build_bundle", "evidence_query"]
 
 
 def evidence_query(
-    service: str, environment: str, at: datetime | None, start: datetime | None,
+    service: str,
+    environment: str,
+    at: datetime | None,
+    start: datetime | None,
     end: datetime | None,
 ) -> AsOfQuery | TimelineQuery:
     """The question a bundle answers: what was live ``at`` an instant, or the state at

@@ -202,12 +202,21 @@ def _grant_failure(
 def _status(verdict: _Verdict) -> dict[str, Any]:
     """The approval fields of a judged change (deployment or mutation)."""
     grant = verdict.approval
-    approval = None if grant is None else {
-        "change_ref": grant.data["change_ref"], "approver": grant.data["approver"],
-        "event_id": grant.event_id, "seq": grant.seq,
+    approval = (
+        None
+        if grant is None
+        else {
+            "change_ref": grant.data["change_ref"],
+            "approver": grant.data["approver"],
+            "event_id": grant.event_id,
+            "seq": grant.seq,
+        }
+    )
+    return {
+        "approved": verdict.reason is None,
+        "unapproved_reason": verdict.reason,
+        "approval": approval,
     }
-    return {"approved": verdict.reason is None, "unapproved_reason": verdict.reason,
-            "approval": approval}
 
 
 def reconstruct(
@@ -251,8 +260,12 @@ def reconstruct(
         verdict = _judge(live, ("image", live.data["image"]), approvals)
         evidence.update((live.seq, *verdict.evidence))
         deployment = {
-            "image": live.data["image"], "time": live.time, "event_id": live.event_id,
-            "seq": live.seq, "actor": live.actor, "change_ref": live.data.get("change_ref"),
+            "image": live.data["image"],
+            "time": live.time,
+            "event_id": live.event_id,
+            "seq": live.seq,
+            "actor": live.actor,
+            "change_ref": live.data.get("change_ref"),
             **_status(verdict),
         }
 
@@ -262,8 +275,13 @@ def reconstruct(
             continue
         instances = fact.data.get("instances")
         if instances and 0 < instances["updated"] < instances["total"]:
-            partial = {"image": fact.data["image"], "updated": instances["updated"],
-                       "total": instances["total"], "event_id": fact.event_id, "seq": fact.seq}
+            partial = {
+                "image": fact.data["image"],
+                "updated": instances["updated"],
+                "total": instances["total"],
+                "event_id": fact.event_id,
+                "seq": fact.seq,
+            }
     if partial is not None:
         evidence.add(partial["seq"])
 
@@ -275,20 +293,36 @@ def reconstruct(
             continue  # wiped: the instances were replaced after the change
         verdict = _judge(fact, ("hash", fact.data["hash"]), approvals)
         evidence.update((fact.seq, *verdict.evidence))
-        mutations.append({
-            "target_kind": kind, "target": target, "instance": instance,
-            "hash": fact.data["hash"], "time": fact.time, "event_id": fact.event_id,
-            "seq": fact.seq, "actor": fact.actor, "tool": fact.data["tool"],
-            "method": fact.data["method"], "change_ref": fact.data.get("change_ref"),
-            **_status(verdict),
-        })
+        mutations.append(
+            {
+                "target_kind": kind,
+                "target": target,
+                "instance": instance,
+                "hash": fact.data["hash"],
+                "time": fact.time,
+                "event_id": fact.event_id,
+                "seq": fact.seq,
+                "actor": fact.actor,
+                "tool": fact.data["tool"],
+                "method": fact.data["method"],
+                "change_ref": fact.data.get("change_ref"),
+                **_status(verdict),
+            }
+        )
 
     if classified is not None:
         evidence.add(classified.seq)
 
-    return AsOf.model_validate({
-        "service": service, "environment": environment, "at": at, "known_at": known_at,
-        "deployment": deployment, "partial": partial, "mutations": mutations,
-        "classification": None if classified is None else classified.data,
-        "evidence": {"ledger_size": ledger_size, "entries": sorted(evidence)},
-    })
+    return AsOf.model_validate(
+        {
+            "service": service,
+            "environment": environment,
+            "at": at,
+            "known_at": known_at,
+            "deployment": deployment,
+            "partial": partial,
+            "mutations": mutations,
+            "classification": None if classified is None else classified.data,
+            "evidence": {"ledger_size": ledger_size, "entries": sorted(evidence)},
+        }
+    )

@@ -55,8 +55,7 @@ def _image_pattern(image: str) -> ImagePattern:
             "4f1c2b3a), optionally after the repository and '@' (checkout@4f1c2b3a); tags "
             "are not evidence"
         )
-    return ImagePattern(repo=(repo or None) if at else None, digest=digest,
-                        algorithm=":" in digest)
+    return ImagePattern(repo=(repo or None) if at else None, digest=digest, algorithm=":" in digest)
 
 
 def search_terms(

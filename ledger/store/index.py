@@ -221,8 +221,8 @@ class QueryIndex:
                 self._write_run(derive_range(first, last), last)
                 runs.append((run_name(last), last, last - first + 1))
                 while merge := to_merge([(name, rows) for name, _, rows in runs]):
-                    merged = runs[-len(merge):]
-                    del runs[-len(merge):]
+                    merged = runs[-len(merge) :]
+                    del runs[-len(merge) :]
                     self._write_run(union(merge), last, replacing=merge)
                     runs.append((run_name(last), last, sum(r for _, _, r in merged)))
             con.execute(view([name for name, _, _ in runs], head_seq))

@@ -210,7 +210,12 @@ def verify_ledger(
     con.execute("BEGIN TRANSACTION")  # one snapshot, even while the consumer appends
     try:
         return _verify(
-            reader, keyring, trusted, external, workers or os.cpu_count() or 1, batch_rows,
+            reader,
+            keyring,
+            trusted,
+            external,
+            workers or os.cpu_count() or 1,
+            batch_rows,
             progress or _silent,
         )
     finally:
@@ -470,11 +475,15 @@ def _checkpoints(
         if (signed.size, signed.root) != (cp_size, cp_root):
             raise CheckpointError(
                 f"{where}: its note signs size {signed.size} and root {_b64(signed.root)}, "
-                f"not the size and root stored with it ({_b64(cp_root)})", check="checkpoint")
+                f"not the size and root stored with it ({_b64(cp_root)})",
+                check="checkpoint",
+            )
         if cp_size < largest:
             raise CheckpointError(
                 f"{where} was signed after one of size {largest}: rolled back, or an old "
-                "checkpoint replayed", check="checkpoint")
+                "checkpoint replayed",
+                check="checkpoint",
+            )
         largest = cp_size
         _extends(tree, size, f"{where} signed by {name!r}", signed, "checkpoint", "checkpoint")
     report.checkpoints_stored = len(stored)
@@ -500,7 +509,11 @@ def _extends(
         raise InconsistentCheckpointError(
             f"ledger has {size} entries but a checkpoint signed at size {signed.size} exists "
             f"({where}): truncated or rolled back",
-            check=truncated, size=signed.size, checkpoint_root=signed.root, ledger_root=None)
+            check=truncated,
+            size=signed.size,
+            checkpoint_root=signed.root,
+            ledger_root=None,
+        )
     ledger_root = root_at(tree, signed.size)
     if ledger_root != signed.root:
         raise InconsistentCheckpointError(

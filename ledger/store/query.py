@@ -119,7 +119,10 @@ def _ledger_size(reader: LedgerReader, known_at: datetime | None) -> int:
 
 
 def _answers(
-    reader: LedgerReader, environment: str, at: datetime, known_at: datetime | None,
+    reader: LedgerReader,
+    environment: str,
+    at: datetime,
+    known_at: datetime | None,
     ledger_size: int,
 ) -> list[AsOf]:
     """An answer for each service with candidate entries, in service order.
@@ -163,16 +166,31 @@ def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
          criticality, model) in rows:  # fmt: skip
         data: dict[str, Any]
         if kind == "mutation.applied":
-            data = {"target_kind": target_kind, "target": target, "instance": instance,
-                    "hash": hash_, "tool": tool, "method": method, "change_ref": change_ref}
+            data = {
+                "target_kind": target_kind,
+                "target": target,
+                "instance": instance,
+                "hash": hash_,
+                "tool": tool,
+                "method": method,
+                "change_ref": change_ref,
+            }
         elif kind in ("approval.granted", "approval.revoked"):
-            data = {"change_ref": change_ref, "approver": approver, "image": image,
-                    "hash": hash_, "valid_until": _time(valid_until)}
+            data = {
+                "change_ref": change_ref,
+                "approver": approver,
+                "image": image,
+                "hash": hash_,
+                "valid_until": _time(valid_until),
+            }
         elif kind == "service.classified":
             data = {"state": state, "criticality": criticality, "model": model}
         else:  # deployment.*
-            data = {"image": image, "change_ref": change_ref, "instances": None if total is None
-                    else {"updated": updated, "total": total}}
+            data = {
+                "image": image,
+                "change_ref": change_ref,
+                "instances": None if total is None else {"updated": updated, "total": total},
+            }
         facts.append(
             Fact(seq, event_id, kind, _EPOCH + timedelta(microseconds=micros), actor, data)
         )
@@ -180,7 +198,10 @@ def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
 
 
 def candidates(
-    reader: LedgerReader, service: str, environment: str, at: datetime,
+    reader: LedgerReader,
+    service: str,
+    environment: str,
+    at: datetime,
     known_at: datetime | None = None,
 ) -> list[Fact]:
     """The facts of one service the rules can depend on at ``at``: what an evidence bundle
@@ -193,7 +214,10 @@ def candidates(
 
 
 def asof(
-    reader: LedgerReader, service: str, environment: str, at: datetime,
+    reader: LedgerReader,
+    service: str,
+    environment: str,
+    at: datetime,
     known_at: datetime | None = None,
 ) -> AsOf:
     """What was live for one service in one environment at ``at``."""
@@ -208,7 +232,9 @@ def snapshot(
     """Every service of an environment at ``at``: the whole estate, one answer each."""
     size = _ledger_size(reader, known_at)
     return Snapshot(
-        environment=environment, at=at, known_at=known_at,
+        environment=environment,
+        at=at,
+        known_at=known_at,
         services=_answers(reader, environment, at, known_at, size),
     )
 
@@ -216,8 +242,9 @@ def snapshot(
 def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime) -> Diff:
     """What changed between two moments: like comparing two snapshots."""
     check_window(start, end)
-    found = changes(snapshot(reader, environment, start).services,
-                    snapshot(reader, environment, end).services)
+    found = changes(
+        snapshot(reader, environment, start).services, snapshot(reader, environment, end).services
+    )
     return Diff(environment=environment, from_=start, to=end, changes=found)
 
 
@@ -231,8 +258,11 @@ def streams(reader: LedgerReader) -> list[tuple[str, str]]:
 
 
 def timeline(
-    reader: LedgerReader, service: str, environment: str,
-    start: datetime | None = None, end: datetime | None = None,
+    reader: LedgerReader,
+    service: str,
+    environment: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> list[TimelineEntry]:
     """The ordered history of one service/environment (by valid time, then seq)."""
     check_window(start, end)
@@ -244,8 +274,17 @@ def timeline(
         {"service": service, "env": environment, "start": start, "end": end},
     ).fetchall()
     return [
-        TimelineEntry(seq=r[0], event_id=r[1], type=r[2], time=r[3], ingested_at=r[4],
-                      actor=r[5], source=r[6], key_id=r[7], data=json.loads(r[8]))
+        TimelineEntry(
+            seq=r[0],
+            event_id=r[1],
+            type=r[2],
+            time=r[3],
+            ingested_at=r[4],
+            actor=r[5],
+            source=r[6],
+            key_id=r[7],
+            data=json.loads(r[8]),
+        )
         for r in rows
     ]
 
@@ -275,10 +314,20 @@ def search(reader: LedgerReader, terms: SearchTerms) -> list[SearchHit]:
         where, params = "change_ref = $v", {"v": str(terms.change_ref)}
     rows = reader.con.execute(
         "SELECT seq, event_id, type, time, service, environment, actor, change_ref, image "
-        f"FROM entries WHERE {where} ORDER BY time, seq", params,
+        f"FROM entries WHERE {where} ORDER BY time, seq",
+        params,
     ).fetchall()
     return [
-        SearchHit(seq=r[0], event_id=r[1], type=r[2], time=r[3], service=r[4],
-                  environment=r[5], actor=r[6], change_ref=r[7], image=r[8])
+        SearchHit(
+            seq=r[0],
+            event_id=r[1],
+            type=r[2],
+            time=r[3],
+            service=r[4],
+            environment=r[5],
+            actor=r[6],
+            change_ref=r[7],
+            image=r[8],
+        )
         for r in rows
     ]

@@ -15,8 +15,14 @@ import duckdb
 from ledger.errors import ConfigurationError, LedgerLockedError
 from ledger.log.chain import ALGORITHM
 
-__all__ = ["ENTRY_COLUMNS", "FORMAT_VERSION", "SCHEMA", "connect", "create_or_upgrade",
-           "refuse_other_databases"]
+__all__ = [
+    "ENTRY_COLUMNS",
+    "FORMAT_VERSION",
+    "SCHEMA",
+    "connect",
+    "create_or_upgrade",
+    "refuse_other_databases",
+]
 
 FORMAT_VERSION = "1"
 
@@ -118,8 +124,12 @@ def refuse_other_databases(con: duckdb.DuckDBPyConnection, path: Path, *, new: b
     nor add the ledger's tables to it. ``new``: the writer, which may start a ledger in a
     file without tables, and knows a ledger cut short at creation by its meta table (the
     first it creates)."""
-    tables = {name for (name,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    tables = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+        ).fetchall()
+    }
     ledger = ("meta" in tables or not tables) if new else {"meta", "entries"} <= tables
     if ledger:
         return

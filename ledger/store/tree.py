@@ -16,6 +16,7 @@ __all__ = ["Node", "StoredTree", "completed", "insert_nodes", "load_tree"]
 Node = tuple[int, int, bytes]
 """(level, last leaf, hash) of one perfect subtree."""
 
+
 class StoredTree:
     """The stored tree at a given size: a :class:`ledger.log.merkle.Tree` for proofs and roots."""
 
@@ -71,9 +72,11 @@ def load_tree(con: duckdb.DuckDBPyConnection, size: int) -> CompactRange:
     if stored == size:
         return tree
     # Read through a cursor of its own: this connection inserts between the batches.
-    reader = con.cursor().sql(
-        f"SELECT hash FROM entries WHERE seq > {int(stored)} ORDER BY seq"
-    ).to_arrow_reader(50_000)
+    reader = (
+        con.cursor()
+        .sql(f"SELECT hash FROM entries WHERE seq > {int(stored)} ORDER BY seq")
+        .to_arrow_reader(50_000)
+    )
     con.execute("BEGIN TRANSACTION")
     for batch in reader:  # batch by batch: bounded memory whatever the ledger's size
         nodes: list[Node] = []

@@ -210,9 +210,7 @@ class LedgerWriter:
         ).fetchall()
         return str(row[0][0]) if row else None
 
-    def _entries_table(
-        self, plan: Plan, tree: CompactRange
-    ) -> tuple[pa.Table, bytes, list[Node]]:
+    def _entries_table(self, plan: Plan, tree: CompactRange) -> tuple[pa.Table, bytes, list[Node]]:
         prev = self.head_hash
         nodes: list[Node] = []
         rows: dict[str, list[Any]] = {name: [] for name in ENTRY_COLUMNS}

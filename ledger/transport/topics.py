@@ -15,6 +15,7 @@ from ledger.transport.settings import KafkaSettings
 
 __all__ = ["ensure_topics", "read_topic"]
 
+
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
     """Create the named topics (name -> partitions) if they do not exist yet."""
     try:
@@ -39,8 +40,12 @@ def read_topic(
     a copy kept outside the ledger, such as the checkpoint topic. No consumer group joins
     and nothing is committed."""
     try:
-        consumer = KafkaConsumer(**settings.client_config(), group_id=None,
-                                 enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = KafkaConsumer(
+            **settings.client_config(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
     except KafkaError as exc:
         raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
     try:

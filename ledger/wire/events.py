@@ -98,7 +98,8 @@ def _time_input(value: object) -> object:
     if isinstance(value, str):
         if not _RFC3339.match(value):
             raise PydanticCustomError(
-                "rfc3339", "'{value}' is not an RFC 3339 time, e.g. 2026-11-20T14:03:00Z",
+                "rfc3339",
+                "'{value}' is not an RFC 3339 time, e.g. 2026-11-20T14:03:00Z",
                 {"value": value},
             )
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))

@@ -73,9 +73,7 @@ def verify_message(
     return VerifiedEvent(data, envelope.payload, event, key_id)
 
 
-def verified_signers(
-    envelope: Envelope, keyring: Keyring, only: str | None = None
-) -> list[str]:
+def verified_signers(envelope: Envelope, keyring: Keyring, only: str | None = None) -> list[str]:
     """Steps 3-5: the ids of the keys whose signature verifies (of key ``only``, if given)."""
     # 3. It carries a ledger event.
     if envelope.payload_type != PAYLOAD_TYPE:
