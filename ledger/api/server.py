@@ -10,17 +10,7 @@ from fastapi import FastAPI
 
 from ledger.errors import ConfigurationError
 
-__all__ = ["ApiServer", "parse_listen"]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigurationError(
-            f"listen address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8787"
-        )
-    return host.strip("[]"), int(port)
+__all__ = ["ApiServer"]
 
 
 class ApiServer:

@@ -74,13 +74,16 @@ def shared(name: str, options: OptionSet[T]) -> Callable[[F], F]:
 
 
 def _resolve(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """Each option's value: typed on this command line, else typed on an enclosing one,
+    else this command's own (its environment variable, or its default)."""
     typed: dict[str, Any] = ctx.meta.setdefault(_TYPED, {})
     resolved = {}
     for name, value in values.items():
         source = ctx.get_parameter_source(name)
         if source is not None and source.name == "COMMANDLINE":
             if name in typed and typed[name] != value:
-                fail(f"--{name.replace('_', '-')} is given twice, with different values")
+                flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+                fail(f"{flag} is given twice, with different values")
             typed[name] = value
             resolved[name] = value
         else:

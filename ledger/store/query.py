@@ -266,27 +266,14 @@ def timeline(
 ) -> list[TimelineEntry]:
     """The ordered history of one service/environment (by valid time, then seq)."""
     check_window(start, end)
-    rows = reader.con.execute(
+    rows = reader.rows(
         "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data "
         "FROM entries WHERE service = $service AND environment = $env "
         "AND ($start IS NULL OR time >= $start) AND ($end IS NULL OR time <= $end) "
         "ORDER BY time, seq",
         {"service": service, "env": environment, "start": start, "end": end},
-    ).fetchall()
-    return [
-        TimelineEntry(
-            seq=r[0],
-            event_id=r[1],
-            type=r[2],
-            time=r[3],
-            ingested_at=r[4],
-            actor=r[5],
-            source=r[6],
-            key_id=r[7],
-            data=json.loads(r[8]),
-        )
-        for r in rows
-    ]
+    )
+    return [TimelineEntry(**row | {"data": json.loads(row["data"])}) for row in rows]
 
 
 # An image column matches when its digest starts with $digest (with the algorithm when
@@ -312,22 +299,9 @@ def search(reader: LedgerReader, terms: SearchTerms) -> list[SearchHit]:
         where, params = "starts_with(data->>'$.commit', $v)", {"v": terms.commit}
     else:
         where, params = "change_ref = $v", {"v": str(terms.change_ref)}
-    rows = reader.con.execute(
+    rows = reader.rows(
         "SELECT seq, event_id, type, time, service, environment, actor, change_ref, image "
         f"FROM entries WHERE {where} ORDER BY time, seq",
         params,
-    ).fetchall()
-    return [
-        SearchHit(
-            seq=r[0],
-            event_id=r[1],
-            type=r[2],
-            time=r[3],
-            service=r[4],
-            environment=r[5],
-            actor=r[6],
-            change_ref=r[7],
-            image=r[8],
-        )
-        for r in rows
-    ]
+    )
+    return [SearchHit(**row) for row in rows]

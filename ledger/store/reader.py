@@ -65,6 +65,12 @@ class LedgerReader:
         rows = self.con.execute(sql, params or {}).fetchall()
         return rows[0] if rows else None
 
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every row of a query, as a mapping of column name to value."""
+        cursor = self.con.execute(sql, params or {})
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def size(self) -> int:
         row = self.one("SELECT count(*) FROM entries")
         return int(row[0]) if row else 0
@@ -87,12 +93,10 @@ class LedgerReader:
         ).to_arrow_reader(batch_rows)
 
     def quarantine(self) -> list[dict[str, Any]]:
-        cursor = self.con.execute(
+        return self.rows(
             "SELECT id, received_at, kafka_topic, kafka_partition, kafka_offset, kafka_key, "
             "value, reason, detail, event_id FROM quarantine ORDER BY id"
         )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def close(self) -> None:
         self.con.close()
