@@ -230,8 +230,7 @@ def _json(query: Callable[..., BaseModel], *args: Any) -> str:
 
 
 def in_process(db: Path, work: dict[str, list[Any]], env: str) -> dict[str, Any]:
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         asof_s, asof_d = _timed([
             partial(_json, asof, reader, s, e, t)
             for s, e, t in work["asof"]
@@ -242,8 +241,6 @@ def in_process(db: Path, work: dict[str, list[Any]], env: str) -> dict[str, Any]
         diff_s, diff_d = _timed([
             partial(_json, diff, reader, env, a, b) for a, b in work["diff"]
         ], warmup=1)  # fmt: skip
-    finally:
-        reader.close()
     return {"asof": asof_s, "snapshot": snap_s, "diff": diff_s,
             "answers": {"asof": asof_d, "snapshot": snap_d, "diff": diff_d}}  # fmt: skip
 

@@ -102,13 +102,13 @@ def main() -> None:
         f"median of {args.runs} runs each"
     )
     for f in figures:
-        target = (
+        against = (
             ""
             if f["target_s"] is None
             else (f"target {f['target_s']:.2f} s: {'met' if f['met'] else 'NOT met'}")
         )
         print(
-            f"  {f['command']:<30} median {f['median_s']:.3f} s  max {f['max_s']:.3f} s  {target}"
+            f"  {f['command']:<30} median {f['median_s']:.3f} s  max {f['max_s']:.3f} s  {against}"
         )
 
 

@@ -140,14 +140,11 @@ def verify_once(db: Path, workers: int) -> dict[str, Any]:
         if stage in ("chain", "tree"):
             cpu[stage] = _cpu_self() - cpu.get(stage, 0.0) if done else _cpu_self()
 
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         t0 = time.perf_counter()
         report = verify_ledger(reader, ring, trusted=trusted, external=external,
                                workers=workers, progress=progress).check()  # fmt: skip
         total = time.perf_counter() - t0
-    finally:
-        reader.close()
     size, timings = report.size, report.timings
     return {
         "ok": report.ok, "size": size, "checkpoints": [report.checkpoints_stored,
@@ -165,11 +162,8 @@ def single_core(db: Path) -> dict[str, Any]:
     """On one core, over the first SAMPLE entries: the raw Ed25519 rate (PyNaCl over each
     envelope's PAE, keys resolved beforehand) and the whole per-entry check's rate."""
     ring = Keyring.load(_files(db)["keyring"])
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         batch = reader.con.sql(ENTRIES_SQL, params={"bound": SAMPLE + 1}).to_arrow_table()
-    finally:
-        reader.close()
     signed = []
     for value in batch.column("envelope").to_pylist():
         envelope = Envelope.from_bytes(value)

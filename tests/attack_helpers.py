@@ -104,13 +104,10 @@ def rebuild_tree(db: Path) -> bytes:
 def re_sign_checkpoints(db: Path, signer: Signer) -> None:
     """Replace every stored checkpoint by one of the same size, signed by ``signer`` over
     the current tree (sizes beyond the ledger are dropped)."""
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         origin = reader.meta()["origin"]
         sizes = [size for size, _, _, _ in reader.checkpoints() if size <= reader.size()]
         roots = {size: root_at(reader.tree(), size) for size in sizes}
-    finally:
-        reader.close()
     vkey = verifier_key(signer.key_id, signer.public_raw)
     execute(db, "DELETE FROM checkpoints")
     for size in sizes:
@@ -125,14 +122,11 @@ def failure(
 ) -> ChainBrokenError | CheckpointError:  # fmt: skip
     """The failure `ledger verify` reports (the test fails if the ledger verifies)."""
     key = TrustedKey(trusted.key_id, trusted.public_raw) if trusted is not None else None
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         report = verify_ledger(
             reader, ring, trusted=key, workers=workers, batch_rows=batch_rows,
             external=[(f"witness#{i}", note) for i, note in enumerate(witness, 1)],
         )  # fmt: skip
-    finally:
-        reader.close()
     assert report.failure is not None, "the tampered ledger verified"
     # Drop the traceback: its frames would keep the file open read-only in this process.
     return report.failure.with_traceback(None)

@@ -131,29 +131,20 @@ def consume(
 
 
 def entries(db: Path) -> list[dict[str, Any]]:
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         return [row for batch in reader.iter_entries() for row in batch.to_pylist()]
-    finally:
-        reader.close()
 
 
 def quarantine(db: Path) -> list[dict[str, Any]]:
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         return reader.quarantine()
-    finally:
-        reader.close()
 
 
 def verify(db: Path, keyring: Keyring | None = None) -> LedgerReport:
     """Every check of `ledger verify` (signatures too, given the keyring); raises the first
     failure."""
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         return verify_ledger(reader, keyring, workers=1).check()
-    finally:
-        reader.close()
 
 
 def assert_gap_free(rows: list[dict[str, Any]]) -> None:
@@ -204,7 +195,13 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def ledger_cli(*args: str, timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess[str]:
+CLI_TIMEOUT = 120.0
+"""Seconds a ``ledger`` command may run before the test fails."""
+
+
+def ledger_cli(
+    *args: str, timeout: float = CLI_TIMEOUT, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m ledger ARGS`` to completion."""
     return subprocess.run(
         [sys.executable, "-m", "ledger", *args],

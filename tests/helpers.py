@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ledger.cli import COMMANDS
 from ledger.wire.events import Event, event_from_mapping
@@ -51,6 +53,17 @@ def make_event(kind: str = "deployment.succeeded", **overrides: Any) -> Event:
         else:
             raw["data"][name] = value
     return event_from_mapping(raw)
+
+
+_Data = TypeVar("_Data", bound=BaseModel)
+
+
+def data_of(event: Event, kind: type[_Data]) -> _Data:
+    """``event.data`` as the model ``kind`` that the test knows the event carries (a typed
+    view of the union; the test fails here if the event carries another kind of data)."""
+    data = event.data
+    assert isinstance(data, kind), f"{event.type} carries {type(data).__name__}, not {kind}"
+    return data
 
 
 def cli_command(*path: str) -> Any:

@@ -102,9 +102,6 @@ def write_demo_ledger(path: Path, ledger_key: Signer, batch: int = 20) -> Keyrin
 
 def entry_hashes(path: Path) -> list[bytes]:
     """Every stored entry hash, in seq order (the leaves' data)."""
-    reader = LedgerReader(path)
-    try:
+    with LedgerReader(path) as reader:
         rows = reader.con.execute("SELECT hash FROM entries ORDER BY seq").fetchall()
         return [bytes(row[0]) for row in rows]
-    finally:
-        reader.close()

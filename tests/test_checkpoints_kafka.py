@@ -39,8 +39,7 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
 
     stats = consume(kafka, db, keyring, batch_size=40, checkpoints=policy)
 
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         origin = reader.meta()["origin"]
         stored = reader.checkpoints()
         tree = reader.tree()
@@ -48,8 +47,6 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
         # every stored checkpoint signs the root the tree had at its size
         for size, root, _note, _vkey in stored:
             assert root == root_at(tree, size) == root_at(leaves, size)
-    finally:
-        reader.close()
     witnessed = _open_all(split_notes(witness.read_text()), ledger_key, origin)
     sizes = [size for size, _ in witnessed]
     assert sizes == sorted(set(sizes)), "witness sizes must only grow"

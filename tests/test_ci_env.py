@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import IMAGE_A
+from helpers import IMAGE_A, data_of
 from kafka import KafkaConsumer, TopicPartition
 
 from ledger.integrations.ci_env import CiContext, detect_ci
 from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import decode_event
 from ledger.wire.envelope import Envelope
+from ledger.wire.events import DeploymentData
 from ledger.wire.keyring import generate_key_files
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
@@ -244,5 +245,6 @@ def test_explicit_flags_win_over_the_ci_environment(tmp_path: Path, kafka: Kafka
     event = decode_event(Envelope.from_bytes(value).payload)
     assert event.source == "deploybot/prod"
     assert event.actor == "release-bot"
-    assert event.data.commit == "abc1234"
-    assert event.data.run_url == "https://ci.example/1"
+    data = data_of(event, DeploymentData)
+    assert data.commit == "abc1234"
+    assert data.run_url == "https://ci.example/1"

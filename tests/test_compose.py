@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from consumer_helpers import cli_env, cli_json, emit, ledger_cli
+from consumer_helpers import CLI_TIMEOUT, cli_env, cli_json, emit, ledger_cli
 from helpers import IMAGE_A, cli_command, make_event
 
 from ledger.transport.broker import free_port
@@ -155,8 +155,9 @@ def test_the_service_settings_run_the_readme_steps(
         consumer.wait(timeout=60)
     assert consumer.returncode == 0, log.read_text()
 
+    # `timeout` named, so that the spread `**env` (variables only) cannot stand for it.
     verified = ledger_cli("verify", "--checkpoint-topic", env["LEDGER_CHECKPOINT_TOPIC"],
-                          "--json", **env)  # fmt: skip
+                          "--json", timeout=CLI_TIMEOUT, **env)  # fmt: skip
     report = cli_json(verified)
     assert verified.returncode == 0, verified.stderr
     assert report["size"] == 1 and report["signatures_checked"]

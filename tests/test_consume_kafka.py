@@ -327,6 +327,7 @@ def test_same_signed_bytes_produced_twice_are_chained_once(
     assert quarantine(db) == []
 
 
+@pytest.mark.slow
 def test_rerunning_the_consumer_over_the_same_topic_records_nothing_twice(
     kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path
 ) -> None:
@@ -650,11 +651,8 @@ def test_a_failing_query_index_does_not_stop_the_ledger_recording(
     first, second = attempts[:2]
     assert second >= first + 10  # another run's worth later, not at the next batch
     assert verify(db).size == 60  # checks 1-9: the index holds each entry once
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         status = status_report(reader)
-    finally:
-        reader.close()
     assert status["indexed_size"] >= second + 10
 
 

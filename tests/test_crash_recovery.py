@@ -115,16 +115,13 @@ def _ledger_state(db: Path) -> tuple[int, int]:
     """(entries, quarantined) after checking the invariants that must hold after any crash."""
     if not db.exists():
         return 0, 0
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         count, max_seq, ids = reader.con.execute(
             "SELECT count(*), coalesce(max(seq), 0), count(DISTINCT event_id) FROM entries"
         ).fetchall()[0]
         quarantined, coordinates = reader.con.execute(
             "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM quarantine"
         ).fetchall()[0]
-    finally:
-        reader.close()
     assert count == max_seq, f"sequence has gaps: {count} entries, head {max_seq}"
     assert ids == count, "an event id is chained twice"
     assert coordinates == quarantined, "a rejected message is quarantined twice"
@@ -274,14 +271,11 @@ def _assert_tree_and_checkpoints_survived(
     """The tree nodes and checkpoints were written in the batches' transactions: whatever
     the kills, every stored and witnessed checkpoint signs the root of the entries."""
     leaves = LeafHashes([leaf_hash(bytes(r["hash"])) for r in rows])
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         stored = reader.checkpoints()
         tree = reader.tree()
         assert root_at(tree, tree.size) == root_at(leaves, leaves.size)
         origin = reader.meta()["origin"]
-    finally:
-        reader.close()
     assert stored and stored[-1][0] == len(rows)  # the clean last run covered everything
     for size, root, _note, _vkey in stored:
         assert root == root_at(leaves, size)

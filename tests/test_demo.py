@@ -21,6 +21,7 @@ from ledger.evidence.bundle import verify_bundle
 from ledger.log.checkpoint import TrustedKey, open_checkpoint, split_notes
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader
+from ledger.wire.events import ApprovalGrantedEvent
 from ledger.wire.keyring import load_public_key
 
 pytestmark = pytest.mark.kafka
@@ -63,8 +64,7 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
         assert kinds.get(kind, 0) > 0, kind
 
     db = tmp_path / "demo.duckdb"
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         assert verify_ledger(reader, None, workers=1).check().size == summary["chain"]["size"]
         manual = reader.con.execute(
             "SELECT count(*) FROM entries WHERE type = 'mutation.applied' "
@@ -73,8 +73,6 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
         partial = reader.con.execute(
             "SELECT data FROM entries WHERE type = 'deployment.failed'"
         ).fetchone()
-    finally:
-        reader.close()
     assert manual is not None and manual[0] >= 1
     assert partial is not None and json.loads(partial[0])["instances"] == {"total": 5, "updated": 2}
     assert (tmp_path / "demo" / "keyring.json").exists()
@@ -137,7 +135,10 @@ def test_demo_prints_the_offline_check_of_its_evidence(tmp_path: Path) -> None:
 def test_demo_history_has_a_self_approval_and_a_missing_one() -> None:
     history = build_history(datetime(2026, 11, 26, tzinfo=UTC))
     events = [e for _, e in history.events]
-    grants = {(e.service, e.data.change_ref): e for e in events if e.type == "approval.granted"}
+    # Keyed as looked up: a change's ref is optional, a grant's is not.
+    grants: dict[tuple[str, str | None], ApprovalGrantedEvent] = {
+        (e.service, e.data.change_ref): e for e in events if e.type == "approval.granted"
+    }
     changes = [
         e
         for e in events

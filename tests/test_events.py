@@ -8,13 +8,20 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event
+from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, data_of, make_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import InvalidEventError, OversizeError, UnpinnedImageError
 from ledger.wire.codec import MAX_PAYLOAD_BYTES, decode_event, encode_event
-from ledger.wire.events import EVENT_TYPES, event_from_json, event_from_mapping
+from ledger.wire.events import (
+    EVENT_TYPES,
+    ApprovalGrantedData,
+    DeploymentData,
+    MutationData,
+    event_from_json,
+    event_from_mapping,
+)
 
 WHEN = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
 
@@ -128,7 +135,7 @@ def test_encoding_is_deterministic() -> None:
 def test_removed_target_has_null_hash_and_round_trips() -> None:
     data = FULL_DATA["mutation.applied"] | {"hash": None}
     event = event_from_mapping(raw_event("mutation.applied", data=data))
-    assert event.data.hash is None
+    assert data_of(event, MutationData).hash is None
     assert decode_event(encode_event(event)) == event
 
 
@@ -214,8 +221,9 @@ def test_aware_datetime_with_offset_is_normalised() -> None:
 
 def test_approval_valid_until_is_stored_in_utc() -> None:
     event = event_from_mapping(raw_event("approval.granted"))
-    assert event.data.valid_until == datetime(2026, 11, 20, 22, 0, tzinfo=UTC)
-    assert event.data.valid_until.utcoffset() == timedelta(0)
+    valid_until = data_of(event, ApprovalGrantedData).valid_until
+    assert valid_until == datetime(2026, 11, 20, 22, 0, tzinfo=UTC)
+    assert valid_until.utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize("naive", ["2026-11-20T14:03:00", datetime(2026, 11, 20, 14, 3)])
@@ -262,7 +270,7 @@ def test_tag_only_image_is_refused(kind: str, field: str, tagged: str) -> None:
 
 def test_image_with_tag_and_digest_is_accepted() -> None:
     image = "registry.example:5000/acme/checkout:1.4.2@" + DIGEST_A
-    assert make_event(image=image).data.image == image
+    assert data_of(make_event(image=image), DeploymentData).image == image
 
 
 def test_unknown_type_is_refused_naming_type() -> None:
@@ -399,8 +407,10 @@ def test_updated_above_total_is_refused() -> None:
 
 
 def test_updated_equal_to_total_and_zero_are_accepted() -> None:
-    assert make_event(instances={"total": 3, "updated": 3}).data.instances.updated == 3
-    assert make_event(instances={"total": 3, "updated": 0}).data.instances.updated == 0
+    every = data_of(make_event(instances={"total": 3, "updated": 3}), DeploymentData).instances
+    no_one = data_of(make_event(instances={"total": 3, "updated": 0}), DeploymentData).instances
+    assert every is not None and every.updated == 3
+    assert no_one is not None and no_one.updated == 0
 
 
 @pytest.mark.parametrize(
@@ -471,4 +481,4 @@ def test_event_just_under_the_limit_is_encoded() -> None:
     image = "registry.example/" + "a" * (MAX_PAYLOAD_BYTES - 1000) + "@" + DIGEST_A
     payload = encode_event(make_event(image=image))
     assert len(payload) <= MAX_PAYLOAD_BYTES
-    assert decode_event(payload).data.image == image
+    assert data_of(decode_event(payload), DeploymentData).image == image

@@ -79,19 +79,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory, ledger_key: Signer) -> tuple[
 
 @pytest.fixture
 def reader(demo: tuple[Path, Keyring]) -> Iterator[LedgerReader]:
-    opened = LedgerReader(demo[0])
-    yield opened
-    opened.close()
+    with LedgerReader(demo[0]) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
 def bundle(demo: tuple[Path, Keyring], ledger_key: Signer) -> bytes:
     """What was live for payments in prod at the demo's instant, as a signed bundle."""
-    opened = LedgerReader(demo[0])
-    try:
+    with LedgerReader(demo[0]) as opened:
         return build_bundle(opened, PAYMENTS, demo[1], ledger_key)[0]
-    finally:
-        opened.close()
 
 
 def _statement(data: bytes) -> Statement:
@@ -227,15 +223,12 @@ def test_bundle_carries_exactly_the_candidate_facts(tmp_path: Path, ledger_key: 
     path = tmp_path / "ledger.duckdb"
     write_ledger(path, [seal(e, s) for s, e in story], ring, ledger_key, [4])
     at = t0 + timedelta(hours=1)
-    reader = LedgerReader(path)
-    try:
+    with LedgerReader(path) as reader:
         expected = asof(reader, "checkout", "prod", at)
         data, report = build_bundle(
             reader, AsOfQuery(kind="asof", service="checkout", environment="prod", at=at),
             ring, ledger_key,
         )  # fmt: skip
-    finally:
-        reader.close()
     assert expected.evidence.entries == [1, 2, 5]
     assert report.entries == [1, 2, 3, 5, 6, 8]
     assert report.subjects == [IMAGE_A]
@@ -275,11 +268,8 @@ def test_stored_checkpoint_is_used_and_a_fresh_one_signed_when_the_ledger_grew(
     tmp_path: Path,
 ) -> None:
     path, ring = demo
-    stored = LedgerReader(path)
-    try:
+    with LedgerReader(path) as stored:
         assert _statement(bundle)["predicate"]["checkpoint"] == stored.checkpoints()[-1][2]
-    finally:
-        stored.close()
     grown = tmp_path / "grown.duckdb"
     shutil.copy(path, grown)
     ci = Signer.generate("ci-main")
@@ -287,23 +277,17 @@ def test_stored_checkpoint_is_used_and_a_fresh_one_signed_when_the_ledger_grew(
     ring.trust(ci.key_id, ci.public_raw, types=["deployment.*"], sources=["ci/*"])
     later = make_event(service="payments", environment="prod", time=DEMO_END, image=IMAGE_B)
     write_ledger(grown, [seal(later, ci)], ring, ledger_key, [], checkpoint=False)
-    reader = LedgerReader(grown)
-    try:
+    with LedgerReader(grown) as reader:
         data, report = build_bundle(reader, PAYMENTS, ring, ledger_key)
         assert report.checkpoint.size == reader.size() == 118
         assert report.checkpoint.root == root_at(reader.tree(), 118)
         assert max(size for size, _, _, _ in reader.checkpoints()) == 117  # not stored
-    finally:
-        reader.close()
     note = _statement(data)["predicate"]["checkpoint"]
     assert open_checkpoint(note, "ledger", ledger_key.public_raw).size == 118
     # Another ledger key's stored checkpoint is not the one this key can vouch for.
     other = Signer.generate("ledger-2")
-    reader = LedgerReader(path)
-    try:
+    with LedgerReader(path) as reader:
         _, report = build_bundle(reader, PAYMENTS, demo[1], other)
-    finally:
-        reader.close()
     assert report.key_name == "ledger-2" and report.checkpoint.size == 117
 
 
@@ -328,12 +312,8 @@ def test_edited_ledger_columns_cannot_produce_a_bundle(
                     [_deployment_seq(_statement(bundle))])  # fmt: skip
     finally:
         con.close()
-    reader = LedgerReader(copied)
-    try:
-        with pytest.raises(EvidenceError) as caught:
-            build_bundle(reader, PAYMENTS, demo[1], ledger_key)
-    finally:
-        reader.close()
+    with LedgerReader(copied) as reader, pytest.raises(EvidenceError) as caught:
+        build_bundle(reader, PAYMENTS, demo[1], ledger_key)
     assert caught.value.check == "answer"
 
 
@@ -419,8 +399,10 @@ def test_forged_producer_key_in_the_carried_keyring(
     predicate["keyring"]["keys"]["ci-github"]["public_key"] = _b64(insider.public_raw)
     # The answer the rules give over the forged entries (the real approval, signed by the
     # change board for the real image, no longer matches: the insider cannot re-sign it).
-    carried = Keyring.model_validate_json(json.dumps(predicate["keyring"]))
-    opened = open_entries([StoredEntry.model_validate(e) for e in predicate["entries"]], carried)
+    carried_keyring = Keyring.model_validate_json(json.dumps(predicate["keyring"]))
+    opened = open_entries(
+        [StoredEntry.model_validate(e) for e in predicate["entries"]], carried_keyring
+    )
     size = len(entry_hashes(demo[0]))
     predicate["answer"] = derive_answer(PAYMENTS, opened, size).model_dump(mode="json")
     assert predicate["answer"]["deployment"]["image"] == forged

@@ -64,8 +64,5 @@ def test_a_ledger_cut_short_at_creation_is_completed_by_the_writer(tmp_path: Pat
     con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
     con.close()
     LedgerWriter(path).close()
-    reader = LedgerReader(path)
-    try:
+    with LedgerReader(path) as reader:
         assert reader.size() == 0 and "hash_algorithm" in reader.meta()
-    finally:
-        reader.close()

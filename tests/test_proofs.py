@@ -23,7 +23,6 @@ from ledger.errors import (
     CheckpointError,
     ConfigurationError,
     InconsistentCheckpointError,
-    LedgerError,
     ProofError,
 )
 from ledger.log.chain import entry_hash, micros
@@ -58,13 +57,10 @@ def ledger(tmp_path_factory: pytest.TempPathFactory, ledger_key: Signer) -> Path
 @pytest.fixture(scope="module")
 def leaves(ledger: Path) -> list[bytes]:
     """Leaf hashes recomputed from each row's stored inputs, not read from the tree."""
-    reader = LedgerReader(ledger)
-    try:
+    with LedgerReader(ledger) as reader:
         rows = reader.con.execute(
             "SELECT seq, ingested_at, prev_hash, envelope, hash FROM entries ORDER BY seq"
         ).fetchall()
-    finally:
-        reader.close()
     hashes = [
         entry_hash(seq, micros(at), bytes(prev), bytes(env)) for seq, at, prev, env, _ in rows
     ]
@@ -74,9 +70,8 @@ def leaves(ledger: Path) -> list[bytes]:
 
 @pytest.fixture
 def reader(ledger: Path) -> Iterator[LedgerReader]:
-    opened = LedgerReader(ledger)
-    yield opened
-    opened.close()
+    with LedgerReader(ledger) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -188,7 +183,7 @@ def inclusion(reader: LedgerReader) -> dict[str, Any]:
     return _json(build_inclusion(reader, 7, 19))
 
 
-def _refused(document: dict[str, Any], trusted: TrustedKey | None) -> LedgerError:
+def _refused(document: dict[str, Any], trusted: TrustedKey | None) -> ProofError | CheckpointError:
     with pytest.raises((ProofError, CheckpointError)) as caught:
         verify_proof(document, trusted)
     assert isinstance(caught.value, ProofError | CheckpointError)
@@ -329,14 +324,11 @@ def test_a_ledger_whose_tree_or_checkpoint_disagrees_yields_no_proof(
         con.execute("UPDATE checkpoints SET root = ? WHERE size = 11", [bytes(32)])
     finally:
         con.close()
-    reader = LedgerReader(edited)
-    try:
+    with LedgerReader(edited) as reader:
         with pytest.raises(ProofError) as tree:
             build_inclusion(reader, 7, 8)
         with pytest.raises(InconsistentCheckpointError) as checkpoint:
             build_inclusion(reader, 1, 11)
-    finally:
-        reader.close()
     assert tree.value.check == "root_mismatch"
     assert checkpoint.value.check == "root_mismatch"
     result = ledger_cli("proof", "inclusion", "--db", str(edited), "--seq", "1", "--size", "11")

@@ -17,7 +17,7 @@ def test_every_exported_name_resolves(name: str) -> None:
 
 def test_unknown_names_are_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = ledger.nope  # type: ignore[attr-defined]
+        _ = ledger.nope
 
 
 def test_the_verification_core_loads_without_kafka_duckdb_or_arrow() -> None:

@@ -8,7 +8,7 @@ import random
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -185,10 +185,9 @@ def history(
 
 
 @pytest.fixture
-def reader(history: tuple[Path, datetime]) -> Any:
-    r = LedgerReader(history[0])
-    yield r
-    r.close()
+def reader(history: tuple[Path, datetime]) -> Iterator[LedgerReader]:
+    with LedgerReader(history[0]) as opened:
+        yield opened
 
 
 def test_mid_incident_answer(reader: LedgerReader) -> None:
@@ -527,7 +526,7 @@ def _random_event(rng: random.Random, ci: Signer, cab: Signer) -> tuple[Signer, 
             method=rng.choice(["pipeline", "manual"]),
         )
     if kind == "approval.granted":
-        scope = rng.choice(
+        scope: dict[str, str | None] = rng.choice(
             [
                 {},
                 {},
@@ -557,6 +556,7 @@ def _fact(entry: TimelineEntry) -> Fact:
     return Fact(entry.seq, entry.event_id, entry.type, entry.time, entry.actor, data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "clustered", "runs"), [
     (1, (), 0),  # every fact derived from the entries (no run yet)
     (2, (0,), 1),  # one run, then a tail
@@ -588,8 +588,7 @@ def test_answers_equal_the_rules_applied_to_every_entry(
     writer.close()
     instants = [at(9) + timedelta(minutes=m) for m in range(-5, 250, 10)]
     instants += [moment + timedelta(minutes=2) for moment in instants[::4]]
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         tables = reader.con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE starts_with(table_name, 'facts_run_')"
         ).fetchall()
@@ -621,5 +620,3 @@ def test_answers_equal_the_rules_applied_to_every_entry(
                         else:  # a service with nothing live is left out
                             assert answer.deployment is None and answer.partial is None
                             assert answer.mutations == [] and answer.classification is None
-    finally:
-        reader.close()

@@ -115,21 +115,15 @@ def test_reader_of_a_ledger_without_the_index_derives_every_fact(
     ledger: Path, indexed: tuple[Path, Keyring]
 ) -> None:
     """A ledger last written before the index existed still answers, the same."""
-    reader = LedgerReader(ledger)
-    try:
+    with LedgerReader(ledger) as reader:
         before = snapshot(reader, "prod", make_event("deployment.succeeded").time)
-    finally:
-        reader.close()
     execute(ledger, "DROP VIEW facts")
     for name, _ in _runs(ledger):
         execute(ledger, f"DROP TABLE {name}")
-    reader = LedgerReader(ledger)
-    try:
+    with LedgerReader(ledger) as reader:
         assert snapshot(reader, "prod", make_event("deployment.succeeded").time) == before
         answer = asof(reader, "billing", "prod", make_event("deployment.succeeded").time)
         assert answer.deployment is not None
-    finally:
-        reader.close()
     writer = LedgerWriter(ledger)  # the next writer adds the index again
     assert writer.cluster(force=True) == 12
     writer.close()
@@ -138,11 +132,8 @@ def test_reader_of_a_ledger_without_the_index_derives_every_fact(
 
 def _failure(db: Path, ring: Keyring) -> ChainBrokenError | CheckpointError | None:
     """What `ledger verify` reports as the first failure, or None when the ledger verifies."""
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         return verify_ledger(reader, ring, workers=1).failure
-    finally:
-        reader.close()
 
 
 # --- attacks on the index ----------------------------------------------------------------------
@@ -229,10 +220,7 @@ def test_kill_during_clustering_leaves_every_entry_indexed_once(tmp_path: Path) 
         kills += 1
         inside += bool(lines) and lines[-1] == "cluster"
         assert _failure(db, ring) is None
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         size = reader.size()
         facts = reader.one("SELECT count(*), count(DISTINCT seq), max(seq) FROM facts")
-    finally:
-        reader.close()
     assert size > 0 and facts == (size, size, size)

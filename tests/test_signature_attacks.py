@@ -295,7 +295,7 @@ def test_attack_truncated_envelope(ci_signer: Signer, keyring: Keyring) -> None:
 
 
 def test_every_attack_has_a_distinct_reason() -> None:
-    classes = [
+    classes: list[type[RejectedMessage]] = [
         BadSignatureError,
         UnknownKeyError,
         KeyNotAllowedForTypeError,

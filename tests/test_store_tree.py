@@ -27,14 +27,11 @@ def test_stored_tree_holds_every_perfect_subtree_of_the_entries(tmp_path: Path) 
     db = tmp_path / "ledger.duckdb"
     write_demo_ledger(db, Signer.generate("ledger"))
     leaves = LeafHashes([leaf_hash(h) for h in entry_hashes(db)])
-    reader = LedgerReader(db)
-    try:
+    with LedgerReader(db) as reader:
         tree = reader.tree()
         assert tree.size == leaves.size > 64
         for size in range(tree.size + 1):
             assert root_at(tree, size) == root_at(leaves, size)
-    finally:
-        reader.close()
     n = leaves.size
     assert len(_nodes(db)) == 2 * n - n.bit_count()
 

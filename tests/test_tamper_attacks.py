@@ -107,12 +107,9 @@ def _payload_index(envelope: bytes, text: bytes) -> int:
 
 
 def test_untampered_ledger_verifies(ledger: Path, pristine: tuple[Path, Keyring, Signer]) -> None:
-    reader = LedgerReader(ledger)
-    try:
+    with LedgerReader(ledger) as reader:
         report = verify_ledger(reader, pristine[1], workers=1).check()
         meta = reader.meta()
-    finally:
-        reader.close()
     rows = entries(ledger)
     assert (report.size, report.signatures_checked, report.signatures_verified) == (10, True, 10)
     assert report.head_hash == bytes(rows[-1]["hash"])
@@ -158,11 +155,8 @@ def test_ingestion_times_before_1970_hash_as_signed_integers(
         values["ingested_at"] = datetime(1969, 7, 20, 20, 17, i, tzinfo=UTC)
     rewrite_chain(ledger, rows)
     assert micros(entries(ledger)[0]["ingested_at"]) < 0
-    reader = LedgerReader(ledger)
-    try:
+    with LedgerReader(ledger) as reader:
         assert verify_ledger(reader, pristine[1], workers=1).check().size == 10
-    finally:
-        reader.close()
 
 
 def test_chain_is_the_documented_construction(ledger: Path) -> None:
@@ -189,11 +183,8 @@ def test_reopened_writer_continues_the_chain(
     assert [r["seq"] for r in rows] == list(range(1, 13))
     assert bytes(rows[10]["prev_hash"]) == bytes(head["hash"])
     assert rows[10]["ingested_at"] >= head["ingested_at"]
-    reader = LedgerReader(ledger)
-    try:
+    with LedgerReader(ledger) as reader:
         assert verify_ledger(reader, ring, workers=1).check().size == 12
-    finally:
-        reader.close()
 
 
 # --- attacks ---------------------------------------------------------------------------------
@@ -228,11 +219,8 @@ def test_edited_payload_byte_with_the_row_hash_recomputed(ledger: Path) -> None:
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "signature")
     assert "does not match the payload (bad_signature)" in error.message
-    reader = LedgerReader(ledger)
-    try:  # without a keyring, the chain alone shows it at the next entry
+    with LedgerReader(ledger) as reader:  # no keyring: the chain alone shows it at entry 6
         chain_only = verify_ledger(reader, None).failure
-    finally:
-        reader.close()
     assert isinstance(chain_only, ChainBrokenError)
     assert (chain_only.seq, chain_only.check) == (6, "link")
 
