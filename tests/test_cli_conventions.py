@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -98,19 +99,9 @@ def producer_key(tmp_path: Path) -> Path:
     return generate_key_files("ci", tmp_path)[0]
 
 
-_CLASSIFY = [
-    "classify",
-    "--service",
-    "checkout",
-    "--env",
-    "prod",
-    "--state",
-    "stateless",
-    "--criticality",
-    "low",
-    "--model",
-    "immutable",
-]
+_CLASSIFY = shlex.split(
+    "classify --service checkout --env prod --state stateless --criticality low --model immutable"
+)
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
