@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import ACTORS, TYPE_WEIGHTS, event, keyring_for, make_signers
 
 from ledger.api.app import create_app
+from ledger.log.chain import Witness
 from ledger.store.batch import Accepted, Received
 from ledger.store.query import asof, diff, snapshot
 from ledger.store.reader import LedgerReader
@@ -97,7 +98,7 @@ def _sealed_chunk(task: tuple[int, int, int]) -> list[tuple[bytes, DecodedColumn
     for n in range(start, start + count):
         key, raw = _raw(rng, n, total, rng.choices(kinds, weights)[0])
         value = seal(event_from_mapping(raw), _SIGNERS[key])
-        verified = verify_message(value, _RING[0])
+        verified = verify_message(value, _RING[0], datetime.now(UTC))
         out.append((value, decoded_columns(verified.event, verified.key_id)))
     return out
 
@@ -123,7 +124,10 @@ def build(db: Path, total: int, batch: int) -> dict[str, Any]:
     ) as pool:
         for chunk in pool.map(_sealed_chunk, tasks):
             for value, columns in chunk:
-                pending.append(Accepted(Received("bench", 0, offset, None, value), columns))
+                received = Received(
+                    "bench", 0, offset, None, value, writer.clock.now_us(), Witness.CONSUMER
+                )
+                pending.append(Accepted(received, columns, _RING[0].digest()))
                 offset += 1
             if len(pending) >= batch:
                 flush()

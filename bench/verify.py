@@ -38,6 +38,7 @@ import nacl.signing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import keyring_for, make_signers
 
+from ledger.log.chain import Witness
 from ledger.log.checkpoint import TrustedKey, split_notes
 from ledger.store.batch import Accepted, Received
 from ledger.store.integrity import ENTRIES_SQL, verify_ledger
@@ -70,7 +71,8 @@ def build(source: Path, db: Path) -> dict[str, Any]:
     files["home"].mkdir(parents=True)
     db.unlink(missing_ok=True)
     signers = make_signers()
-    keyring_for(signers).save(files["keyring"])
+    ring = keyring_for(signers)
+    ring.save(files["keyring"])
     for key_id, signer in signers.items():
         (files["home"] / f"{key_id}.key").write_bytes(signer.private_pem())
     ledger_key = Signer.generate(CHECKPOINT_KEY)
@@ -98,7 +100,10 @@ def build(source: Path, db: Path) -> dict[str, Any]:
                 decoded = DecodedColumns(**fields, time_us=columns[-1])
                 payload = Envelope.from_bytes(envelope).payload
                 value = Envelope.sign(payload, signers[decoded.key_id]).to_bytes()
-                pending.append(Accepted(Received("bench", 0, offset, None, value), decoded))
+                received = Received(
+                    "bench", 0, offset, None, value, writer.clock.now_us(), Witness.CONSUMER
+                )
+                pending.append(Accepted(received, decoded, ring.digest()))
                 offset += 1
             note = writer.commit(writer.prepare(pending, {}), checkpoint=True)
             if note is not None:

@@ -37,7 +37,9 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.verification import Verifier
 from ledger.errors import ConfigurationError, TransportError
+from ledger.log.chain import Witness
 from ledger.store.batch import Accepted, Plan, Received, Rejected
+from ledger.store.clock import LedgerClock
 from ledger.store.writer import LedgerWriter
 from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, KafkaSettings
 from ledger.transport.topics import ensure_topics
@@ -68,6 +70,7 @@ class CheckpointPolicy:
 class _Pending:
     batch: list[Received]
     outcomes: Callable[[], list[Outcome]]
+    keyring: bytes  # the digest of the keyring the batch is judged under
 
 
 @dataclass
@@ -89,6 +92,23 @@ class ConsumerStats:
             "checkpoints": self.checkpoints,
             "quarantine_reasons": dict(sorted(self.reasons.items())),
         }
+
+
+_LOG_APPEND_TIME = 1
+"""A record's ``timestamp_type`` when the broker stamped it on append (the topic's
+``message.timestamp.type=LogAppendTime``): the producer cannot choose it, and every read
+of the topic sees the same."""
+
+
+def _received(record: Any, fetched_us: int) -> Received:
+    """A fetched record, witnessed by the broker's append time when it carries one, else
+    by the consumer's clock when it was fetched."""
+    if record.timestamp_type == _LOG_APPEND_TIME and record.timestamp >= 0:
+        witnessed_us, witness = record.timestamp * 1000, Witness.BROKER
+    else:
+        witnessed_us, witness = fetched_us, Witness.CONSUMER
+    return Received(record.topic, record.partition, record.offset, record.key, record.value,
+                    witnessed_us, witness)  # fmt: skip
 
 
 class LedgerConsumer:
@@ -126,6 +146,7 @@ class LedgerConsumer:
         self._positioned_id: str | None = None
         self.stats = ConsumerStats()
         self.stop = threading.Event()
+        self.clock = LedgerClock(on_jump=self._clock_jumped)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -134,7 +155,7 @@ class LedgerConsumer:
         verifier = Verifier(self.keyring, self.workers)
         try:
             signer = self.checkpoints.signer if self.checkpoints else None
-            writer = LedgerWriter(self.db_path, checkpoint_signer=signer)
+            writer = LedgerWriter(self.db_path, checkpoint_signer=signer, clock=self.clock)
             try:
                 api = self._start_api(writer)
                 try:
@@ -235,7 +256,8 @@ class LedgerConsumer:
                     self._position(consumer, writer, assigned)
                     continue
                 if batch:
-                    pending.append(_Pending(batch, verifier.submit([m.value for m in batch])))
+                    outcomes = verifier.submit([(m.value, m.witnessed_us) for m in batch])
+                    pending.append(_Pending(batch, outcomes, verifier.keyring_digest))
                     idle_since = now
                 if len(pending) > 1 or (pending and not batch):
                     try:
@@ -334,13 +356,20 @@ class LedgerConsumer:
             records = consumer.poll(
                 timeout_ms=int(remaining * 1000), max_records=self.batch_size - len(batch)
             )
+            fetched_us = self.clock.now_us()
             for tp_records in records.values():
-                batch.extend(
-                    Received(r.topic, r.partition, r.offset, r.key, r.value) for r in tp_records
-                )
+                batch.extend(_received(r, fetched_us) for r in tp_records)
             if not records and batch:
                 break
         return batch
+
+    def _clock_jumped(self, jump_us: int) -> None:
+        log.error(
+            "the host's clock jumped %s by %.1f s: witnessed and transaction times are kept "
+            "from going back, but check the host's time source (NTP)",
+            "forward" if jump_us > 0 else "back",
+            abs(jump_us) / 1e6,
+        )
 
     def _commit(
         self,
@@ -352,7 +381,9 @@ class LedgerConsumer:
         """Chain a verified batch: dead letters first, then one DuckDB transaction."""
         batch = pending.batch
         messages: list[Accepted | Rejected] = [
-            Accepted(m, columns) if columns is not None else Rejected(m, reason, detail)
+            Accepted(m, columns, pending.keyring)
+            if columns is not None
+            else Rejected(m, reason, detail)
             for m, (columns, reason, detail) in zip(batch, pending.outcomes(), strict=True)
         ]
         offsets: dict[tuple[str, int], int] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ledger.wire.keyring import Keyring
-from ledger.workers import Outcome, spawn_pool, verify_values, verify_values_in_worker
+from ledger.workers import Outcome, Received, spawn_pool, verify_values, verify_values_in_worker
 
 __all__ = ["Verifier"]
 
@@ -19,10 +19,11 @@ class Verifier:
 
     def __init__(self, keyring: Keyring, workers: int) -> None:
         self.keyring = keyring
+        self.keyring_digest = keyring.digest()  # what each entry verified here commits to
         self.workers = workers
         self._pool = spawn_pool(keyring, workers) if workers > 1 else None
 
-    def submit(self, values: Sequence[bytes]) -> Callable[[], list[Outcome]]:
+    def submit(self, values: Sequence[Received]) -> Callable[[], list[Outcome]]:
         """Start verifying a batch; the returned call waits for the outcomes, in order.
 
         The consumer fetches the next batch while the workers verify this one.

@@ -424,11 +424,20 @@ def emit_history(
     forged: list[tuple[bytes, bytes]],
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Produce every event with its own key (and the forged messages raw); returns the count."""
+    """Produce every event with its own key (and the forged messages raw); returns the count.
+
+    In time order, as the systems would have sent them: each producer's events are
+    acknowledged before another producer sends, so the ledger records each grant before
+    the change it approves (authority goes by the ledger's order, docs/queries.md).
+    """
     producers = {key_id: LedgerProducer(signer, settings) for key_id, signer in signers.items()}
     try:
+        previous: str | None = None
         for key_id, event in history.events:
+            if previous is not None and previous != key_id:
+                producers[previous].flush()
             producers[key_id].emit(event)
+            previous = key_id
             if progress is not None:
                 progress(1)
         for producer in producers.values():

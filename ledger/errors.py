@@ -84,6 +84,12 @@ class InvalidEventError(RejectedMessage):
         self.field = field
 
 
+class FutureEventError(RejectedMessage):
+    """The event claims a time ahead of the one the ledger witnessed it at (beyond skew)."""
+
+    reason = "future_event"
+
+
 class UnpinnedImageError(InvalidEventError):
     """An image given by tag rather than by digest: a tag is not evidence."""
 

@@ -16,6 +16,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ledger.errors import RejectedMessage
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EntryFailure",
     "Outcome",
+    "Received",
     "check_entries",
     "check_entries_in_worker",
     "spawn_pool",
@@ -56,12 +58,18 @@ def spawn_pool(keyring: Keyring, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def verify_values(values: Sequence[bytes], keyring: Keyring) -> list[Outcome]:
-    """The consumer's check of received message values, in order."""
+Received = tuple[bytes, int]
+"""A received message value and when the ledger witnessed it (µs since the epoch)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def verify_values(messages: Sequence[Received], keyring: Keyring) -> list[Outcome]:
+    """The consumer's check of received messages, in order."""
     outcomes: list[Outcome] = []
-    for value in values:
+    for value, witnessed_us in messages:
         try:
-            verified = verify_message(value, keyring)
+            verified = verify_message(value, keyring, _EPOCH + timedelta(microseconds=witnessed_us))
         except RejectedMessage as exc:
             outcomes.append((None, exc.reason, exc.message))
         else:
@@ -71,21 +79,23 @@ def verify_values(values: Sequence[bytes], keyring: Keyring) -> list[Outcome]:
 
 def check_entries(batch: pa.RecordBatch, keyring: Keyring) -> EntryFailure | None:
     """``ledger verify``'s checks 6-8 over a batch of stored entries, whose columns are
-    seq, envelope and the :class:`DecodedColumns` fields: the failure at the lowest seq."""
+    seq, envelope, the witnessed time (µs; null for format 1) and the
+    :class:`DecodedColumns` fields: the failure at the lowest seq."""
     columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
     first: EntryFailure | None = None
-    for seq, envelope, *values in zip(*columns, strict=True):
+    for seq, envelope, witnessed_us, *values in zip(*columns, strict=True):
         if first is not None and seq > first[0]:
             continue
-        failure = verify_entry(seq, envelope, DecodedColumns(*values), keyring)
+        witnessed = None if witnessed_us is None else _EPOCH + timedelta(microseconds=witnessed_us)
+        failure = verify_entry(seq, envelope, DecodedColumns(*values), keyring, witnessed)
         if failure is not None:
             first = (seq, *failure)
     return first
 
 
-def verify_values_in_worker(values: Sequence[bytes]) -> list[Outcome]:
+def verify_values_in_worker(messages: Sequence[Received]) -> list[Outcome]:
     """:func:`verify_values` under the keyring this worker was started with."""
-    return verify_values(values, _worker_keyring())
+    return verify_values(messages, _worker_keyring())
 
 
 def check_entries_in_worker(batch: pa.RecordBatch) -> EntryFailure | None:

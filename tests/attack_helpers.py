@@ -21,7 +21,8 @@ from helpers import make_event
 from ledger_builders import append, signers
 
 from ledger.errors import ChainBrokenError, CheckpointError
-from ledger.log.chain import GENESIS, entry_hash, micros
+from ledger.log.chain import GENESIS, Origin, Witness, entry_hash, entry_hash_v2, micros
+from ledger.log.chain import Witnessed as EntryWitnessed
 from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash, root_at
 from ledger.store.integrity import verify_ledger
@@ -69,6 +70,21 @@ def replace_rows(db: Path, old_seqs: list[int], rows: list[dict[str, Any]]) -> N
         con.close()
 
 
+def row_hash(row: dict[str, Any], prev: bytes) -> bytes:
+    """A stored row's chain hash on top of ``prev``, by its format's construction
+    (docs/formats.md §6): what anyone who knows it computes from the row."""
+    seq, ingested, envelope = row["seq"], micros(row["ingested_at"]), bytes(row["envelope"])
+    if row["format"] == 1:
+        return entry_hash(seq, ingested, prev, envelope)
+    witnessed = EntryWitnessed(
+        micros(row["witnessed_at"]), Witness(row["witness"]), Origin(row["origin"]),
+        bytes(row["keyring"]), row["kafka_topic"] or "",
+        -1 if row["kafka_partition"] is None else row["kafka_partition"],
+        -1 if row["kafka_offset"] is None else row["kafka_offset"],
+    )  # fmt: skip
+    return entry_hash_v2(seq, ingested, prev, envelope, witnessed)
+
+
 def rewrite_chain(db: Path, rows: list[dict[str, Any]]) -> bytes:
     """Replace every entry with ``rows``, renumbered 1..n, every hash and the whole tree
     recomputed: a chain rewritten consistently by someone who knows the construction.
@@ -76,8 +92,7 @@ def rewrite_chain(db: Path, rows: list[dict[str, Any]]) -> bytes:
     prev = GENESIS
     for seq, values in enumerate(rows, 1):
         values["seq"], values["prev_hash"] = seq, prev
-        values["hash"] = prev = entry_hash(seq, micros(values["ingested_at"]), prev,
-                                           bytes(values["envelope"]))  # fmt: skip
+        values["hash"] = prev = row_hash(values, prev)
     replace_rows(db, [r["seq"] for r in entries(db)], rows)
     return rebuild_tree(db)
 

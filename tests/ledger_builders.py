@@ -5,12 +5,14 @@ The command line is run with consumer_helpers.ledger_cli."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from helpers import make_event
 
 from ledger.demo import KEY_POLICIES, build_history
+from ledger.log.chain import Witness
 from ledger.store.batch import Accepted, Received
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
@@ -51,13 +53,23 @@ def append(
     checkpoint: bool = False,
 ) -> str | None:  # fmt: skip
     """One batch, exactly as the consumer writes it; the signed checkpoint note, if any."""
-    messages = []
-    for i, value in enumerate(values):
-        verified = verify_message(value, ring)
-        received = Received("ledger.events", 0, first_offset + i, b"key", value)
-        messages.append(Accepted(received, decoded_columns(verified.event, verified.key_id)))
+    messages = [
+        accepted(writer, ring, value, Received("ledger.events", 0, first_offset + i, b"key",
+                                               value, 0, Witness.CONSUMER))
+        for i, value in enumerate(values)
+    ]  # fmt: skip
     offsets = {("ledger.events", 0): first_offset + len(values)}
     return writer.commit(writer.prepare(messages, offsets), checkpoint=checkpoint)
+
+
+def accepted(writer: LedgerWriter, ring: Keyring, value: bytes, received: Received) -> Accepted:
+    """A message verified as the consumer verifies it: witnessed now by the writer's clock
+    (``received``'s own witnessed time is replaced), under ``ring``."""
+    witnessed_us = writer.clock.now_us()
+    witnessed = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=witnessed_us)
+    verified = verify_message(value, ring, witnessed)
+    received = replace(received, witnessed_us=witnessed_us, witness=Witness.CONSUMER)
+    return Accepted(received, decoded_columns(verified.event, verified.key_id), ring.digest())
 
 
 def write_ledger(

@@ -198,7 +198,7 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
     assert (report["ok"], report["size"], report["algorithm"]) == (
         True,
         40,
-        "deploy-ledger-chain-sha256-v1",
+        "deploy-ledger-chain-sha256-v2",
     )
     human = ledger_cli("verify", "--db", str(db), "--keyring", str(keyring_file))
     assert human.returncode == 0
@@ -432,7 +432,7 @@ REASONS = [
     "malformed_envelope", "oversize", "unknown_key", "bad_signature", "key_not_allowed_type",
     "key_not_allowed_source", "key_revoked", "key_expired", "key_not_yet_valid",
     "unpinned_image", "invalid_event", "unsigned", "wrong_payload_type", "unknown_schema",
-    "malformed_payload",
+    "malformed_payload", "future_event",
 ]  # fmt: skip
 
 REVOKED_AT = datetime(2026, 11, 1, tzinfo=UTC)  # make_event's events are dated 2026-11-20
@@ -487,6 +487,7 @@ def _bad_messages(ci: Signer, ring: Keyring) -> dict[str, bytes]:
         ).to_bytes(),
         "unknown_schema": Envelope.sign(unknown_schema, ci).to_bytes(),
         "malformed_payload": Envelope.sign(b"not avro at all", ci).to_bytes(),
+        "future_event": seal(make_event(time=datetime(2099, 1, 1, tzinfo=UTC)), ci),
     }
 
 

@@ -312,8 +312,8 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
     from_file = Keyring.load(tmp_path / "keyring.json")
     events = []
     for message in messages:
-        verified = verify_message(message.value, by_key)
-        assert verify_message(message.value, from_file).event == verified.event
+        verified = verify_message(message.value, by_key, datetime.now(UTC))
+        assert verify_message(message.value, from_file, datetime.now(UTC)).event == verified.event
         event = verified.event
         assert message.key == f"{event.service}/{event.environment}".encode()
         assert message.headers["ce_id"] == event.id.encode()
@@ -343,7 +343,9 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
         (m for m in messages if m.key == b"checkout/prod"), key=lambda m: m.offset
     )
     assert len({m.partition for m in checkout_prod}) == 1
-    assert [verify_message(m.value, by_key).event.type for m in checkout_prod] == [
+    assert [
+        verify_message(m.value, by_key, datetime.now(UTC)).event.type for m in checkout_prod
+    ] == [
         "deployment.started",
         "deployment.succeeded",
         "deployment.failed",
@@ -420,7 +422,7 @@ def test_emit_file_keeps_given_id_and_time_in_order(tmp_path: Path, kafka: Kafka
     assert len({m.partition for m in messages}) == 1  # one key, one partition, file order
     ring = Keyring()
     ring.trust("ci", load_public_key(tmp_path / "keys/ci.pub"), types=["*"], sources=["ci/*"])
-    events = [verify_message(m.value, ring).event for m in messages]
+    events = [verify_message(m.value, ring, datetime.now(UTC)).event for m in messages]
     assert [e.id for e in events[:3]] == ["evt-001", "evt-002", "evt-003"]
     assert events[0].time == datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
     assert events[1].time == datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
@@ -571,7 +573,7 @@ def test_every_event_type_round_trips_through_ledger_producer(
     where = {(m.partition, m.offset): m for m in messages}
     for delivery in deliveries:
         message = where[(delivery.partition, delivery.offset)]
-        verified = verify_message(message.value, keyring)
+        verified = verify_message(message.value, keyring, datetime.now(UTC))
         assert verified.event == sent[delivery.type]
         assert verified.event.id == delivery.event_id
         assert verified.key_id == (

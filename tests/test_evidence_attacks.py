@@ -38,7 +38,6 @@ from ledger.evidence.bundle import (
     open_entries,
     verify_bundle,
 )
-from ledger.log.chain import micros
 from ledger.log.checkpoint import (
     Checkpoint,
     TrustedKey,
@@ -49,6 +48,7 @@ from ledger.log.checkpoint import (
 from ledger.log.merkle import LeafHashes, inclusion_proof, leaf_hash, root, root_at
 from ledger.log.proof import StoredEntry
 from ledger.rules.pointintime import Fact, reconstruct
+from ledger.store.prove import stored_entries
 from ledger.store.query import asof, candidates, timeline
 from ledger.store.reader import LedgerReader
 from ledger.transport.producer import seal
@@ -241,13 +241,14 @@ def test_candidates_are_enough_for_the_rules(reader: LedgerReader) -> None:
     """The narrowing never changes an answer: the rules over the candidates equal the rules
     over every fact of the service (the demo history, each service, every day)."""
     rows = reader.con.execute(
-        "SELECT seq, event_id, type, time, actor, service, environment, data FROM entries"
+        "SELECT seq, event_id, type, time, actor, service, environment, data, ingested_at "
+        "FROM entries"
     ).fetchall()
     for service in SERVICES:
         for env in ("prod", "staging"):
             facts = [
-                Fact(seq, event_id, kind, time, actor, json.loads(data))
-                for seq, event_id, kind, time, actor, svc, e, data in rows
+                Fact(seq, event_id, kind, time, actor, json.loads(data), recorded)
+                for seq, event_id, kind, time, actor, svc, e, data, recorded in rows
                 if (svc, e) == (service, env)
             ]  # fmt: skip
             for day in range(22):
@@ -508,13 +509,12 @@ def test_padded_with_another_services_entry(
 ) -> None:
     """A genuine, provable entry about another service slipped in."""
     row = reader.one(
-        "SELECT seq, ingested_at, prev_hash, envelope FROM entries "
+        "SELECT seq FROM entries "
         "WHERE service = 'checkout' AND type = 'deployment.succeeded' ORDER BY seq LIMIT 1"
     )
     assert row is not None
     seq = row[0]
-    extra = StoredEntry(seq=seq, ingested_at_us=micros(row[1]),
-                        prev_hash=bytes(row[2]), envelope=bytes(row[3]))  # fmt: skip
+    (extra,) = stored_entries(reader, [seq])
     path = inclusion_proof(reader.tree(), seq - 1, reader.size())
 
     def edit(statement: Statement) -> None:

@@ -25,6 +25,9 @@ from ledger.wire.verify import verify_message
 
 runner = CliRunner()
 
+WITNESSED = datetime(2026, 11, 20, 14, 4, tzinfo=UTC)
+"""When the ledger witnesses the events these tests make (dated 14:03 by make_event)."""
+
 
 def ledger(*args: str | Path) -> Result:
     return runner.invoke(app, [str(a) for a in args])
@@ -120,12 +123,12 @@ def test_trust_writes_an_entry_that_authorizes_only_what_it_names(
     signer = Signer.from_file(keys_dir / "ci-github.key")
     for kind in ("deployment.succeeded", "deployment.rolled_back", "mutation.applied"):
         event = make_event(kind, source="ci/github/acme/checkout")
-        assert verify_message(seal(event, signer), ring).key_id == "ci-github"
+        assert verify_message(seal(event, signer), ring, WITNESSED).key_id == "ci-github"
     for kind in ("approval.granted", "service.classified"):
         with pytest.raises(KeyNotAllowedForTypeError):
-            verify_message(seal(make_event(kind, source="ci/github/acme"), signer), ring)
+            verify_message(seal(make_event(kind, source="ci/github/acme"), signer), ring, WITNESSED)
     with pytest.raises(KeyNotAllowedForSourceError):
-        verify_message(seal(make_event(source="ci/gitlab/acme/checkout"), signer), ring)
+        verify_message(seal(make_event(source="ci/gitlab/acme/checkout"), signer), ring, WITNESSED)
 
 
 def test_keyring_is_json_with_the_documented_fields(tmp_path: Path, keys_dir: Path) -> None:
@@ -170,7 +173,7 @@ def test_trust_not_after_expires_the_key(tmp_path: Path, keys_dir: Path) -> None
     )
     signer = Signer.from_file(keys_dir / "ci-github.key")
     with pytest.raises(KeyExpiredError):
-        verify_message(seal(make_event(), signer), Keyring.load(ring_path))
+        verify_message(seal(make_event(), signer), Keyring.load(ring_path), WITNESSED)
 
 
 def test_trust_defaults_the_id_to_the_file_name_and_accepts_an_explicit_id(
@@ -276,12 +279,11 @@ def test_revoke_at_sets_revoked_at_and_refuses_later_events(tmp_path: Path, keys
     assert ring.keys["ci-github"].revoked_at == datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 
     signer = Signer.from_file(keys_dir / "ci-github.key")
-    early = make_event(time=datetime(2026, 11, 20, 13, 59, tzinfo=UTC))
-    assert verify_message(seal(early, signer), ring).event == early
-    with pytest.raises(KeyRevokedError):
-        verify_message(
-            seal(make_event(time=datetime(2026, 11, 20, 14, 0, tzinfo=UTC)), signer), ring
-        )
+    event = make_event(time=datetime(2026, 11, 20, 13, 59, tzinfo=UTC))
+    early = datetime(2026, 11, 20, 13, 59, 30, tzinfo=UTC)  # witnessed before the revocation
+    assert verify_message(seal(event, signer), ring, early).event == event
+    with pytest.raises(KeyRevokedError):  # the same event, witnessed after it
+        verify_message(seal(event, signer), ring, datetime(2026, 11, 20, 14, 0, tzinfo=UTC))
 
 
 def test_revoking_later_does_not_push_back_an_earlier_revocation(

@@ -8,6 +8,7 @@ place facts by valid ``time`` (ties by sequence number), never by arrival.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +47,13 @@ def fact(
     seq: int, type_: str, minute: int, actor: str, data: dict[str, Any], event_id: str | None = None
 ) -> Fact:
     return Fact(
-        seq=seq, event_id=event_id or f"e{seq}", type=type_, time=t(minute), actor=actor, data=data
+        seq=seq,
+        event_id=event_id or f"e{seq}",
+        type=type_,
+        time=t(minute),
+        actor=actor,
+        data=data,
+        recorded=t(minute),
     )
 
 
@@ -515,18 +522,20 @@ def test_mutation_after_the_instant_is_ignored() -> None:
 # --- 4. approvals ------------------------------------------------------------------------
 
 
-def test_approved_deployment_names_its_grant() -> None:
-    answer = asof([grant(7, 5, "CR-1", image=IMAGE_A), deployed(3, 10, IMAGE_A, change_ref="CR-1")])
+@pytest.mark.parametrize("rules", [1, 2])
+def test_approved_deployment_names_its_grant(rules: int) -> None:
+    history = [grant(3, 5, "CR-1", image=IMAGE_A), deployed(7, 10, IMAGE_A, change_ref="CR-1")]
+    answer = asof(history, rules=rules)
     assert answer.deployment == Deployment(
         image=IMAGE_A,
         time=t(10),
-        event_id="e3",
-        seq=3,
+        event_id="e7",
+        seq=7,
         actor="ci",
         change_ref="CR-1",
         approved=True,
         unapproved_reason=None,
-        approval=Approval(change_ref="CR-1", approver="alice", event_id="e7", seq=7),
+        approval=Approval(change_ref="CR-1", approver="alice", event_id="e3", seq=3),
     )
     assert answer.evidence.entries == [3, 7]
 
@@ -538,10 +547,19 @@ def test_unscoped_grant_approves_any_image() -> None:
 
 
 def test_grant_at_the_same_time_as_the_change_counts() -> None:
-    # time <= C's time, whatever the arrival order of the two.
+    answer = asof([grant(1, 10, "CR-1"), deployed(2, 10, IMAGE_A, change_ref="CR-1")])
+    assert answer.deployment is not None
+    assert answer.deployment.approval == Approval(
+        change_ref="CR-1", approver="alice", event_id="e1", seq=1
+    )
+
+
+def test_v1_grant_at_the_same_time_as_the_change_counts_whatever_the_arrival() -> None:
+    # Version 1: time <= C's time, whatever the arrival order of the two.
     for grant_seq, deploy_seq in [(1, 2), (2, 1)]:
         answer = asof(
-            [grant(grant_seq, 10, "CR-1"), deployed(deploy_seq, 10, IMAGE_A, change_ref="CR-1")]
+            [grant(grant_seq, 10, "CR-1"), deployed(deploy_seq, 10, IMAGE_A, change_ref="CR-1")],
+            rules=1,
         )
         assert answer.deployment is not None
         assert answer.deployment.approval == Approval(
@@ -593,9 +611,17 @@ def test_expiry_after_the_change_does_not_unapprove_it() -> None:
 
 
 def test_revoked_between_grant_and_change() -> None:
-    # The revocation arrived last (seq 9) but is dated between the grant and the change.
     answer = asof(
-        [grant(1, 5, "CR-1"), deployed(2, 10, IMAGE_A, change_ref="CR-1"), revoke(9, 7, "CR-1")]
+        [grant(1, 5, "CR-1"), revoke(2, 7, "CR-1"), deployed(3, 10, IMAGE_A, change_ref="CR-1")]
+    )
+    assert answer.deployment == unapproved(3, 10, IMAGE_A, "revoked")
+
+
+def test_v1_revoked_between_grant_and_change_by_the_times_claimed() -> None:
+    # Version 1: the revocation arrived last (seq 9) but is dated between the two.
+    answer = asof(
+        [grant(1, 5, "CR-1"), deployed(2, 10, IMAGE_A, change_ref="CR-1"), revoke(9, 7, "CR-1")],
+        rules=1,
     )
     assert answer.deployment == unapproved(2, 10, IMAGE_A, "revoked")
 
@@ -676,10 +702,17 @@ def test_revocation_tied_with_the_grant_is_placed_by_seq(
 
 
 def test_after_change() -> None:
+    # Recorded first, but dated after the change it names: it claims not to cover it.
+    history = [grant(1, 15, "CR-1"), deployed(2, 10, IMAGE_A, change_ref="CR-1")]
+    assert asof(history, at=20).deployment == unapproved(2, 10, IMAGE_A, "after_change")
+    # Before the grant's own time, it was simply missing.
+    assert asof(history, at=12).deployment == unapproved(2, 10, IMAGE_A, "missing")
+
+
+def test_v1_after_change() -> None:
     history = [deployed(1, 10, IMAGE_A, change_ref="CR-1"), grant(2, 15, "CR-1")]
-    assert asof(history, at=20).deployment == unapproved(1, 10, IMAGE_A, "after_change")
-    # Before the late grant was made (valid time), it was simply missing.
-    assert asof(history, at=12).deployment == unapproved(1, 10, IMAGE_A, "missing")
+    assert asof(history, at=20, rules=1).deployment == unapproved(1, 10, IMAGE_A, "after_change")
+    assert asof(history, at=12, rules=1).deployment == unapproved(1, 10, IMAGE_A, "missing")
 
 
 def test_scope_mismatch_on_image() -> None:
@@ -757,13 +790,15 @@ def test_mutation_unapproved_reasons(the_grant: Fact, reason: str) -> None:
     ]
 
 
-def test_mutation_revoked() -> None:
+@pytest.mark.parametrize(("rules", "revoke_seq", "mutation_seq"), [(1, 3, 2), (2, 2, 3)])
+def test_mutation_revoked(rules: int, revoke_seq: int, mutation_seq: int) -> None:
     answer = asof(
         [
             grant(1, 5, "CR-2", hash_=H1),
-            revoke(3, 8, "CR-2"),
-            mutation(2, 10, "flag", "f", H1, change_ref="CR-2"),
-        ]
+            revoke(revoke_seq, 8, "CR-2"),
+            mutation(mutation_seq, 10, "flag", "f", H1, change_ref="CR-2"),
+        ],
+        rules=rules,
     )
     assert [(m.approved, m.unapproved_reason) for m in answer.mutations] == [(False, "revoked")]
 
@@ -805,9 +840,22 @@ def test_unapproved_reasons_cite_the_grant_and_revocation_they_rest_on() -> None
         [
             grant(1, 5, "CR-1"),
             revoke(2, 7, "CR-1"),
+            deployed(3, 10, IMAGE_A, change_ref="CR-1"),
+            revoke(4, 8, "CR-1"),  # recorded after the change: it revokes nothing of it
+        ]
+    )
+    assert answer.evidence.entries == [1, 2, 3]
+
+
+def test_v1_unapproved_reasons_cite_the_grant_and_revocation_they_rest_on() -> None:
+    answer = asof(
+        [
+            grant(1, 5, "CR-1"),
+            revoke(2, 7, "CR-1"),
             revoke(3, 12, "CR-1"),
             deployed(4, 10, IMAGE_A, change_ref="CR-1"),
-        ]
+        ],
+        rules=1,
     )
     assert answer.evidence.entries == [1, 2, 4]
 
@@ -922,7 +970,8 @@ TOP_KEYS = {
 def test_json_shape_matches_the_issue() -> None:
     doc = asof(evidence_history(), at=40, ledger_size=42).model_dump(mode="json")
     assert set(doc) >= TOP_KEYS
-    assert set(doc) - TOP_KEYS <= {"known_at"}
+    assert set(doc) - TOP_KEYS <= {"known_at", "rules"}
+    assert doc["rules"] == 2
     assert (doc["service"], doc["environment"], doc["at"]) == (SERVICE, ENV, "2026-11-20T14:40:00Z")
     assert doc["deployment"] == {
         "image": IMAGE_B,
@@ -1082,7 +1131,15 @@ def histories(draw: st.DrawFn, distinct_times: bool = False) -> list[Fact]:
         minutes = draw(st.lists(st.integers(0, HORIZON // 3), min_size=n, max_size=n))
     seqs = draw(st.permutations(range(1, n + 1)))
     return [
-        Fact(seq=seq, event_id=f"ev{i}", type=type_, time=t(minute), actor=actor, data=data)
+        Fact(
+            seq=seq,
+            event_id=f"ev{i}",
+            type=type_,
+            time=t(minute),
+            actor=actor,
+            data=data,
+            recorded=t(minute),
+        )
         for i, ((type_, actor, data), minute, seq) in enumerate(
             zip(payloads, minutes, seqs, strict=True)
         )
@@ -1119,22 +1176,32 @@ def test_answer_does_not_depend_on_input_order(
 
 @settings(max_examples=150, deadline=None)
 @given(histories(distinct_times=True), st.integers(0, HORIZON), st.data())
-def test_answer_does_not_depend_on_arrival_order_when_times_are_distinct(
+def test_v1_answer_does_not_depend_on_arrival_order_when_times_are_distinct(
     facts: list[Fact], at: int, data: st.DataObject
 ) -> None:
     # Another arrival order: the same events (same valid times) got other sequence numbers.
     new_seqs = data.draw(st.permutations([f.seq for f in facts]))
     rearrived = [
-        Fact(seq=s, event_id=f.event_id, type=f.type, time=f.time, actor=f.actor, data=f.data)
+        Fact(
+            seq=s,
+            event_id=f.event_id,
+            type=f.type,
+            time=f.time,
+            actor=f.actor,
+            data=f.data,
+            recorded=f.recorded,
+        )
         for f, s in zip(facts, new_seqs, strict=True)
     ]
     data.draw(st.randoms(use_true_random=False)).shuffle(rearrived)
-    assert normalized(asof(rearrived, at=at), rearrived) == normalized(asof(facts, at=at), facts)
+    assert normalized(asof(rearrived, at=at, rules=1), rearrived) == normalized(
+        asof(facts, at=at, rules=1), facts
+    )
 
 
 @settings(max_examples=150, deadline=None)
 @given(histories(), st.integers(0, HORIZON), st.data())
-def test_facts_dated_after_the_instant_never_change_the_answer(
+def test_facts_dated_after_the_instant_never_change_the_answer_but_revocations(
     facts: list[Fact], at: int, data: st.DataObject
 ) -> None:
     later = data.draw(st.lists(event_payloads(), max_size=8))
@@ -1153,13 +1220,40 @@ def test_facts_dated_after_the_instant_never_change_the_answer(
             time=f.time,
             actor=f.actor,
             data=f.data,
+            recorded=f.recorded,
         )
         for f in facts
     ]
     extra = [
-        Fact(seq=seq, event_id=f"late{i}", type=type_, time=t(minute), actor=actor, data=payload)
+        Fact(
+            seq=seq,
+            event_id=f"late{i}",
+            type=type_,
+            time=t(minute),
+            actor=actor,
+            data=payload,
+            recorded=t(minute),
+        )
         for i, ((type_, actor, payload), minute, seq) in enumerate(
             zip(later, minutes, seqs[len(facts) :], strict=True)
         )
     ]
-    assert asof(base + extra, at=at) == asof(base, at=at)
+    assert asof(base + extra, at=at, rules=1) == asof(base, at=at, rules=1)
+    # Version 2 places a revocation by the ledger's order, whatever time it claims.
+    grants_only = [f for f in extra if f.type != "approval.revoked"]
+    assert asof(base + grants_only, at=at) == asof(base, at=at)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(distinct_times=True), st.integers(0, HORIZON))
+def test_honest_histories_get_the_same_answer_under_both_versions(
+    facts: list[Fact], at: int
+) -> None:
+    """Recorded in the order they happened, each as it happened: version 2, which judges
+    approvals by what the ledger witnessed, agrees with version 1 (only ``rules`` differs)."""
+    in_order = sorted(facts, key=lambda f: f.time)
+    honest = [replace(f, seq=n) for n, f in enumerate(in_order, 1)]
+    v1 = asof(honest, at=at, rules=1).model_dump(mode="json")
+    v2 = asof(honest, at=at).model_dump(mode="json")
+    assert v2.pop("rules") == 2
+    assert v2 == v1

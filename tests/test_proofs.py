@@ -15,7 +15,8 @@ from typing import Any
 
 import duckdb
 import pytest
-from consumer_helpers import ledger_cli
+from attack_helpers import row_hash
+from consumer_helpers import entries, ledger_cli
 from helpers import make_event
 from ledger_builders import entry_hashes, signers, write_ledger
 
@@ -25,7 +26,7 @@ from ledger.errors import (
     InconsistentCheckpointError,
     ProofError,
 )
-from ledger.log.chain import entry_hash, micros
+from ledger.log.chain import GENESIS
 from ledger.log.checkpoint import TrustedKey
 from ledger.log.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash, root
 from ledger.log.proof import verify_proof
@@ -57,13 +58,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory, ledger_key: Signer) -> Path
 @pytest.fixture(scope="module")
 def leaves(ledger: Path) -> list[bytes]:
     """Leaf hashes recomputed from each row's stored inputs, not read from the tree."""
-    with LedgerReader(ledger) as reader:
-        rows = reader.con.execute(
-            "SELECT seq, ingested_at, prev_hash, envelope, hash FROM entries ORDER BY seq"
-        ).fetchall()
-    hashes = [
-        entry_hash(seq, micros(at), bytes(prev), bytes(env)) for seq, at, prev, env, _ in rows
-    ]
+    hashes: list[bytes] = []
+    for row in entries(ledger):
+        hashes.append(row_hash(row, hashes[-1] if hashes else GENESIS))
     assert hashes == entry_hashes(ledger)
     return [leaf_hash(h) for h in hashes]
 

@@ -17,21 +17,21 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, make_event, strictly_after
+from ledger_builders import accepted
 
 from ledger.api.app import create_app
 from ledger.errors import QueryError
+from ledger.log.chain import Witness
 from ledger.rules.answers import TimelineEntry
 from ledger.rules.pointintime import Fact, reconstruct
 from ledger.rules.questions import search_terms
-from ledger.store.batch import Accepted, Received
+from ledger.store.batch import Received
 from ledger.store.query import asof, diff, search, snapshot, streams, timeline
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
-from ledger.wire.columns import decoded_columns
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer
-from ledger.wire.verify import verify_message
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -46,13 +46,8 @@ def append(writer: LedgerWriter, ring: Keyring, batch: Sequence[tuple[Signer, Ev
     messages = []
     for n, (signer, event) in enumerate(batch):
         value = seal(event, signer)
-        verified = verify_message(value, ring)
-        messages.append(
-            Accepted(
-                Received("t", 0, offset + n, None, value),
-                decoded_columns(verified.event, verified.key_id),
-            )
-        )
+        received = Received("t", 0, offset + n, None, value, 0, Witness.CONSUMER)
+        messages.append(accepted(writer, ring, value, received))
     writer.commit(writer.prepare(messages, {("t", 0): offset + len(batch)}))
 
 
@@ -135,16 +130,7 @@ def history(
                     instances={"total": 4, "updated": 1},
                 ),
             ),
-            (
-                ci,
-                make_event(
-                    "deployment.succeeded",
-                    time=at(10),
-                    service="payments",
-                    change_ref="CHG-9",
-                    image=IMAGE_B,
-                ),
-            ),
+            # Recorded before the deployment it approves, as an honest approval is.
             (
                 cab,
                 make_event(
@@ -153,6 +139,16 @@ def history(
                     service="payments",
                     change_ref="CHG-9",
                     approver="alice",
+                    image=IMAGE_B,
+                ),
+            ),
+            (
+                ci,
+                make_event(
+                    "deployment.succeeded",
+                    time=at(10),
+                    service="payments",
+                    change_ref="CHG-9",
                     image=IMAGE_B,
                 ),
             ),
@@ -553,7 +549,9 @@ def _fact(entry: TimelineEntry) -> Fact:
     data = dict(entry.data)
     if data.get("valid_until") is not None:
         data["valid_until"] = datetime.fromisoformat(data["valid_until"])
-    return Fact(entry.seq, entry.event_id, entry.type, entry.time, entry.actor, data)
+    return Fact(
+        entry.seq, entry.event_id, entry.type, entry.time, entry.actor, data, entry.ingested_at
+    )
 
 
 @pytest.mark.slow

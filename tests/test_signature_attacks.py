@@ -14,6 +14,7 @@ from helpers import make_event
 
 from ledger.errors import (
     BadSignatureError,
+    FutureEventError,
     KeyExpiredError,
     KeyNotAllowedForSourceError,
     KeyNotAllowedForTypeError,
@@ -31,15 +32,23 @@ from ledger.wire.codec import encode_event
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, Signature
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer
-from ledger.wire.verify import MAX_ENVELOPE_BYTES, verify_message
+from ledger.wire.verify import FUTURE_TOLERANCE, MAX_ENVELOPE_BYTES, verify_message
 
 EVENT_TIME = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
+WITNESSED = EVENT_TIME + timedelta(minutes=1)
+"""When the ledger witnesses an event of EVENT_TIME: a minute after it was made."""
 
 
-def refused(data: bytes, keyring: Keyring, error: type[RejectedMessage], reason: str) -> str:
+def refused(
+    data: bytes,
+    keyring: Keyring,
+    error: type[RejectedMessage],
+    reason: str,
+    witnessed: datetime = WITNESSED,
+) -> str:
     """Verification fails with exactly this class and reason; returns the message."""
     with pytest.raises(RejectedMessage) as caught:
-        verify_message(data, keyring)
+        verify_message(data, keyring, witnessed)
     assert type(caught.value) is error, caught.value
     assert caught.value.reason == reason
     assert caught.value.message
@@ -60,7 +69,7 @@ def test_genuine_event_verifies_and_keeps_the_exact_received_bytes(
     payload = encode_event(event)
     data = Envelope.sign(payload, ci_signer).to_bytes()
 
-    verified = verify_message(data, keyring)
+    verified = verify_message(data, keyring, WITNESSED)
 
     assert verified.envelope == data
     assert verified.payload == payload
@@ -70,7 +79,7 @@ def test_genuine_event_verifies_and_keeps_the_exact_received_bytes(
 
 def test_approver_key_verifies_approvals(approver_signer: Signer, keyring: Keyring) -> None:
     event = make_event("approval.granted")
-    verified = verify_message(seal(event, approver_signer), keyring)
+    verified = verify_message(seal(event, approver_signer), keyring, WITNESSED)
     assert verified.event == event
     assert verified.key_id == "change-board"
 
@@ -173,7 +182,7 @@ def test_one_trusted_signature_among_unknown_ones_verifies(
     stranger = Envelope.sign(payload, Signer.generate("stranger")).signatures[0]
     genuine = Envelope.sign(payload, ci_signer).signatures[0]
     data = Envelope(PAYLOAD_TYPE, payload, (stranger, genuine)).to_bytes()
-    assert verify_message(data, keyring).key_id == "ci-main"
+    assert verify_message(data, keyring, WITNESSED).key_id == "ci-main"
 
 
 # --- authorization -----------------------------------------------------------------------------
@@ -213,18 +222,39 @@ def test_source_pattern_does_not_match_a_mere_prefix(ci_signer: Signer, keyring:
     refused(seal(event, ci_signer), keyring, KeyNotAllowedForSourceError, "key_not_allowed_source")
 
 
-def test_attack_event_dated_after_revocation(ci_signer: Signer, keyring: Keyring) -> None:
+def test_attack_event_witnessed_after_revocation(ci_signer: Signer, keyring: Keyring) -> None:
     revoked_at = EVENT_TIME + timedelta(hours=1)
     keyring.revoke("ci-main", revoked_at)
+    event = make_event(time=revoked_at - timedelta(minutes=5))
+    before = revoked_at - timedelta(seconds=1)
+    assert verify_message(seal(event, ci_signer), keyring, before).event == event
+    refused(seal(event, ci_signer), keyring, KeyRevokedError, "key_revoked", revoked_at)
+    later = revoked_at + timedelta(days=1)
+    message = refused(seal(event, ci_signer), keyring, KeyRevokedError, "key_revoked", later)
+    assert "2026-11-21T15:03:00Z" in message  # the time it was judged at: witnessed
 
-    before = make_event(time=revoked_at - timedelta(seconds=1))
-    assert verify_message(seal(before, ci_signer), keyring).event == before
 
-    at = make_event(time=revoked_at)
-    refused(seal(at, ci_signer), keyring, KeyRevokedError, "key_revoked")
-    after = make_event(time=revoked_at + timedelta(days=1))
-    message = refused(seal(after, ci_signer), keyring, KeyRevokedError, "key_revoked")
-    assert "2026-11-20T15:03:00Z" in message
+def test_attack_back_dated_event_signed_by_a_revoked_key(
+    ci_signer: Signer, keyring: Keyring
+) -> None:
+    """A key revoked at 2026-06-01, used months later with a time the day before: the
+    producer chose that time, so it grants nothing; the event is judged when witnessed."""
+    keyring.revoke("ci-main", datetime(2026, 6, 1, tzinfo=UTC))
+    back_dated = make_event(time=datetime(2026, 5, 31, 23, 59, 59, tzinfo=UTC))
+    months_later = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
+    message = refused(
+        seal(back_dated, ci_signer), keyring, KeyRevokedError, "key_revoked", months_later
+    )
+    assert "2026-06-01" in message and "2026-11-20T14:03:00Z" in message
+
+
+def test_attack_back_dated_event_signed_by_an_expired_key(
+    ci_signer: Signer, keyring: Keyring
+) -> None:
+    keyring.trust("ci-main", ci_signer.public_raw, types=["deployment.*"], sources=["ci/*"],
+                  not_after=EVENT_TIME - timedelta(days=30))  # fmt: skip
+    back_dated = make_event(time=EVENT_TIME - timedelta(days=31))
+    refused(seal(back_dated, ci_signer), keyring, KeyExpiredError, "key_expired")
 
 
 def test_attack_expired_key(ci_signer: Signer, keyring: Keyring) -> None:
@@ -233,12 +263,12 @@ def test_attack_expired_key(ci_signer: Signer, keyring: Keyring) -> None:
         ci_signer.public_raw,
         types=["deployment.*"],
         sources=["ci/*"],
-        not_after=EVENT_TIME - timedelta(minutes=1),
+        not_after=WITNESSED - timedelta(minutes=1),
     )
     message = refused(seal(deployment(), ci_signer), keyring, KeyExpiredError, "key_expired")
     assert "expired" in message
-    on_time = make_event(time=EVENT_TIME - timedelta(minutes=2))
-    assert verify_message(seal(on_time, ci_signer), keyring).event == on_time
+    in_time = WITNESSED - timedelta(minutes=2)
+    assert verify_message(seal(deployment(), ci_signer), keyring, in_time).event.type
 
 
 def test_attack_key_used_before_not_before(ci_signer: Signer, keyring: Keyring) -> None:
@@ -247,11 +277,23 @@ def test_attack_key_used_before_not_before(ci_signer: Signer, keyring: Keyring) 
         ci_signer.public_raw,
         types=["deployment.*"],
         sources=["ci/*"],
-        not_before=EVENT_TIME + timedelta(minutes=1),
+        not_before=WITNESSED + timedelta(minutes=1),
     )
     refused(seal(deployment(), ci_signer), keyring, KeyNotYetValidError, "key_not_yet_valid")
-    later = make_event(time=EVENT_TIME + timedelta(minutes=1))
-    assert verify_message(seal(later, ci_signer), keyring).event == later
+    later = WITNESSED + timedelta(minutes=1)
+    assert verify_message(seal(deployment(), ci_signer), keyring, later).key_id == "ci-main"
+
+
+def test_attack_event_dated_in_the_ledgers_future(ci_signer: Signer, keyring: Keyring) -> None:
+    """A claimed time ahead of the witnessed one beyond clock skew is refused; within it, and
+    any time before (a backfill, a spool flushed late), is accepted."""
+    ahead = make_event(time=WITNESSED + FUTURE_TOLERANCE + timedelta(seconds=1))
+    message = refused(seal(ahead, ci_signer), keyring, FutureEventError, "future_event")
+    assert "after the ledger witnessed it" in message
+    skewed = make_event(time=WITNESSED + FUTURE_TOLERANCE)
+    assert verify_message(seal(skewed, ci_signer), keyring, WITNESSED).event == skewed
+    backfill = make_event(time=WITNESSED - timedelta(days=400))
+    assert verify_message(seal(backfill, ci_signer), keyring, WITNESSED).event == backfill
 
 
 # --- envelope shape ----------------------------------------------------------------------------
@@ -307,5 +349,6 @@ def test_every_attack_has_a_distinct_reason() -> None:
         WrongPayloadTypeError,
         OversizeError,
         MalformedEnvelopeError,
+        FutureEventError,
     ]
     assert len({c.reason for c in classes}) == len(classes)

@@ -22,13 +22,14 @@ from attack_helpers import (
     rebuild_tree,
     replace_rows,
     rewrite_chain,
+    row_hash,
 )
 from consumer_helpers import cli_json, entries, ledger_cli
 from helpers import make_event
 from ledger_builders import append, signers, write_ledger
 
 from ledger.errors import ChainBrokenError
-from ledger.log.chain import GENESIS, entry_hash, micros
+from ledger.log.chain import GENESIS, micros
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
@@ -113,12 +114,12 @@ def test_untampered_ledger_verifies(ledger: Path, pristine: tuple[Path, Keyring,
     rows = entries(ledger)
     assert (report.size, report.signatures_checked, report.signatures_verified) == (10, True, 10)
     assert report.head_hash == bytes(rows[-1]["hash"])
-    assert meta["hash_algorithm"] == "deploy-ledger-chain-sha256-v1"
+    assert meta["hash_algorithm"] == "deploy-ledger-chain-sha256-v2"
     code, printed = _cli_verify(ledger)
     assert code == 0, printed
     assert {k: printed.get(k) for k in ("ok", "algorithm", "size", "head_hash")} == {
         "ok": True,
-        "algorithm": "deploy-ledger-chain-sha256-v1",
+        "algorithm": "deploy-ledger-chain-sha256-v2",
         "size": 10,
         "head_hash": report.head_hash.hex(),
     }
@@ -164,7 +165,8 @@ def test_chain_is_the_documented_construction(ledger: Path) -> None:
     prev = GENESIS
     for row in entries(ledger):
         assert bytes(row["prev_hash"]) == prev
-        prev = entry_hash(row["seq"], micros(row["ingested_at"]), prev, bytes(row["envelope"]))
+        assert row["format"] == 2
+        prev = row_hash(row, prev)
         assert bytes(row["hash"]) == prev
 
 
@@ -208,7 +210,7 @@ def test_edited_payload_byte_with_the_row_hash_recomputed(ledger: Path) -> None:
     row = entry(ledger, 5)
     envelope = bytes(row["envelope"])
     forged = _one_byte_changed(envelope, _payload_index(envelope, b"user-4") + 5)  # user-5
-    digest = entry_hash(5, micros(row["ingested_at"]), bytes(row["prev_hash"]), forged)
+    digest = row_hash(row | {"envelope": forged}, bytes(row["prev_hash"]))
     execute(ledger, "UPDATE entries SET envelope = ?, hash = ? WHERE seq = 5", forged, digest)
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "tree")  # its leaf is the old hash's
@@ -319,22 +321,21 @@ def _forged_row(ledger: Path, pristine: tuple[Path, Keyring, Signer], seq: int) 
     _, ring, ci = pristine
     previous = entry(ledger, seq - 1)
     envelope = seal(make_event(actor="mallory"), ci)
-    verified = verify_message(envelope, ring)
+    verified = verify_message(envelope, ring, datetime.now(UTC))
     columns = decoded_columns(verified.event, verified.key_id)._asdict()
     del columns["time_us"]
-    ingested = previous["ingested_at"]
-    return (
+    forged = (
         entry(ledger, seq)
         | columns
         | {
             "seq": seq,
             "time": verified.event.time,
-            "ingested_at": ingested,
+            "ingested_at": previous["ingested_at"],
             "envelope": envelope,
             "prev_hash": bytes(previous["hash"]),
-            "hash": entry_hash(seq, micros(ingested), bytes(previous["hash"]), envelope),
         }
     )
+    return forged | {"hash": row_hash(forged, bytes(previous["hash"]))}
 
 
 def test_inserted_row(ledger: Path, pristine: tuple[Path, Keyring, Signer]) -> None:
@@ -399,9 +400,7 @@ def test_rewritten_ingestion_time_with_the_chain_recomputed(ledger: Path) -> Non
     prev = bytes(rows[3]["hash"])
     for row in rows[4:]:
         row["prev_hash"] = prev
-        row["hash"] = prev = entry_hash(
-            row["seq"], micros(row["ingested_at"]), prev, bytes(row["envelope"])
-        )
+        row["hash"] = prev = row_hash(row, prev)
     replace_rows(ledger, [r["seq"] for r in rows[4:]], rows[4:])
     error = _broken(ledger)
     assert (error.seq, error.check) == (5, "ingestion_order")

@@ -4,6 +4,7 @@ readable and verifiable."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def test_v1_event_signed_under_v1_verifies_under_v2(
     payload = encode_event(event, v1_only)
     data = Envelope.sign(payload, ci_signer).to_bytes(v1_only)
 
-    verified = verify_message(data, keyring, schemas=v1_and_v2)
+    verified = verify_message(data, keyring, datetime.now(UTC), schemas=v1_and_v2)
 
     assert verified.event == event
     assert verified.key_id == ci_signer.key_id

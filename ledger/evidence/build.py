@@ -40,7 +40,7 @@ from ledger.log.chain import ALGORITHM
 from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
 from ledger.log.merkle import inclusion_proof, root_at
 from ledger.log.proof import b64
-from ledger.rules.pointintime import AsOf
+from ledger.rules.pointintime import RULES_VERSION, AsOf
 from ledger.rules.questions import check_window
 from ledger.store.prove import ledger_origin, snapshot, stored_entries
 from ledger.store.query import asof, candidates, timeline
@@ -149,6 +149,7 @@ def _statement(
         predicate_type=PREDICATE_TYPE,
         predicate=Predicate(
             query=query,
+            rules=RULES_VERSION,
             answer=answer_json,
             entries=entries,
             proofs=[

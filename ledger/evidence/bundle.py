@@ -18,10 +18,13 @@ Verification checklist (docs/formats.md §9); the first failure raises
 4. ``producer_signature`` / ``authorization``: each envelope verifies under the carried
    keyring (or the auditor's own, when given: the carried one is the ledger operator's
    statement) exactly as the consumer checked it: signature over the payload, and the key's
-   authorization for the event's type and source at the event's time;
+   authorization for the event's type and source when the ledger witnessed it (an entry
+   of format 1: at the time the event claims);
 5. ``scope`` / ``answer``: every entry belongs to the question (service, environment,
-   time), and the answer re-derived from the decoded entries by the point-in-time rules,
-   over the checkpoint's ledger size, equals the carried answer exactly;
+   time; a revocation may claim a later time, the ledger's order placing it), and the
+   answer re-derived from the decoded entries by the point-in-time rules of the version the
+   bundle names (1 when it names none), over the checkpoint's ledger size, equals the
+   carried answer exactly;
 6. ``subjects``: the statement's subjects are the image digests the answer names.
 
 A bundle proves that each carried entry is in the log at the checkpoint and that the answer
@@ -47,13 +50,14 @@ from ledger.errors import (
     ProofError,
     RejectedMessage,
 )
-from ledger.log.chain import ALGORITHM
+from ledger.log.chain import ALGORITHM, ALGORITHMS
 from ledger.log.checkpoint import Checkpoint, TrustedKey, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import verify_inclusion
 from ledger.log.proof import Blob, Hash, StoredEntry, b64
 from ledger.rules.answers import TimelineEntry
-from ledger.rules.pointintime import AsOf, Fact, reconstruct
-from ledger.wire.envelope import pae
+from ledger.rules.pointintime import RULES_VERSION, AsOf, Fact, reconstruct
+from ledger.wire.codec import decode_event
+from ledger.wire.envelope import Envelope, pae
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer, ed25519_verify
 from ledger.wire.verify import VerifiedEvent, verify_message
@@ -139,6 +143,9 @@ class LedgerInfo(_Strict):
 
 class Predicate(_Strict):
     query: Query
+    rules: Literal[1, 2] = Field(default=1, exclude_if=lambda value: value == 1)
+    """The version of the point-in-time rules the answer was computed under (a bundle
+    written before versions were named has no such key: version 1)."""
     answer: dict[str, Any]
     entries: list[StoredEntry] = Field(min_length=1)
     proofs: list[EntryProof]
@@ -198,17 +205,19 @@ class BundleReport:
     key_name: str
     trusted: bool  # False: checked against the key the bundle itself carries
     own_keyring: bool  # False: producer keys from the keyring the bundle carries
+    rules: int  # the version of the point-in-time rules the answer was checked under
 
 
 # --- deriving the answer ---------------------------------------------------------------------
 
 
-def _fact(seq: int, event: Event) -> Fact:
+def _fact(entry: StoredEntry, event: Event) -> Fact:
     """The rules' view of an entry: its event data, as decoded from the signed payload."""
     data: dict[str, Any] = event.data.model_dump(mode="json")
     if data.get("valid_until") is not None:
         data["valid_until"] = datetime.fromisoformat(data["valid_until"])
-    return Fact(seq, event.id, event.type, event.time, event.actor, data)
+    recorded = _EPOCH + timedelta(microseconds=entry.ingested_at_us)
+    return Fact(entry.seq, event.id, event.type, event.time, event.actor, data, recorded)
 
 
 def _timeline_entry(item: VerifiedEntry) -> TimelineEntry:
@@ -227,19 +236,27 @@ def _timeline_entry(item: VerifiedEntry) -> TimelineEntry:
 
 
 def derive_answer(
-    query: AsOfQuery | TimelineQuery, entries: Iterable[VerifiedEntry], ledger_size: int
+    query: AsOfQuery | TimelineQuery,
+    entries: Iterable[VerifiedEntry],
+    ledger_size: int,
+    rules: int = RULES_VERSION,
 ) -> AsOf | TimelineAnswer:
-    """The answer the point-in-time rules give over these entries (those of the query's
-    service and environment; the rules themselves keep those at or before the instant)."""
+    """The answer the point-in-time rules (of version ``rules``) give over these entries
+    (those of the query's service and environment; the rules keep those that count at the
+    instant)."""
     mine = [
         e
         for e in entries
         if e.event.service == query.service and e.event.environment == query.environment
     ]
-    facts = [_fact(e.entry.seq, e.event) for e in mine]
+    facts = [_fact(e.entry, e.event) for e in mine]
     if isinstance(query, AsOfQuery):
-        return reconstruct(query.service, query.environment, query.at, facts, ledger_size)
-    state = reconstruct(query.service, query.environment, query.from_, facts, ledger_size)
+        return reconstruct(
+            query.service, query.environment, query.at, facts, ledger_size, rules=rules
+        )
+    state = reconstruct(
+        query.service, query.environment, query.from_, facts, ledger_size, rules=rules
+    )
     window = sorted(
         (e for e in mine if query.from_ <= e.event.time <= query.to),
         key=lambda e: (e.event.time, e.entry.seq),
@@ -362,10 +379,15 @@ def _check_checkpoint(predicate: Predicate, key: TrustedKey) -> Checkpoint:
 
 def _check_inclusion(predicate: Predicate, checkpoint: Checkpoint) -> None:
     """Step 3."""
-    if predicate.ledger.hash_algorithm != ALGORITHM:
+    algorithm = predicate.ledger.hash_algorithm
+    if algorithm not in ALGORITHMS:
         raise EvidenceError(
-            f"hash algorithm {predicate.ledger.hash_algorithm!r} is not {ALGORITHM!r}",
+            f"hash algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}",
             check="inclusion",
+        )
+    if algorithm != ALGORITHM and any(e.witnessed is not None for e in predicate.entries):
+        raise EvidenceError(
+            f"an entry of format 2 under hash algorithm {algorithm!r}", check="inclusion"
         )
     entries, proofs = predicate.entries, predicate.proofs
     if len(proofs) != len(entries):
@@ -399,12 +421,24 @@ def _check_inclusion(predicate: Predicate, checkpoint: Checkpoint) -> None:
             ) from None
 
 
+def _judged_at(entry: StoredEntry) -> datetime:
+    """When the entry's authority is judged: when the ledger witnessed it; an entry of
+    format 1 (before witnessed times) at the time its event claims."""
+    witnessed = entry.witnessed_at()
+    if witnessed is not None:
+        return witnessed
+    try:
+        return decode_event(Envelope.from_bytes(entry.envelope).payload).time
+    except RejectedMessage:
+        return _EPOCH  # undecodable: verify_message names what is wrong with it
+
+
 def open_entries(entries: Iterable[StoredEntry], keyring: Keyring) -> list[VerifiedEntry]:
     """Step 4: each envelope verified as the consumer verified it, under ``keyring``."""
     opened = []
     for entry in entries:
         try:
-            verified = verify_message(entry.envelope, keyring)
+            verified = verify_message(entry.envelope, keyring, _judged_at(entry))
         except RejectedMessage as exc:  # an AuthorizationError is one too
             check = "authorization" if isinstance(exc, AuthorizationError) else "producer_signature"
             raise EvidenceError(
@@ -414,11 +448,15 @@ def open_entries(entries: Iterable[StoredEntry], keyring: Keyring) -> list[Verif
     return opened
 
 
-def _check_scope(query: AsOfQuery | TimelineQuery, entries: list[VerifiedEntry]) -> None:
-    """Step 5a: nothing carried from another service, environment or later time."""
+def _check_scope(
+    query: AsOfQuery | TimelineQuery, entries: list[VerifiedEntry], rules: int
+) -> None:
+    """Step 5a: nothing carried from another service, environment or later time (but a
+    revocation, which version 2 places by the ledger's order)."""
     until = query.at if isinstance(query, AsOfQuery) else query.to
     for item in entries:
         event = item.event
+        placed_by_the_ledger = rules >= 2 and event.type == "approval.revoked"
         if (event.service, event.environment) != (query.service, query.environment):
             raise EvidenceError(
                 f"entry {item.entry.seq} is about {event.service}/{event.environment}, "
@@ -426,7 +464,7 @@ def _check_scope(query: AsOfQuery | TimelineQuery, entries: list[VerifiedEntry])
                 check="scope",
                 seq=item.entry.seq,
             )
-        if event.time > until:
+        if event.time > until and not placed_by_the_ledger:
             raise EvidenceError(
                 f"entry {item.entry.seq} is dated {event.time.isoformat()}, after the "
                 f"question's {until.isoformat()}",
@@ -454,8 +492,10 @@ def verify_bundle(
     # 4.
     entries = open_entries(predicate.entries, keyring or predicate.keyring)
     # 5.
-    _check_scope(predicate.query, entries)
-    derived = derive_answer(predicate.query, entries, checkpoint.size).model_dump(mode="json")
+    _check_scope(predicate.query, entries, predicate.rules)
+    derived = derive_answer(predicate.query, entries, checkpoint.size, predicate.rules).model_dump(
+        mode="json"
+    )
     if _canonical(derived) != _canonical(predicate.answer):
         differing = sorted(
             k
@@ -481,4 +521,5 @@ def verify_bundle(
         key_name=key.name,
         trusted=trusted is not None,
         own_keyring=keyring is not None,
+        rules=predicate.rules,
     )

@@ -25,6 +25,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NewType
 
 from pydantic import (
@@ -39,7 +40,7 @@ from pydantic import (
 )
 
 from ledger.errors import ProofError
-from ledger.log.chain import entry_hash
+from ledger.log.chain import Origin, Witness, Witnessed, entry_hash, entry_hash_v2
 from ledger.log.checkpoint import TrustedKey, open_checkpoint
 from ledger.log.merkle import (
     HASH_SIZE,
@@ -51,6 +52,7 @@ from ledger.log.merkle import (
 __all__ = [
     "Base64",
     "ConsistencyProof",
+    "EntryWitness",
     "InclusionProof",
     "ProofResult",
     "StoredEntry",
@@ -106,16 +108,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class EntryWitness(_Strict):
+    """What an entry of format 2 records besides its bytes, all of it under its hash: when
+    the ledger witnessed it and by whose clock, how it came, the keyring it was judged
+    under, where it was read (ledger.log.chain)."""
+
+    at_us: int
+    witness: Literal[0, 1]
+    origin: Literal[0, 1, 2]
+    keyring: Hash
+    topic: str
+    partition: int
+    offset: int
+
+    def chain(self) -> Witnessed:
+        return Witnessed(self.at_us, Witness(self.witness), Origin(self.origin), self.keyring,
+                         self.topic, self.partition, self.offset)  # fmt: skip
+
+
 class StoredEntry(_Strict):
-    """One ledger entry exactly as stored: what its chain hash, and so its leaf, is made of."""
+    """One ledger entry exactly as stored: what its chain hash, and so its leaf, is made of.
+    An entry of format 1 has no ``witnessed`` (and its JSON no such key)."""
 
     seq: int = Field(ge=1)
     ingested_at_us: int
     prev_hash: Hash
     envelope: Blob
+    witnessed: EntryWitness | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def entry_hash(self) -> bytes:
-        return entry_hash(self.seq, self.ingested_at_us, self.prev_hash, self.envelope)
+        if self.witnessed is None:
+            return entry_hash(self.seq, self.ingested_at_us, self.prev_hash, self.envelope)
+        return entry_hash_v2(
+            self.seq, self.ingested_at_us, self.prev_hash, self.envelope, self.witnessed.chain()
+        )
+
+    def witnessed_at(self) -> datetime | None:
+        """When the ledger witnessed it (None: format 1, judged at its claimed time)."""
+        if self.witnessed is None:
+            return None
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.witnessed.at_us)
 
     def leaf_hash(self) -> bytes:
         """Leaf ``seq - 1`` of the RFC 9162 tree: the leaf hash of the entry's chain hash."""

@@ -11,11 +11,19 @@ entries the answer rests on. The rules, in docs/queries.md:
 3. Mutations: the latest ``mutation.applied`` per (target_kind, target, instance);
    instance-local kinds (file, package, patch) are wiped by a later deployment; a null
    hash removes the target.
-4. Approval of a change: an earlier grant for its change_ref, by someone other than the
-   actor, still valid, for the same image or hash, and not revoked in between.
+4. Approval of a change: a grant for its change_ref dated no later than the change and
+   recorded before it (in the ledger's order), by someone other than the actor, for the
+   same image or hash, unexpired when the change was recorded, and not revoked in between
+   (in the ledger's order).
 5. Classification: the latest ``service.classified``.
 
-Facts are ordered by (time, seq): late or out-of-order arrivals are placed by valid time.
+Facts are placed by (time, seq): late or out-of-order arrivals are placed by valid time,
+what the world looked like. Authority is judged by what the ledger witnessed: whether a
+grant came before a change, and whether a revocation came between them, is decided by
+their order in the ledger (``seq``), which no producer chooses; a grant's expiry by when
+the change was recorded. Rule 4 is version 2 of the rules (:data:`RULES_VERSION`);
+version 1, under which bundles written before it were computed, judged those by the times
+the events claim (docs/queries.md).
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "INSTANCE_LOCAL_KINDS",
+    "RULES_VERSION",
     "Approval",
     "AsOf",
     "Classification",
@@ -46,14 +55,24 @@ __all__ = [
 INSTANCE_LOCAL_KINDS = frozenset({"file", "package", "patch"})
 """Replaced with the instances: a new deployment wipes them. Other kinds live outside."""
 
+RULES_VERSION: Final = 2
+"""The version of the rules this build applies; answers carry it (version 1's did not)."""
+
 UnapprovedReason = Literal[
-    "missing", "self_approved", "expired", "revoked", "after_change", "scope_mismatch"
+    "missing",
+    "after_change",
+    "recorded_late",
+    "self_approved",
+    "scope_mismatch",
+    "expired",
+    "revoked",
 ]
 
 
 @dataclass(frozen=True)
 class Fact:
-    """One accepted ledger entry, as the rules need it."""
+    """One accepted ledger entry, as the rules need it: ``time`` is what the event claims
+    (valid time), ``seq`` and ``recorded`` (transaction time) what the ledger witnessed."""
 
     seq: int
     event_id: str
@@ -61,6 +80,7 @@ class Fact:
     time: datetime
     actor: str
     data: dict[str, Any]
+    recorded: datetime
 
     @property
     def order(self) -> tuple[datetime, int]:
@@ -136,6 +156,8 @@ class AsOf(_Answer):
     mutations: list[LiveMutation]
     classification: Classification | None
     evidence: Evidence
+    rules: int | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The version of the rules the answer was computed under (absent: version 1)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +181,7 @@ class _Approvals:
 
 
 def _judge(
-    change: Fact, scope: tuple[str, str | None], approvals: dict[str, _Approvals]
+    change: Fact, scope: tuple[str, str | None], approvals: dict[str, _Approvals], rules: int
 ) -> _Verdict:
     """Rule 4 for one change; ``scope`` is ("image" | "hash", the change's value)."""
     ref = change.data.get("change_ref")
@@ -170,18 +192,35 @@ def _judge(
     before = [g for g in grants if g.time <= change.time]
     if not before:
         return _Verdict(None, "after_change", tuple(g.seq for g in grants))
+    if rules >= 2:  # and recorded before the change, in the ledger's order
+        recorded = [g for g in before if g.seq < change.seq]
+        if not recorded:
+            return _Verdict(None, "recorded_late", tuple(g.seq for g in before))
+        before = recorded
     failures: list[_Verdict] = []
     for grant in reversed(before):  # the latest first
-        reason = _grant_failure(change, scope, grant, revocations)
+        revoked_by = tuple(r.seq for r in revocations if _between(grant, r, change, rules))
+        reason = _grant_failure(change, scope, grant, revoked_by, rules)
         if reason is None:
             return _Verdict(grant, None, (grant.seq,))
-        revoked_by = tuple(r.seq for r in revocations if grant.order < r.order < change.order)
         failures.append(_Verdict(None, reason, (grant.seq, *revoked_by)))
     return failures[0]  # the latest grant's reason
 
 
+def _between(grant: Fact, revocation: Fact, change: Fact, rules: int) -> bool:
+    """Whether a revocation came between a grant and a change: in the ledger's order
+    (version 2); in the order the events claim, ties placed by seq (version 1)."""
+    if rules >= 2:
+        return grant.seq < revocation.seq < change.seq
+    return grant.order < revocation.order < change.order
+
+
 def _grant_failure(
-    change: Fact, scope: tuple[str, str | None], grant: Fact, revocations: list[Fact]
+    change: Fact,
+    scope: tuple[str, str | None],
+    grant: Fact,
+    revoked_by: tuple[int, ...],
+    rules: int,
 ) -> UnapprovedReason | None:
     if grant.data["approver"] == change.actor:
         return "self_approved"
@@ -190,11 +229,12 @@ def _grant_failure(
     if grant.data.get(other) is not None or grant.data.get(kind) not in (None, value):
         return "scope_mismatch"
     valid_until = grant.data.get("valid_until")
-    if valid_until is not None and change.time > valid_until:
+    # Version 2: a change recorded after the grant expired is not covered, whatever time it
+    # claims (a back-dated change cannot slip inside the window).
+    made = max(change.time, change.recorded) if rules >= 2 else change.time
+    if valid_until is not None and made > valid_until:
         return "expired"
-    # "Between" in the ledger's order, (time, seq): a revocation tied on time with the grant
-    # or the change is placed before or after it by sequence number.
-    if any(grant.order < r.order < change.order for r in revocations):
+    if revoked_by:
         return "revoked"
     return None
 
@@ -226,8 +266,11 @@ def reconstruct(
     facts: Iterable[Fact],
     ledger_size: int,
     known_at: datetime | None = None,
+    rules: int = RULES_VERSION,
 ) -> AsOf:
-    """Apply rules 1-5 to the facts of one service/environment dated at or before ``at``.
+    """Apply rules 1-5 (of version ``rules``) to the facts of one service/environment dated
+    at or before ``at``; under version 2 a revocation counts whatever time it claims (its
+    place in the ledger decides), so one dated later is kept too.
 
     One pass in (time, seq) order groups the facts by kind. The answer is validated once,
     as a whole: pydantic checks nested data in one call, much faster than a model per part
@@ -238,7 +281,8 @@ def reconstruct(
     latest: dict[tuple[str, str, str | None], Fact] = {}
     classified: Fact | None = None
     approvals: defaultdict[str, _Approvals] = defaultdict(_Approvals)
-    for fact in sorted((f for f in facts if f.time <= at), key=_ORDER):
+    kept = (f for f in facts if f.time <= at or (rules >= 2 and f.type == "approval.revoked"))
+    for fact in sorted(kept, key=_ORDER):
         kind = fact.type
         if kind in _LIVE_TYPES:
             live = fact
@@ -257,7 +301,7 @@ def reconstruct(
     evidence: set[int] = set()
     deployment = None
     if live is not None:
-        verdict = _judge(live, ("image", live.data["image"]), approvals)
+        verdict = _judge(live, ("image", live.data["image"]), approvals, rules)
         evidence.update((live.seq, *verdict.evidence))
         deployment = {
             "image": live.data["image"],
@@ -291,7 +335,7 @@ def reconstruct(
             continue  # removed
         if kind in INSTANCE_LOCAL_KINDS and live is not None and live.order > fact.order:
             continue  # wiped: the instances were replaced after the change
-        verdict = _judge(fact, ("hash", fact.data["hash"]), approvals)
+        verdict = _judge(fact, ("hash", fact.data["hash"]), approvals, rules)
         evidence.update((fact.seq, *verdict.evidence))
         mutations.append(
             {
@@ -324,5 +368,6 @@ def reconstruct(
             "mutations": mutations,
             "classification": None if classified is None else classified.data,
             "evidence": {"ledger_size": ledger_size, "entries": sorted(evidence)},
+            "rules": rules if rules >= 2 else None,
         }
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ledger.log.chain import Witness
 from ledger.wire.columns import DecodedColumns
 
 __all__ = ["Accepted", "Plan", "Received", "Rejected"]
@@ -11,19 +12,25 @@ __all__ = ["Accepted", "Plan", "Received", "Rejected"]
 
 @dataclass(frozen=True)
 class Received:
-    """A message as it came off Kafka."""
+    """A message as it came off Kafka, and when the ledger witnessed it (fixed before it is
+    judged: its key's authority is judged at this time)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes
+    witnessed_us: int
+    witness: Witness
 
 
 @dataclass(frozen=True)
 class Accepted:
+    """A verified message, with the digest of the keyring it was judged under."""
+
     received: Received
     columns: DecodedColumns
+    keyring: bytes
 
 
 @dataclass(frozen=True)

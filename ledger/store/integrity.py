@@ -61,7 +61,7 @@ from ledger.errors import (
     ConfigurationError,
     InconsistentCheckpointError,
 )
-from ledger.log.chain import DOMAIN, GENESIS
+from ledger.log.chain import DOMAIN, DOMAIN_V2, GENESIS
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import Tree, root_at
 from ledger.store.index import DERIVE
@@ -89,23 +89,35 @@ _T = TypeVar("_T")
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total) as verification advances."""
 
-# 1, 2, 4: the row at each position in seq order beside the previous row's hash and time.
+# 1, 2, 4: the row at each position in seq order beside the previous row's hash, time and
+# format (an entry of format 1 never follows one of format 2).
 _ORDER_SQL = """
-SELECT pos, seq, prev_hash, previous_hash, ingested_at, previous_ingested FROM (
-    SELECT seq, prev_hash, ingested_at, row_number() OVER w AS pos,
-           lag(hash) OVER w AS previous_hash, lag(ingested_at) OVER w AS previous_ingested
+SELECT pos, seq, prev_hash, previous_hash, ingested_at, previous_ingested, format,
+       previous_format FROM (
+    SELECT seq, prev_hash, ingested_at, format, row_number() OVER w AS pos,
+           lag(hash) OVER w AS previous_hash, lag(ingested_at) OVER w AS previous_ingested,
+           lag(format) OVER w AS previous_format
     FROM entries WINDOW w AS (ORDER BY seq, rowid))
 WHERE seq IS DISTINCT FROM pos OR prev_hash IS DISTINCT FROM coalesce(previous_hash, $genesis)
-   OR ingested_at < previous_ingested
+   OR ingested_at < previous_ingested OR format < previous_format
 ORDER BY pos LIMIT 1
 """
-# 3: ledger.log.chain.entry_hash in SQL. sha256() gives hex, unhex() the bytes; an integer cast
-# to BIT and then BLOB is its 8 bytes big-endian in two's complement (u64be for seq >= 1,
-# i64be for ingestion times, even before 1970).
+# 3: ledger.log.chain's entry hashes in SQL, by the entry's format. sha256() gives hex,
+# unhex() the bytes; an integer cast to BIT and then BLOB is its bytes big-endian in two's
+# complement (8 for BIGINT: u64be seq, i64be times even before 1970; 4 for INTEGER and
+# UINTEGER; 1 for UTINYINT). An entry of neither format hashes to NULL: it fails.
 _HASH_SQL = """
 SELECT seq, hash, computed FROM (
-    SELECT seq, hash, unhex(sha256($domain || seq::BIT::BLOB
-        || epoch_us(ingested_at)::BIT::BLOB || prev_hash || unhex(sha256(envelope)))) AS computed
+    SELECT seq, hash, CASE format
+        WHEN 1 THEN unhex(sha256($domain || seq::BIT::BLOB
+            || epoch_us(ingested_at)::BIT::BLOB || prev_hash || unhex(sha256(envelope))))
+        WHEN 2 THEN unhex(sha256($domain_v2 || seq::BIT::BLOB
+            || epoch_us(ingested_at)::BIT::BLOB || epoch_us(witnessed_at)::BIT::BLOB
+            || witness::BIT::BLOB || origin::BIT::BLOB || prev_hash || unhex(sha256(envelope))
+            || keyring || strlen(coalesce(kafka_topic, ''))::UINTEGER::BIT::BLOB
+            || encode(coalesce(kafka_topic, '')) || coalesce(kafka_partition, -1)::BIT::BLOB
+            || coalesce(kafka_offset, -1)::BIGINT::BIT::BLOB))
+        END AS computed
     FROM entries)
 WHERE computed IS DISTINCT FROM hash
 ORDER BY seq LIMIT 1
@@ -146,7 +158,10 @@ ORDER BY p.last, p.level LIMIT 1
 _ENTRY_COLUMNS = ", ".join(
     "epoch_us(time) AS time_us" if name == "time_us" else name for name in DecodedColumns._fields
 )
-ENTRIES_SQL = f"SELECT seq, envelope, {_ENTRY_COLUMNS} FROM entries WHERE seq < $bound"
+ENTRIES_SQL = (
+    "SELECT seq, envelope, CASE WHEN format = 2 THEN epoch_us(witnessed_at) END, "
+    f"{_ENTRY_COLUMNS} FROM entries WHERE seq < $bound"
+)
 """The batches :func:`ledger.workers.check_entries` takes: every entry below ``$bound``, in
 storage order."""
 
@@ -300,7 +315,7 @@ def _chain_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
     failures = []
     rows = con.execute(_ORDER_SQL, {"genesis": GENESIS}).fetchall()
     if rows:
-        pos, seq, prev_hash, previous_hash, ingested, previous_ingested = rows[0]
+        pos, seq, prev_hash, previous_hash, ingested, previous_ingested, *formats = rows[0]
         if seq != pos:
             failures.append(ChainBrokenError(
                 f"expected entry {pos}, found {seq} (entries missing, inserted or renumbered)",
@@ -313,12 +328,16 @@ def _chain_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
             failures.append(ChainBrokenError(
                 f"entry {seq}: prev_hash {_short(prev_hash)} does not match entry "
                 f"{seq - 1}'s hash {_short(previous_hash)}", seq=seq, check="link"))  # fmt: skip
-        else:
+        elif ingested < previous_ingested:
             failures.append(ChainBrokenError(
                 f"entry {seq}: ingested at {ingested.isoformat()}, before entry {seq - 1} "
                 f"({previous_ingested.isoformat()})", seq=seq,
                 check="ingestion_order"))  # fmt: skip
-    rows = con.execute(_HASH_SQL, {"domain": DOMAIN}).fetchall()
+        else:
+            failures.append(ChainBrokenError(
+                f"entry {seq}: of format {formats[0]} after entry {seq - 1} of format "
+                f"{formats[1]}", seq=seq, check="ingestion_order"))  # fmt: skip
+    rows = con.execute(_HASH_SQL, {"domain": DOMAIN, "domain_v2": DOMAIN_V2}).fetchall()
     if rows:
         seq, stored, computed = rows[0]
         failures.append(ChainBrokenError(

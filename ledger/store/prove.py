@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ledger.errors import ConfigurationError, InconsistentCheckpointError
-from ledger.log.chain import micros
 from ledger.log.merkle import consistency_proof, inclusion_proof, root_at
 from ledger.log.proof import (
     ConsistencyCheckpoints,
     ConsistencyProof,
+    EntryWitness,
     InclusionProof,
     StoredEntry,
     b64,
@@ -44,17 +45,32 @@ def ledger_origin(reader: LedgerReader) -> str:
 
 def stored_entries(reader: LedgerReader, seqs: Iterable[int]) -> list[StoredEntry]:
     """The entries of these sequence numbers as stored, in seq order."""
-    rows = reader.con.execute(
-        "SELECT seq, ingested_at, prev_hash, envelope FROM entries "
-        "WHERE seq IN (SELECT unnest($seqs)) ORDER BY seq",
+    rows = reader.rows(
+        "SELECT seq, epoch_us(ingested_at) AS ingested_at_us, prev_hash, envelope, format, "
+        "epoch_us(witnessed_at) AS at_us, witness, origin, keyring, "
+        "coalesce(kafka_topic, '') AS topic, coalesce(kafka_partition, -1) AS partition, "
+        "coalesce(kafka_offset, -1) AS offset "
+        "FROM entries WHERE seq IN (SELECT unnest($seqs)) ORDER BY seq",
         {"seqs": sorted(seqs)},
-    ).fetchall()
-    return [
-        StoredEntry(
-            seq=seq, ingested_at_us=micros(ingested), prev_hash=bytes(prev), envelope=bytes(env)
-        )
-        for seq, ingested, prev, env in rows
-    ]
+    )
+    return [_stored(row) for row in rows]
+
+
+def _stored(row: dict[str, Any]) -> StoredEntry:
+    witnessed = None
+    if row["format"] == 2:
+        witnessed = EntryWitness(
+            at_us=row["at_us"], witness=row["witness"], origin=row["origin"],
+            keyring=bytes(row["keyring"]), topic=row["topic"], partition=row["partition"],
+            offset=row["offset"],
+        )  # fmt: skip
+    return StoredEntry(
+        seq=row["seq"],
+        ingested_at_us=row["ingested_at_us"],
+        prev_hash=bytes(row["prev_hash"]),
+        envelope=bytes(row["envelope"]),
+        witnessed=witnessed,
+    )
 
 
 def _latest_checkpoint_size(reader: LedgerReader) -> int:

@@ -29,7 +29,12 @@ _LOCAL_KINDS = ", ".join(f"'{kind}'" for kind in sorted(INSTANCE_LOCAL_KINDS))
 
 _WIDE = """seq, event_id, type, time, actor, service, change_ref, image, target_kind, target,
     instance, content_hash, tool, method, approver, valid_until, updated, total, state,
-    criticality, model"""
+    criticality, model, ingested_at"""
+
+_SELECTED = """seq, event_id, type, epoch_us(time), actor, service, change_ref, image, target_kind,
+       target, instance, content_hash, tool, method, approver, epoch_us(valid_until),
+       updated, total, state, criticality, model, epoch_us(ingested_at)"""
+"""What :func:`_facts` reads of each candidate."""
 
 _CANDIDATES = f"""
 WITH base AS {{materialized}} (
@@ -66,27 +71,40 @@ mutations AS (
       AND (l.seq IS NULL OR m.target_kind NOT IN ({_LOCAL_KINDS})
            OR m.time > l.time OR (m.time = l.time AND m.seq > l.seq))
 ),
+changes AS (FROM live UNION ALL FROM mutations),
 approvals AS (
     SELECT b.seq FROM base b
-    SEMI JOIN (FROM live UNION ALL FROM mutations) c
-        ON b.service = c.service AND b.change_ref = c.change_ref
+    SEMI JOIN changes c ON b.service = c.service AND b.change_ref = c.change_ref
     WHERE b.type IN ('approval.granted', 'approval.revoked')
+),
+-- Revocations that claim a time after the instant: the rules place them by the ledger's
+-- order, so one recorded before a change it revokes counts (docs/queries.md, rule 4).
+late AS (
+    SELECT {_SELECTED} FROM facts f
+    SEMI JOIN changes c ON f.service = c.service AND f.change_ref = c.change_ref
+    WHERE f.environment = $env {{late_stream}} AND f.type = 'approval.revoked' AND f.time > $at
+      AND ($known_at IS NULL OR f.ingested_at <= $known_at)
 )
-SELECT seq, event_id, type, epoch_us(time), actor, service, change_ref, image, target_kind,
-       target, instance, content_hash, tool, method, approver, epoch_us(valid_until),
-       updated, total, state, criticality, model
-FROM {{wide}} seq IN (
-    SELECT seq FROM latest WHERE type <> 'mutation.applied'
-    UNION ALL SELECT seq FROM failed UNION ALL SELECT seq FROM mutations
-    UNION ALL SELECT seq FROM approvals
+SELECT * FROM (
+    SELECT {_SELECTED} FROM {{wide}} seq IN (
+        SELECT seq FROM latest WHERE type <> 'mutation.applied'
+        UNION ALL SELECT seq FROM failed UNION ALL SELECT seq FROM mutations
+        UNION ALL SELECT seq FROM approvals
+    )
+    UNION ALL FROM late
 )
 {{order}}
 """
 _SERVICE_CANDIDATES = _CANDIDATES.format(
-    stream="AND service = $service", materialized="", columns=_WIDE, wide="base WHERE", order=""
+    stream="AND service = $service",
+    late_stream="AND f.service = $service",
+    materialized="",
+    columns=_WIDE,
+    wide="base WHERE",
+    order="",
 )
 _ENVIRONMENT_CANDIDATES = _CANDIDATES.format(
-    stream="", materialized="NOT MATERIALIZED",
+    stream="", late_stream="", materialized="NOT MATERIALIZED",
     columns="seq, type, time, service, change_ref, target_kind, target, instance",
     wide="facts WHERE environment = $env AND",
     # byte order, as Python sorts str (groupby needs it), whatever default_collation
@@ -163,7 +181,7 @@ def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
     facts = []
     for (seq, event_id, kind, micros, actor, _, change_ref, image, target_kind, target,
          instance, hash_, tool, method, approver, valid_until, updated, total, state,
-         criticality, model) in rows:  # fmt: skip
+         criticality, model, recorded) in rows:  # fmt: skip
         data: dict[str, Any]
         if kind == "mutation.applied":
             data = {
@@ -191,9 +209,8 @@ def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
                 "change_ref": change_ref,
                 "instances": None if total is None else {"updated": updated, "total": total},
             }
-        facts.append(
-            Fact(seq, event_id, kind, _EPOCH + timedelta(microseconds=micros), actor, data)
-        )
+        facts.append(Fact(seq, event_id, kind, _EPOCH + timedelta(microseconds=micros), actor,
+                          data, _EPOCH + timedelta(microseconds=recorded)))  # fmt: skip
     return facts
 
 

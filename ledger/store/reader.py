@@ -11,7 +11,7 @@ import duckdb
 
 from ledger.errors import ConfigurationError
 from ledger.store.index import DERIVED_VIEW
-from ledger.store.schema import ENTRY_COLUMNS, connect, refuse_other_databases
+from ledger.store.schema import ENTRY_COLUMNS, connect, read_as_current, refuse_other_databases
 from ledger.store.tree import StoredTree
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class LedgerReader:
                 raise ConfigurationError(f"ledger {source} does not exist")
             self.con = connect(source, read_only=True)
             refuse_other_databases(self.con, source, new=False)
+            read_as_current(self.con)
             if not self.con.execute(
                 "SELECT 1 FROM duckdb_views() WHERE view_name = 'facts' AND NOT temporary"
             ).fetchall():

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from ledger.errors import ConfigurationError, LedgerLockedError
-from ledger.log.chain import ALGORITHM
+from ledger.log.chain import ALGORITHM, ALGORITHMS
 
 __all__ = [
     "ENTRY_COLUMNS",
@@ -24,7 +24,7 @@ __all__ = [
     "refuse_other_databases",
 ]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -51,7 +51,12 @@ CREATE TABLE IF NOT EXISTS entries (
     hash BLOB NOT NULL,
     kafka_topic VARCHAR,
     kafka_partition INTEGER,
-    kafka_offset BIGINT
+    kafka_offset BIGINT,
+    format SMALLINT DEFAULT 1,
+    witnessed_at TIMESTAMPTZ,
+    witness UTINYINT,
+    origin UTINYINT,
+    keyring BLOB
 );
 CREATE TABLE IF NOT EXISTS offsets (
     topic VARCHAR NOT NULL,
@@ -98,7 +103,14 @@ ENTRY_COLUMNS = (
     "change_ref", "image", "target_kind", "target", "instance", "content_hash", "data",
     "ingested_at", "envelope", "prev_hash", "hash",
     "kafka_topic", "kafka_partition", "kafka_offset",
+    "format", "witnessed_at", "witness", "origin", "keyring",
 )  # fmt: skip
+_FORMAT_2 = (
+    ("format", "SMALLINT DEFAULT 1"), ("witnessed_at", "TIMESTAMPTZ"), ("witness", "UTINYINT"),
+    ("origin", "UTINYINT"), ("keyring", "BLOB"),
+)  # fmt: skip
+"""The columns entry format 2 added: a ledger begun in format 1 gets them, its old rows
+marked format 1 (their hash covers none of them)."""
 
 
 def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -141,6 +153,26 @@ def refuse_other_databases(con: duckdb.DuckDBPyConnection, path: Path, *, new: b
     )
 
 
+def read_as_current(con: duckdb.DuckDBPyConnection) -> None:
+    """Let a reader of a ledger begun in format 1 that no writer of this build has opened
+    yet read it as today's: its entries (all of format 1) through a view of this connection
+    that adds the columns format 2 brought, empty. Nothing is written."""
+    present = {name for (name,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'entries' "
+        "AND database_name = current_database() AND schema_name = 'main'").fetchall()}  # fmt: skip
+    missing = [(name, kind.split()[0]) for name, kind in _FORMAT_2 if name not in present]
+    if not missing:
+        return
+    added = ", ".join(
+        f"{'1' if name == 'format' else 'NULL'}::{kind} AS {name}" for name, kind in missing
+    )
+    [(database,)] = con.execute("SELECT current_database()").fetchall()
+    # rowid too: verification orders ties by storage order.
+    con.execute(
+        f'CREATE TEMP VIEW entries AS SELECT rowid, *, {added} FROM "{database}".main.entries'
+    )
+
+
 def _origin(ledger_id: str) -> str:
     """The checkpoint origin line: names this ledger among all others."""
     return f"deploy-ledger/{ledger_id}"
@@ -150,6 +182,8 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, s
     """Create the tables a ledger needs (or those an older ledger lacks) and its meta
     record; the meta record (identity, hash algorithm, origin)."""
     con.execute(SCHEMA)
+    for column, kind in _FORMAT_2:
+        con.execute(f"ALTER TABLE entries ADD COLUMN IF NOT EXISTS {column} {kind}")
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     if not meta:
         ledger_id = str(uuid.uuid4())
@@ -162,11 +196,18 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, s
              "origin", _origin(ledger_id)],
         )  # fmt: skip
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-    elif meta.get("hash_algorithm") != ALGORITHM:
+    elif meta.get("hash_algorithm") not in ALGORITHMS:
         raise ConfigurationError(
-            f"{path} uses hash algorithm {meta.get('hash_algorithm')!r}; "
-            f"this build writes {ALGORITHM!r}"
+            f"{path} uses hash algorithm {meta.get('hash_algorithm')!r}; this build knows "
+            f"{', '.join(ALGORITHMS)}"
         )
+    if meta.get("format_version") != FORMAT_VERSION:  # begun in format 1: new entries are 2
+        con.execute(
+            "INSERT INTO meta VALUES ('format_version', ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = excluded.value",
+            [FORMAT_VERSION],
+        )
+        meta["format_version"] = FORMAT_VERSION
     if "origin" not in meta:  # a ledger written before checkpoints existed
         meta["origin"] = _origin(meta["ledger_id"])
         con.execute("INSERT INTO meta VALUES ('origin', ?)", [meta["origin"]])

@@ -23,10 +23,11 @@ import duckdb
 import pyarrow as pa
 
 from ledger.errors import ConflictingDuplicateError
-from ledger.log.chain import GENESIS, entry_hash, micros
+from ledger.log.chain import GENESIS, Origin, Witnessed, entry_hash_v2, micros
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash
 from ledger.store.batch import Accepted, Plan, Rejected
+from ledger.store.clock import LedgerClock
 from ledger.store.index import QueryIndex
 from ledger.store.schema import ENTRY_COLUMNS, connect, create_or_upgrade, refuse_other_databases
 from ledger.store.tree import Node, completed, insert_nodes, load_tree
@@ -45,6 +46,8 @@ _ARROW_SCHEMA = pa.schema([
     ("ingested_at", _TS),
     ("envelope", pa.binary()), ("prev_hash", pa.binary()), ("hash", pa.binary()),
     ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+    ("format", pa.int16()), ("witnessed_at", _TS), ("witness", pa.uint8()),
+    ("origin", pa.uint8()), ("keyring", pa.binary()),
 ])  # fmt: skip
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -53,6 +56,8 @@ class LedgerWriter:
     """The ledger's only writer. Not thread-safe; one per file, in one process.
 
     With a ``checkpoint_signer``, :meth:`commit` can sign a checkpoint of the new tree.
+    Transaction times come from ``clock`` (the consumer shares its own, which also gives
+    the witnessed times).
     """
 
     def __init__(
@@ -60,9 +65,11 @@ class LedgerWriter:
         path: Path,
         memory_limit: str | None = None,
         checkpoint_signer: Signer | None = None,
+        clock: LedgerClock | None = None,
     ) -> None:
         self.path = path
         self.checkpoint_signer = checkpoint_signer
+        self.clock = clock or LedgerClock()
         self._con = connect(path, read_only=False)
         refuse_other_databases(self._con, path, new=True)
         # Bounded memory whatever the ledger size: DuckDB evicts cached blocks beyond this.
@@ -119,8 +126,7 @@ class LedgerWriter:
                 plan.quarantined.append(
                     Rejected(message.received, error.reason, error.message, event_id)
                 )
-        now_us = micros(datetime.now(UTC))
-        plan.ingested_us = max(now_us, self.head_ingested_us)  # transaction time never goes back
+        plan.ingested_us = self.clock.now_us(floor_us=self.head_ingested_us)  # never goes back
         return plan
 
     def _stored_envelopes(self, event_ids: list[str]) -> dict[str, bytes]:
@@ -217,12 +223,16 @@ class LedgerWriter:
         ingested = _EPOCH + timedelta(microseconds=plan.ingested_us)
         for message, seq in plan.entries:
             c, r = message.columns, message.received
-            digest = entry_hash(seq, plan.ingested_us, prev, r.value)
+            witnessed = Witnessed(r.witnessed_us, r.witness, Origin.LIVE, message.keyring,
+                                  r.topic, r.partition, r.offset)  # fmt: skip
+            digest = entry_hash_v2(seq, plan.ingested_us, prev, r.value, witnessed)
             values = (
                 seq, c.event_id, c.type, _EPOCH + timedelta(microseconds=c.time_us),
                 c.service, c.environment, c.actor, c.source, c.key_id, c.change_ref, c.image,
                 c.target_kind, c.target, c.instance, c.content_hash, c.data, ingested,
                 r.value, prev, digest, r.topic, r.partition, r.offset,
+                2, _EPOCH + timedelta(microseconds=r.witnessed_us), int(r.witness),
+                int(Origin.LIVE), message.keyring,
             )  # fmt: skip
             for name, value in zip(ENTRY_COLUMNS, values, strict=True):
                 rows[name].append(value)

@@ -222,6 +222,16 @@ class Keyring(BaseModel):
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
+    def canonical(self) -> bytes:
+        """The keyring as canonical JSON (sorted keys, no white space): the bytes the ledger
+        records, and whose SHA-256 (:meth:`digest`) each entry judged under it commits to."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        ).encode()
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.canonical()).digest()
+
     # --- changes ----------------------------------------------------------------------------
 
     def trust(
@@ -275,23 +285,25 @@ class Keyring(BaseModel):
             )
 
     def authorize(self, key_id: str, event_type: str, source: str, at: datetime) -> None:
-        """May ``key_id`` vouch for an event of this type and source at this (event) time?"""
+        """May ``key_id`` vouch for an event of this type and source, judged at ``at`` (the
+        time the ledger witnessed it; ledger.wire.verify)?"""
         entry = self.keys[key_id]
         if entry.revoked_at is not None and at >= entry.revoked_at:
             raise KeyRevokedError(
                 f"key {key_id!r} was revoked at {_iso(entry.revoked_at)}; "
-                f"the event is dated {_iso(at)}",
+                f"the event is judged at {_iso(at)}",
                 key_id=key_id,
             )
         if entry.not_before is not None and at < entry.not_before:
             raise KeyNotYetValidError(
                 f"key {key_id!r} is valid from {_iso(entry.not_before)}; "
-                f"the event is dated {_iso(at)}",
+                f"the event is judged at {_iso(at)}",
                 key_id=key_id,
             )
         if entry.not_after is not None and at > entry.not_after:
             raise KeyExpiredError(
-                f"key {key_id!r} expired at {_iso(entry.not_after)}; the event is dated {_iso(at)}",
+                f"key {key_id!r} expired at {_iso(entry.not_after)}; "
+                f"the event is judged at {_iso(at)}",
                 key_id=key_id,
             )
         if not any(fnmatchcase(event_type, p) for p in entry.types):

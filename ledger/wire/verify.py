@@ -7,15 +7,24 @@ payload bytes before the payload is parsed; nothing is ever re-serialised to be 
 The consumer runs the checklist on every message it receives (:func:`verify_message`);
 ``ledger verify`` runs the same steps on every stored entry (:func:`verify_entry`), so
 "verify re-checks exactly what the consumer checked" holds by construction.
+
+Authority is judged at the time the ledger witnessed the message, never at the time the
+event claims: a producer chooses its claimed time, so a back-dated event signed by a key
+revoked since is refused. An event that claims a time ahead of the witnessed one by more
+than :data:`FUTURE_TOLERANCE` is refused too (``future_event``); one that claims a time
+long before it arrived (a backfill, a spool flushed after an outage) is accepted, and the
+gap is kept (the entry stores both times).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ledger.errors import (
     AuthorizationError,
     BadSignatureError,
+    FutureEventError,
     LedgerError,
     OversizeError,
     SignatureError,
@@ -31,16 +40,21 @@ from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring
 
 __all__ = [
+    "FUTURE_TOLERANCE",
     "MAX_ENVELOPE_BYTES",
     "EntryFailure",
     "VerifiedEvent",
     "authorized_signer",
+    "check_not_future",
     "verified_signers",
     "verify_entry",
     "verify_message",
 ]
 
 MAX_ENVELOPE_BYTES = 64 * 1024
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""How far an event's claimed time may be ahead of the time the ledger witnessed it: clock
+skew between a producer and the ledger, not a way to date an event in the future."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +68,10 @@ class VerifiedEvent:
 
 
 def verify_message(
-    data: bytes, keyring: Keyring, schemas: SchemaSet | None = None
+    data: bytes, keyring: Keyring, witnessed_at: datetime, schemas: SchemaSet | None = None
 ) -> VerifiedEvent:
-    """Verify one Kafka message value; raises a :class:`RejectedMessage` subclass on failure."""
+    """Verify one Kafka message value, witnessed by the ledger at ``witnessed_at``; raises a
+    :class:`RejectedMessage` subclass on failure."""
     # 1. Bounded size, before any parsing.
     if len(data) > MAX_ENVELOPE_BYTES:
         raise OversizeError(
@@ -68,8 +83,10 @@ def verify_message(
     signers = verified_signers(envelope, keyring)
     # 6. The signed payload decodes and 7. is a valid event.
     event = decode_event(envelope.payload, schemas)
-    # 8. A verified key is authorized for this type and source at the event's time.
-    key_id = authorized_signer(event, signers, keyring)
+    # 8. It does not claim a time in the ledger's future.
+    check_not_future(event, witnessed_at)
+    # 9. A verified key is authorized for this type and source when the ledger witnessed it.
+    key_id = authorized_signer(event, signers, keyring, witnessed_at)
     return VerifiedEvent(data, envelope.payload, event, key_id)
 
 
@@ -105,12 +122,22 @@ def verified_signers(envelope: Envelope, keyring: Keyring, only: str | None = No
     return verified
 
 
-def authorized_signer(event: Event, key_ids: list[str], keyring: Keyring) -> str:
-    """Step 8: the first of ``key_ids`` that may vouch for this event at its time."""
+def check_not_future(event: Event, witnessed_at: datetime) -> None:
+    """Step 8: the claimed time is not ahead of the witnessed one beyond clock skew."""
+    if event.time > witnessed_at + FUTURE_TOLERANCE:
+        raise FutureEventError(
+            f"the event claims {event.time.isoformat()}, "
+            f"{(event.time - witnessed_at).total_seconds():,.0f} s after the ledger witnessed "
+            f"it ({witnessed_at.isoformat()}); more than {FUTURE_TOLERANCE} ahead"
+        )
+
+
+def authorized_signer(event: Event, key_ids: list[str], keyring: Keyring, at: datetime) -> str:
+    """Step 9: the first of ``key_ids`` that may vouch for this event at ``at``."""
     denials: list[AuthorizationError] = []
     for key_id in key_ids:
         try:
-            keyring.authorize(key_id, event.type, event.source, event.time)
+            keyring.authorize(key_id, event.type, event.source, at)
         except AuthorizationError as exc:
             denials.append(exc)
         else:
@@ -123,13 +150,19 @@ EntryFailure = tuple[str, str]
 
 
 def verify_entry(
-    seq: int, envelope_bytes: bytes, stored: DecodedColumns, keyring: Keyring
+    seq: int,
+    envelope_bytes: bytes,
+    stored: DecodedColumns,
+    keyring: Keyring,
+    witnessed_at: datetime | None,
 ) -> EntryFailure | None:
     """The checklist over one stored entry: ``ledger verify``'s checks 6-8.
 
     6 (``decoded_columns``): the envelope and its payload decode (steps 2, 6, 7), the key
     the entry is attributed to signed it, and the stored columns are a fresh decode's;
-    7 (``signature``): steps 3-5 for that key; 8 (``authorization``): step 8 for it.
+    7 (``signature``): steps 3-5 for that key; 8 (``authorization``): steps 8-9 for it at
+    its witnessed time. An entry of format 1 (``witnessed_at`` None) was judged before
+    witnessed times existed: at the time the event claims, with no future check.
     """
     try:
         envelope = Envelope.from_bytes(envelope_bytes)
@@ -149,7 +182,9 @@ def verify_entry(
     except SignatureError as exc:
         return "signature", f"entry {seq}: {exc.message} ({exc.reason})"
     try:
-        authorized_signer(event, [stored.key_id], keyring)
-    except AuthorizationError as exc:
+        if witnessed_at is not None:
+            check_not_future(event, witnessed_at)
+        authorized_signer(event, [stored.key_id], keyring, witnessed_at or event.time)
+    except (AuthorizationError, FutureEventError) as exc:
         return "authorization", f"entry {seq}: {exc.message} ({exc.reason})"
     return None

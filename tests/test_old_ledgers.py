@@ -1,0 +1,109 @@
+"""A ledger written before entry format 2 (tests/data/ledger-v1, kept byte for byte) still
+verifies, its evidence bundle still verifies under the rules it was written under, and a
+writer of this build extends it without rehashing a byte of it."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from consumer_helpers import ledger_cli
+from helpers import IMAGE_A, make_event
+from ledger_builders import append
+
+from ledger.evidence.build import build_bundle
+from ledger.evidence.bundle import AsOfQuery, verify_bundle
+from ledger.log.checkpoint import TrustedKey, split_notes
+from ledger.store.integrity import verify_ledger
+from ledger.store.reader import LedgerReader
+from ledger.store.writer import LedgerWriter
+from ledger.transport.producer import seal
+from ledger.wire.keyring import Keyring, Signer, load_public_key
+
+DATA = Path(__file__).resolve().parent / "data" / "ledger-v1"
+AT = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def v1_ledger(tmp_path: Path) -> Path:
+    db = tmp_path / "ledger.duckdb"
+    with gzip.open(DATA / "ledger.duckdb.gz", "rb") as packed, db.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    return db
+
+
+def _trusted() -> TrustedKey:
+    return TrustedKey("ledger", load_public_key(DATA / "ledger.pub"))
+
+
+def _witnessed() -> list[tuple[str, str]]:
+    notes = split_notes((DATA / "ledger.witness").read_text())
+    return [(f"ledger.witness#{i}", note) for i, note in enumerate(notes, 1)]
+
+
+def _rows(db: Path) -> list[tuple[int, int, bytes]]:
+    with LedgerReader(db) as reader:
+        rows = reader.con.execute("SELECT seq, format, hash FROM entries ORDER BY seq").fetchall()
+    return [(int(seq), int(fmt), bytes(digest)) for seq, fmt, digest in rows]
+
+
+def test_a_ledger_written_in_format_1_still_verifies(v1_ledger: Path) -> None:
+    keyring = Keyring.load(DATA / "keyring.json")
+    with LedgerReader(v1_ledger) as reader:
+        report = verify_ledger(
+            reader, keyring, trusted=_trusted(), external=_witnessed(), workers=1
+        ).check()
+        meta = reader.meta()
+    assert (report.size, report.signatures_verified, report.checkpoints_external) == (6, 6, 2)
+    assert meta["hash_algorithm"] == "deploy-ledger-chain-sha256-v1"
+    verified = ledger_cli("verify", "--db", str(v1_ledger), "--keyring",
+                          str(DATA / "keyring.json"), *_cli_witness())  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+
+
+def _cli_witness() -> tuple[str, ...]:
+    return ("--trusted-key", str(DATA / "ledger.pub"), "--checkpoint", str(DATA / "ledger.witness"))
+
+
+def test_its_bundle_still_verifies_under_the_rules_it_was_written_under() -> None:
+    report = verify_bundle((DATA / "bundle.json").read_bytes(), _trusted())
+    assert report.rules == 1  # it names no version: written before versions were named
+    deployment = report.answer["deployment"]
+    assert deployment["approved"] and deployment["change_ref"] == "CHG-2"
+    assert "rules" not in report.answer
+    checked = ledger_cli("verify-bundle", str(DATA / "bundle.json"), "--trusted-key",
+                         str(DATA / "ledger.pub"))  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_writer_extends_it_in_format_2_without_rehashing(v1_ledger: Path) -> None:
+    before = _rows(v1_ledger)
+    keyring = Keyring.load(DATA / "keyring.json")
+    ci = Signer.from_file(DATA / "ci-main.key")
+    ledger_key = Signer.from_file(DATA / "ledger.key")
+    writer = LedgerWriter(v1_ledger, checkpoint_signer=ledger_key)
+    try:
+        events = [make_event(service="checkout", image=IMAGE_A, actor=f"u{n}") for n in range(2)]
+        append(writer, keyring, [seal(e, ci) for e in events], first_offset=6, checkpoint=True)
+    finally:
+        writer.close()
+    after = _rows(v1_ledger)
+    assert after[:6] == before  # not a byte of the old entries changed
+    assert [fmt for _, fmt, _ in after] == [1] * 6 + [2] * 2
+    with LedgerReader(v1_ledger) as reader:
+        report = verify_ledger(
+            reader, keyring, trusted=_trusted(), external=_witnessed(), workers=1
+        ).check()
+        assert reader.meta()["format_version"] == "2"
+        bundle, checked = build_bundle(
+            reader,
+            AsOfQuery(kind="asof", service="checkout", environment="prod", at=AT),
+            keyring,
+            ledger_key,
+        )
+    assert (report.size, report.signatures_verified, report.checkpoints_stored) == (8, 8, 3)
+    assert checked.rules == 2 and checked.answer["rules"] == 2
+    assert verify_bundle(bundle, TrustedKey("ledger", ledger_key.public_raw)).rules == 2
