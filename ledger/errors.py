@@ -31,6 +31,12 @@ class QueryError(ConfigurationError):
     reason = "invalid_query"
 
 
+class ForeignLedgerKeyError(ConfigurationError):
+    """A key other than the ledger's pinned key was given to sign as the ledger."""
+
+    reason = "foreign_ledger_key"
+
+
 class TransportError(LedgerError):
     """Kafka could not be reached, or did not acknowledge a message."""
 

@@ -116,9 +116,10 @@ def rebuild_tree(db: Path) -> bytes:
     return tree.root()
 
 
-def re_sign_checkpoints(db: Path, signer: Signer) -> None:
+def re_sign_checkpoints(db: Path, signer: Signer, pin: bool = True) -> None:
     """Replace every stored checkpoint by one of the same size, signed by ``signer`` over
-    the current tree (sizes beyond the ledger are dropped)."""
+    the current tree (sizes beyond the ledger are dropped); with ``pin``, pin ``signer`` as
+    the ledger's key too, as an attacker holding the file would."""
     with LedgerReader(db) as reader:
         origin = reader.meta()["origin"]
         sizes = [size for size, _, _, _ in reader.checkpoints() if size <= reader.size()]
@@ -129,6 +130,8 @@ def re_sign_checkpoints(db: Path, signer: Signer) -> None:
         note = sign_checkpoint(Checkpoint(origin, size, roots[size]), signer)
         execute(db, "INSERT INTO checkpoints VALUES (?, ?, ?, ?, now())", size, roots[size], note,
             vkey)  # fmt: skip
+    if pin:
+        execute(db, "UPDATE meta SET value = ? WHERE key = 'ledger_key'", vkey)
 
 
 def failure(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from consumer_helpers import ledger_cli
 from helpers import IMAGE_A, make_event
 from ledger_builders import append, signers
 
@@ -20,7 +21,7 @@ from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import AsOfQuery, verify_bundle
 from ledger.log.checkpoint import TrustedKey
 from ledger.rules.pointintime import AsOf
-from ledger.store.query import asof
+from ledger.store.query import asof, timeline
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
@@ -133,3 +134,19 @@ def test_a_revocation_recorded_after_the_change_revokes_nothing_of_it(
     db = _ledger(tmp_path, ring, history)
     deployment = _asked(db, ring, T + timedelta(hours=1)).deployment
     assert deployment is not None and deployment.approved
+
+
+def test_a_back_dated_history_is_visible_never_silent(
+    keys: tuple[Signer, Signer, Keyring], tmp_path: Path
+) -> None:
+    """Events claiming November, recorded now: accepted and placed by the time they claim,
+    and the timeline shows when the ledger witnessed each (JSON and table)."""
+    ci, _, ring = keys
+    db = _ledger(tmp_path, ring, [(ci, _deploy(T))])
+    with LedgerReader(db) as reader:
+        (entry,) = timeline(reader, "checkout", "prod")
+    assert entry.time == T and entry.witnessed_at is not None
+    assert entry.witnessed_at - entry.time > timedelta(days=1)
+    shown = ledger_cli("timeline", "--db", str(db), "--service", "checkout", "--env", "prod")
+    assert shown.returncode == 0, shown.stderr
+    assert "recorded +" in shown.stdout

@@ -58,9 +58,15 @@ def test_rewritten_chain_with_checkpoints_re_signed_by_another_key(
     witnessed: Witnessed, ledger: Path
 ) -> None:
     """The attacker re-signs every stored checkpoint with a key of their own, named like
-    the ledger's: only the trusted key tells them apart."""
+    the ledger's: the key pinned in the ledger tells them apart, and once the attacker
+    rewrites the pin too (they hold the file), only the trusted key does."""
     _without_entry_4(ledger)
-    re_sign_checkpoints(ledger, Signer.generate(LEDGER_KEY))
+    impostor = Signer.generate(LEDGER_KEY)
+    re_sign_checkpoints(ledger, impostor, pin=False)
+    code, pinned = verify_cli(witnessed, ledger)
+    assert (code, pinned["check"]) == (1, "checkpoint")
+    assert "not by the ledger's pinned key" in pinned["reason"]
+    re_sign_checkpoints(ledger, impostor)
     code, untrusted = verify_cli(witnessed, ledger)
     assert (code, untrusted["ok"], untrusted["checkpoints"]["trusted_key"]) == (0, True, False)
     human = ledger_cli("verify", "--db", str(ledger), "--keyring", str(witnessed.keyring))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -109,8 +110,7 @@ def verify(
         settings = connection.settings(checkpoint_topic) if checkpoint_topic else None
         trusted = trusted_key_path(trusted_key)
         external = _witnessed(checkpoint or [])
-        if settings is not None:
-            external += _published(settings)
+        published = _published(settings) if settings is not None else []
         ring = _keyring(keyring) if not api else None
 
         lines = not json_out and not console.is_terminal  # a CI job's log: a line a tenth
@@ -145,6 +145,7 @@ def verify(
                     ring,
                     trusted=trusted,
                     external=external,
+                    published=published,
                     workers=workers,
                     progress=advance,
                 )
@@ -187,20 +188,17 @@ def _witnessed(paths: list[Path]) -> list[tuple[str, str]]:
 
 
 def _published(settings: KafkaSettings) -> list[tuple[str, str]]:
-    """(TOPIC[partition]@offset, note) for every record of the checkpoint topic."""
+    """(TOPIC[partition]@offset, note) for every record of the checkpoint topic (bytes
+    that are no text are kept as they decode: they fail to open, and are skipped)."""
     from ledger.transport.topics import read_topic
 
     records = read_topic(settings, settings.topic)
     if not records:
         raise ConfigurationError(f"topic {settings.topic} holds no signed checkpoint")
-    notes: list[tuple[str, str]] = []
-    for partition, offset, value in records:
-        where = f"{settings.topic}[{partition}]@{offset}"
-        try:
-            notes.append((where, value.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise ConfigurationError(f"{where} is not a signed checkpoint note") from None
-    return notes
+    return [
+        (f"{settings.topic}[{partition}]@{offset}", (value or b"").decode("utf-8", "replace"))
+        for partition, offset, value in records
+    ]
 
 
 def _print_verification(report: dict[str, Any]) -> None:
@@ -235,6 +233,11 @@ def _print_verification(report: dict[str, Any]) -> None:
         f"checkpoints: {cps['stored']} stored{latest}; {cps['external']} external "
         "consistent with the ledger"
     )
+    for skipped in cps["skipped"]:
+        console.print(
+            f"[yellow]skipped {escape(skipped['where'])}: not the trusted key's checkpoint "
+            f"of this ledger: {escape(skipped['reason'])}[/yellow]"
+        )
     if not cps["trusted_key"]:
         console.print(
             "[yellow]no --trusted-key: checkpoints were opened with the key stored "

@@ -330,8 +330,29 @@ def print_timeline(entries: list[dict[str, Any]], title: str) -> None:
             if e["type"] == "mutation.applied"
             else d.get("change_ref") or d.get("model") or ""
         )
-        grid.add_row(short_time(e["time"]), str(e["seq"]), e["type"], e["actor"], what)
+        when = short_time(e["time"]) + _recorded_later(e)
+        grid.add_row(when, str(e["seq"]), e["type"], e["actor"], what)
     out.print(grid)
+
+
+def _recorded_later(entry: dict[str, Any]) -> str:
+    """A second line under an entry's time when the ledger witnessed it a minute or more
+    after the time it claims: a late arrival, or a back-dated one, is visible."""
+    witnessed = entry.get("witnessed_at")
+    if witnessed is None:
+        return ""
+    lag = datetime.fromisoformat(witnessed) - datetime.fromisoformat(entry["time"])
+    minutes = int(lag.total_seconds() // 60)
+    if minutes < 1:
+        return ""
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes and not days else "",
+    ]
+    return "\nrecorded +" + " ".join(p for p in parts if p)
 
 
 def search(

@@ -42,6 +42,7 @@ from ledger.log.merkle import inclusion_proof, root_at
 from ledger.log.proof import b64
 from ledger.rules.pointintime import RULES_VERSION, AsOf
 from ledger.rules.questions import check_window
+from ledger.store.identity import check_ledger_key
 from ledger.store.prove import ledger_origin, snapshot, stored_entries
 from ledger.store.query import asof, candidates, timeline
 from ledger.store.reader import LedgerReader
@@ -109,7 +110,15 @@ def build_bundle(
     reader: LedgerReader, query: AsOfQuery | TimelineQuery, keyring: Keyring, signer: Signer
 ) -> tuple[bytes, BundleReport]:
     """The signed bundle file for ``query``, and its verification under ``signer``'s key
-    (every bundle is checked as an auditor would before it is handed out)."""
+    (every bundle is checked as an auditor would before it is handed out). Only the
+    ledger's pinned key signs for it."""
+    pinned = reader.ledger_key()
+    if pinned is None:
+        raise ConfigurationError(
+            "no ledger key has signed for this ledger yet: start the consumer once with "
+            "--ledger-key (its checkpoints pin the key that signs bundles)"
+        )
+    check_ledger_key(pinned, signer)
     with snapshot(reader):
         statement = _statement(reader, query, keyring, signer)
     data = sign_statement(statement, signer)

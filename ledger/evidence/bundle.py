@@ -232,6 +232,7 @@ def _timeline_entry(item: VerifiedEntry) -> TimelineEntry:
         source=event.source,
         key_id=item.verified.key_id,
         data=event.data.model_dump(mode="json"),
+        witnessed_at=item.entry.witnessed_at(),
     )
 
 

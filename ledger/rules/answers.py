@@ -91,6 +91,9 @@ class TimelineEntry(_Model):
     source: str
     key_id: str
     data: dict[str, Any]
+    witnessed_at: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
+    """When the ledger witnessed it (entries of format 2): far from ``time``, the event
+    arrived late or claims a time long past (a backfill, or a back-dated history)."""
 
 
 class SearchHit(_Model):

@@ -175,6 +175,7 @@ class LedgerReport:
     root: bytes | None = None
     checkpoints_stored: int = 0
     checkpoints_external: int = 0
+    checkpoints_skipped: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
     trusted_key: bool = False
     latest_checkpoint_size: int | None = None
     signatures_checked: bool = False
@@ -209,6 +210,7 @@ def verify_ledger(
     *,
     trusted: TrustedKey | None = None,
     external: Sequence[tuple[str, str]] = (),
+    published: Sequence[tuple[str, str]] = (),
     workers: int | None = None,
     batch_rows: int = BATCH_ROWS,
     progress: Progress | None = None,
@@ -216,10 +218,12 @@ def verify_ledger(
     """Run the checklist over one consistent snapshot of the ledger.
 
     ``keyring`` None skips checks 6-8 (the report says so). ``external`` holds (where
-    from, signed note) pairs kept outside the ledger; they need ``trusted``. Checks 6-8
+    from, signed note) pairs kept outside the ledger (a witness file); ``published`` those
+    read from a topic others may write to, where a note the trusted key did not sign for
+    this ledger is skipped and reported, never a failure. Both need ``trusted``. Checks 6-8
     run in ``workers`` processes (default: one per core; 1: in this process).
     """
-    if external and trusted is None:
+    if (external or published) and trusted is None:
         raise ConfigurationError("external checkpoints need the ledger's trusted public key")
     con = reader.con
     con.execute("BEGIN TRANSACTION")  # one snapshot, even while the consumer appends
@@ -228,7 +232,7 @@ def verify_ledger(
             reader,
             keyring,
             trusted,
-            external,
+            (external, published),
             workers or os.cpu_count() or 1,
             batch_rows,
             progress or _silent,
@@ -245,7 +249,7 @@ def _verify(
     reader: LedgerReader,
     keyring: Keyring | None,
     trusted: TrustedKey | None,
-    external: Sequence[tuple[str, str]],
+    external: tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]],
     workers: int,
     batch_rows: int,
     progress: Progress,
@@ -474,18 +478,26 @@ def _checkpoints(
     reader: LedgerReader,
     report: LedgerReport,
     trusted: TrustedKey | None,
-    external: Sequence[tuple[str, str]],
+    external: tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]],
 ) -> None:
     """Checks 10-12; raises the first :class:`CheckpointError`."""
     origin = reader.meta().get("origin")
     stored = reader.checkpoints()
-    if (stored or external) and origin is None:
+    kept, published = external
+    if (stored or kept or published) and origin is None:
         raise ConfigurationError("the ledger has no origin: no checkpoint can name it")
     tree, size = reader.tree(), report.size
+    pinned = reader.ledger_key()
     largest = 0
-    # 10. Stored checkpoints, in signing order.
+    # 10. Stored checkpoints, in signing order, each by the ledger's pinned key.
     for i, (cp_size, cp_root, note, vkey) in enumerate(stored, 1):
         where = f"stored checkpoint {i} (size {cp_size})"
+        if pinned is not None and vkey != pinned:
+            raise CheckpointError(
+                f"{where} is signed by {vkey.split('+')[0]!r}, not by the ledger's pinned key "
+                f"{pinned.split('+')[0]!r}",
+                check="checkpoint",
+            )
         name, key = (trusted.name, trusted.public_raw) if trusted else parse_verifier_key(vkey)
         try:
             signed = open_checkpoint(note, name, key, origin)
@@ -507,12 +519,16 @@ def _checkpoints(
         _extends(tree, size, f"{where} signed by {name!r}", signed, "checkpoint", "checkpoint")
     report.checkpoints_stored = len(stored)
     report.latest_checkpoint_size = largest if stored else None
-    # 10-12. External checkpoints, under the trusted key only.
-    for where, note in external:
+    # 10-12. External checkpoints, under the trusted key only; a published one that is not
+    # the trusted key's for this ledger is someone else's: skipped, and reported.
+    for (where, note), lenient in [*((k, False) for k in kept), *((p, True) for p in published)]:
         assert trusted is not None
         try:
             signed = open_checkpoint(note, trusted.name, trusted.public_raw, origin)
         except CheckpointError as exc:
+            if lenient:
+                report.checkpoints_skipped.append((where, f"{exc.message} ({exc.check})"))
+                continue
             raise CheckpointError(
                 f"checkpoint {where}: {exc.message}", check="checkpoint"
             ) from None

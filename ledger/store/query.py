@@ -284,7 +284,8 @@ def timeline(
     """The ordered history of one service/environment (by valid time, then seq)."""
     check_window(start, end)
     rows = reader.rows(
-        "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data "
+        "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data, "
+        "CASE WHEN format = 2 THEN witnessed_at END AS witnessed_at "
         "FROM entries WHERE service = $service AND environment = $env "
         "AND ($start IS NULL OR time >= $start) AND ($end IS NULL OR time <= $end) "
         "ORDER BY time, seq",

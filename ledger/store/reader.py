@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ledger.errors import ConfigurationError
+from ledger.store.identity import pinned_ledger_key
 from ledger.store.index import DERIVED_VIEW
 from ledger.store.schema import ENTRY_COLUMNS, connect, read_as_current, refuse_other_databases
 from ledger.store.tree import StoredTree
@@ -53,6 +54,10 @@ class LedgerReader:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def ledger_key(self) -> str | None:
+        """The key pinned to sign as this ledger (a verifier key string), if any."""
+        return pinned_ledger_key(self.con)
 
     def meta(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT key, value FROM meta").fetchall())

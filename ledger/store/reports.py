@@ -23,6 +23,7 @@ def verification_report(
     *,
     trusted: TrustedKey | None = None,
     external: Sequence[tuple[str, str]] = (),
+    published: Sequence[tuple[str, str]] = (),
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def verification_report(
     """
     meta = reader.meta()
     report = verify_ledger(reader, keyring, trusted=trusted, external=external,
-                           workers=workers, progress=progress)  # fmt: skip
+                           published=published, workers=workers, progress=progress)  # fmt: skip
     failure = report.failure
     return {
         "ok": report.ok,
@@ -48,6 +49,7 @@ def verification_report(
             "external": report.checkpoints_external,
             "trusted_key": report.trusted_key,
             "latest_size": report.latest_checkpoint_size,
+            "skipped": [{"where": w, "reason": r} for w, r in report.checkpoints_skipped],
         },
         "signatures_checked": report.signatures_checked,
         "signatures_verified": report.signatures_verified,

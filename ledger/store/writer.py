@@ -28,6 +28,7 @@ from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash
 from ledger.store.batch import Accepted, Plan, Rejected
 from ledger.store.clock import LedgerClock
+from ledger.store.identity import pin_ledger_key
 from ledger.store.index import QueryIndex
 from ledger.store.schema import ENTRY_COLUMNS, connect, create_or_upgrade, refuse_other_databases
 from ledger.store.tree import Node, completed, insert_nodes, load_tree
@@ -76,6 +77,8 @@ class LedgerWriter:
         limit = memory_limit or os.environ.get("LEDGER_DUCKDB_MEMORY", "64MB")
         self._con.execute("SET memory_limit = ?", [limit])
         self.origin: str = create_or_upgrade(self._con, path)["origin"]
+        if checkpoint_signer is not None:  # before anything is signed: the ledger's own key
+            pin_ledger_key(self._con, checkpoint_signer)
         self._read_root = self._con.cursor()
         self._read_lock = threading.Lock()
         row = self._one("SELECT seq, hash, ingested_at FROM entries ORDER BY seq DESC LIMIT 1")
