@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import ACTORS, TYPE_WEIGHTS, event, keyring_for, make_signers
 
 from ledger.api.app import create_app
-from ledger.log.chain import Witness
+from ledger.log.chain import NO_KEYRING, Witness
 from ledger.store.batch import Accepted, Received
 from ledger.store.query import asof, diff, snapshot
 from ledger.store.reader import LedgerReader
@@ -127,7 +127,7 @@ def build(db: Path, total: int, batch: int) -> dict[str, Any]:
                 received = Received(
                     "bench", 0, offset, None, value, writer.clock.now_us(), Witness.CONSUMER
                 )
-                pending.append(Accepted(received, columns, _RING[0].digest()))
+                pending.append(Accepted(received, columns, NO_KEYRING))
                 offset += 1
             if len(pending) >= batch:
                 flush()

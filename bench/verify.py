@@ -38,7 +38,7 @@ import nacl.signing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emit import keyring_for, make_signers
 
-from ledger.log.chain import Witness
+from ledger.log.chain import NO_KEYRING, Witness
 from ledger.log.checkpoint import TrustedKey, split_notes
 from ledger.store.batch import Accepted, Received
 from ledger.store.integrity import ENTRIES_SQL, verify_ledger
@@ -47,7 +47,7 @@ from ledger.store.writer import LedgerWriter
 from ledger.transport.witness import append_note
 from ledger.wire.columns import DecodedColumns
 from ledger.wire.envelope import Envelope, pae
-from ledger.wire.keyring import Keyring, Signer, load_public_key
+from ledger.wire.keyring import Keyring, Keyrings, Signer, load_public_key
 from ledger.workers import check_entries
 
 BATCH = 50_000
@@ -103,7 +103,7 @@ def build(source: Path, db: Path) -> dict[str, Any]:
                 received = Received(
                     "bench", 0, offset, None, value, writer.clock.now_us(), Witness.CONSUMER
                 )
-                pending.append(Accepted(received, decoded, ring.digest()))
+                pending.append(Accepted(received, decoded, NO_KEYRING))
                 offset += 1
             note = writer.commit(writer.prepare(pending, {}), checkpoint=True)
             if note is not None:
@@ -181,7 +181,7 @@ def single_core(db: Path) -> dict[str, Any]:
     raw = time.perf_counter() - t0
     batches = batch.to_batches(10_000)
     t0 = time.perf_counter()
-    failures = [check_entries(b, ring) for b in batches]
+    failures = [check_entries(b, Keyrings(default=ring)) for b in batches]
     whole = time.perf_counter() - t0
     assert failures == [None] * len(batches)
     return {"sample": batch.num_rows, "ed25519_per_s": round(batch.num_rows / raw),

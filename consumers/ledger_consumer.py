@@ -128,10 +128,12 @@ class LedgerConsumer:
         serve: tuple[str, int] | None = None,
         api_token: str | None = None,
         checkpoints: CheckpointPolicy | None = None,
+        keyring_source: str = "the keyring given to the consumer",
     ) -> None:
         self.settings = settings
         self.db_path = db_path
         self.keyring = keyring
+        self.keyring_source = keyring_source
         self.group = group
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
@@ -157,6 +159,11 @@ class LedgerConsumer:
             signer = self.checkpoints.signer if self.checkpoints else None
             writer = LedgerWriter(self.db_path, checkpoint_signer=signer, clock=self.clock)
             try:
+                recorded = writer.record_keyring(self.keyring, self.keyring_source)
+                if recorded is not None:
+                    log.info("keyring recorded as entry %d (%d keys, digest %s), from %s",
+                             recorded, len(self.keyring.keys), self.keyring.digest().hex()[:16],
+                             self.keyring_source)  # fmt: skip
                 api = self._start_api(writer)
                 try:
                     self._run(writer, verifier, until_idle)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ledger.wire.keyring import Keyring
+from ledger.wire.keyring import Keyring, Keyrings
 from ledger.workers import Outcome, Received, spawn_pool, verify_values, verify_values_in_worker
 
 __all__ = ["Verifier"]
@@ -18,10 +18,10 @@ class Verifier:
     """Verifies batches inline (one worker) or across a pool of processes."""
 
     def __init__(self, keyring: Keyring, workers: int) -> None:
-        self.keyring = keyring
+        self.keyrings = Keyrings(default=keyring)
         self.keyring_digest = keyring.digest()  # what each entry verified here commits to
         self.workers = workers
-        self._pool = spawn_pool(keyring, workers) if workers > 1 else None
+        self._pool = spawn_pool(self.keyrings, workers) if workers > 1 else None
 
     def submit(self, values: Sequence[Received]) -> Callable[[], list[Outcome]]:
         """Start verifying a batch; the returned call waits for the outcomes, in order.
@@ -29,7 +29,7 @@ class Verifier:
         The consumer fetches the next batch while the workers verify this one.
         """
         if self._pool is None or len(values) < 64:
-            outcomes = verify_values(values, self.keyring)
+            outcomes = verify_values(values, self.keyrings)
             return lambda: outcomes
         size = -(-len(values) // self.workers)
         futures = [

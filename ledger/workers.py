@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ledger.errors import RejectedMessage
+from ledger.log.chain import NO_KEYRING, Origin
 from ledger.wire.columns import DecodedColumns, decoded_columns
-from ledger.wire.keyring import Keyring
-from ledger.wire.verify import verify_entry, verify_message
+from ledger.wire.keyring import Keyrings
+from ledger.wire.verify import revoked_since, verify_entry, verify_message, verify_record_entry
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,18 +44,19 @@ Outcome = tuple[DecodedColumns | None, str, str]
 refusal reason, detail)."""
 
 EntryFailure = tuple[int, str, str]
-"""(seq, check, message) of a stored entry that failed one of ``ledger verify``'s checks 6-8."""
+"""(seq, check, message) of a stored entry that failed one of ``ledger verify``'s checks
+6-8 (or ``keyring``: judged under a keyring the ledger does not record)."""
 
-_keyring: Keyring | None = None
+_keyrings: Keyrings | None = None
 
 
-def spawn_pool(keyring: Keyring, workers: int) -> ProcessPoolExecutor:
-    """``workers`` spawned processes, each with its own copy of ``keyring``."""
+def spawn_pool(keyrings: Keyrings, workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, each with its own copy of ``keyrings``."""
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(keyring.model_dump_json(),),
+        initargs=(keyrings.model_dump_json(),),
     )
 
 
@@ -64,8 +66,11 @@ Received = tuple[bytes, int]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def verify_values(messages: Sequence[Received], keyring: Keyring) -> list[Outcome]:
-    """The consumer's check of received messages, in order."""
+def verify_values(messages: Sequence[Received], keyrings: Keyrings) -> list[Outcome]:
+    """The consumer's check of received messages, in order, under ``keyrings.default``."""
+    keyring = keyrings.default
+    if keyring is None:
+        raise RuntimeError("the consumer's workers judge under one keyring, the default")
     outcomes: list[Outcome] = []
     for value, witnessed_us in messages:
         try:
@@ -77,43 +82,64 @@ def verify_values(messages: Sequence[Received], keyring: Keyring) -> list[Outcom
     return outcomes
 
 
-def check_entries(batch: pa.RecordBatch, keyring: Keyring) -> EntryFailure | None:
+def check_entries(batch: pa.RecordBatch, keyrings: Keyrings) -> EntryFailure | None:
     """``ledger verify``'s checks 6-8 over a batch of stored entries, whose columns are
-    seq, envelope, the witnessed time (µs; null for format 1) and the
-    :class:`DecodedColumns` fields: the failure at the lowest seq."""
+    seq, envelope, the witnessed time (µs), the keyring digest, the origin (all null for
+    format 1) and the :class:`DecodedColumns` fields: the failure at the lowest seq.
+
+    An entry judged under a recorded keyring is checked under it, and then against the
+    revocations of the keyring given (a key reported compromised since taints what it
+    signed after); one of format 1, or judged under none the ledger recorded (its digest
+    zeros: a ledger written by the library, not the consumer), under the keyring given,
+    and not at all without one.
+    """
     columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
     first: EntryFailure | None = None
-    for seq, envelope, witnessed_us, *values in zip(*columns, strict=True):
+    given = keyrings.default
+    for seq, envelope, witnessed_us, digest, origin, *values in zip(*columns, strict=True):
         if first is not None and seq > first[0]:
             continue
+        stored = DecodedColumns(*values)
         witnessed = None if witnessed_us is None else _EPOCH + timedelta(microseconds=witnessed_us)
-        failure = verify_entry(seq, envelope, DecodedColumns(*values), keyring, witnessed)
+        if origin == Origin.LEDGER:
+            failure = verify_record_entry(seq, envelope, stored)
+        elif digest is None or digest == NO_KEYRING:  # format 1, or judged under no record
+            if given is None:
+                continue  # no keyring given to check it under
+            failure = verify_entry(seq, envelope, stored, given, witnessed)
+        elif (keyring := keyrings.recorded.get(digest.hex())) is None:
+            failure = ("keyring", f"entry {seq}: judged under keyring {digest.hex()[:16]}…, "
+                       "which the ledger does not record")  # fmt: skip
+        else:
+            failure = verify_entry(seq, envelope, stored, keyring, witnessed)
+            if failure is None and given is not None and witnessed is not None:
+                failure = revoked_since(seq, stored.key_id, given, witnessed)
         if failure is not None:
             first = (seq, *failure)
     return first
 
 
 def verify_values_in_worker(messages: Sequence[Received]) -> list[Outcome]:
-    """:func:`verify_values` under the keyring this worker was started with."""
-    return verify_values(messages, _worker_keyring())
+    """:func:`verify_values` under the keyrings this worker was started with."""
+    return verify_values(messages, _worker_keyrings())
 
 
 def check_entries_in_worker(batch: pa.RecordBatch) -> EntryFailure | None:
-    """:func:`check_entries` under the keyring this worker was started with."""
-    return check_entries(batch, _worker_keyring())
+    """:func:`check_entries` under the keyrings this worker was started with."""
+    return check_entries(batch, _worker_keyrings())
 
 
-def _worker_keyring() -> Keyring:
-    if _keyring is None:
-        raise RuntimeError("not in a worker started by spawn_pool (no keyring)")
-    return _keyring
+def _worker_keyrings() -> Keyrings:
+    if _keyrings is None:
+        raise RuntimeError("not in a worker started by spawn_pool (no keyrings)")
+    return _keyrings
 
 
-def _init_worker(keyring_json: str) -> None:
+def _init_worker(keyrings_json: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    global _keyring
-    _keyring = Keyring.model_validate_json(keyring_json)
+    global _keyrings
+    _keyrings = Keyrings.model_validate_json(keyrings_json)
     # A worker holds its own end of the task queue, so a parent killed with SIGKILL leaves
     # it waiting forever (and the resource tracker with it): watch the parent instead.
     threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()

@@ -8,8 +8,10 @@ Nothing here is a fixture; the test modules build what they need.
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from helpers import make_event
 from ledger_builders import append, signers
 
 from ledger.errors import ChainBrokenError, CheckpointError
+from ledger.evidence.bundle import PAYLOAD_TYPE as BUNDLE_PAYLOAD_TYPE
 from ledger.log.chain import GENESIS, Origin, Witness, entry_hash, entry_hash_v2, micros
 from ledger.log.chain import Witnessed as EntryWitnessed
 from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
@@ -31,6 +34,7 @@ from ledger.store.schema import ENTRY_COLUMNS
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
 from ledger.transport.witness import append_note
+from ledger.wire.envelope import pae
 from ledger.wire.keyring import Keyring, Signer
 
 LEDGER_KEY = "ledger"  # the checkpoint signer's key name (its .pub file's stem)
@@ -222,3 +226,32 @@ def truncate(db: Path, size: int, *, tree: bool = True, checkpoints: bool = True
         execute(db, "DELETE FROM tree_nodes WHERE last >= ?", size)
     if checkpoints:
         execute(db, "DELETE FROM checkpoints WHERE size > ?", size)
+
+
+# --- evidence bundles, as an insider holding the ledger key edits them ----------------------
+
+Statement = dict[str, Any]
+"""A bundle's in-toto statement as plain JSON, to edit."""
+
+
+def statement_of(data: bytes) -> Statement:
+    """The statement inside a bundle file."""
+    statement: Statement = json.loads(base64.b64decode(json.loads(data)["payload"]))
+    return statement
+
+
+def signed_statement(statement: Statement, key: Signer) -> bytes:
+    """A DSSE envelope over the statement, as whoever holds ``key`` would write it."""
+    payload = json.dumps(statement).encode()
+    signature = key.sign(pae(BUNDLE_PAYLOAD_TYPE, payload))
+    return json.dumps({
+        "payloadType": BUNDLE_PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": key.key_id, "sig": base64.b64encode(signature).decode()}],
+    }).encode()  # fmt: skip
+
+
+def resigned(data: bytes, edit: Callable[[Statement], object], key: Signer) -> bytes:
+    """The bundle with its statement edited, signed again by ``key``."""
+    statement = statement_of(data)
+    edit(statement)
+    return signed_statement(statement, key)

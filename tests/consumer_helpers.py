@@ -19,6 +19,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.ledger_consumer import ConsumerStats, LedgerConsumer
+from ledger.log.chain import Origin
 from ledger.store.integrity import LedgerReport, verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.transport.producer import LedgerProducer
@@ -133,6 +134,12 @@ def consume(
 def entries(db: Path) -> list[dict[str, Any]]:
     with LedgerReader(db) as reader:
         return [row for batch in reader.iter_entries() for row in batch.to_pylist()]
+
+
+def event_entries(db: Path) -> list[dict[str, Any]]:
+    """The entries that hold events: the chain without the ledger's own records (the
+    keyring the consumer recorded before judging anything under it)."""
+    return [row for row in entries(db) if row["origin"] != Origin.LEDGER]
 
 
 def quarantine(db: Path) -> list[dict[str, Any]]:

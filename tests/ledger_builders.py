@@ -64,12 +64,15 @@ def append(
 
 def accepted(writer: LedgerWriter, ring: Keyring, value: bytes, received: Received) -> Accepted:
     """A message verified as the consumer verifies it: witnessed now by the writer's clock
-    (``received``'s own witnessed time is replaced), under ``ring``."""
+    (``received``'s own witnessed time is replaced), under ``ring``. Its entry commits to
+    the keyring the writer recorded last: ``ring`` if recorded (as the consumer does), else
+    none, and verification checks it under the keyring it is given."""
     witnessed_us = writer.clock.now_us()
     witnessed = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=witnessed_us)
     verified = verify_message(value, ring, witnessed)
     received = replace(received, witnessed_us=witnessed_us, witness=Witness.CONSUMER)
-    return Accepted(received, decoded_columns(verified.event, verified.key_id), ring.digest())
+    columns = decoded_columns(verified.event, verified.key_id)
+    return Accepted(received, columns, writer.keyring_digest)
 
 
 def write_ledger(
@@ -79,11 +82,15 @@ def write_ledger(
     ledger_key: Signer | None,
     batches: Sequence[int],
     checkpoint: bool = True,
+    record_keyring: bool = False,
 ) -> None:
     """Append ``values`` in batches of the given sizes (the rest in one last batch), signing
-    a checkpoint after each batch when ``checkpoint`` (and ``ledger_key``)."""
+    a checkpoint after each batch when ``checkpoint`` (and ``ledger_key``); first record
+    the keyring in the chain, as the consumer does, when ``record_keyring``."""
     writer = LedgerWriter(path, checkpoint_signer=ledger_key)
     try:
+        if record_keyring:
+            writer.record_keyring(keyring, "tests")
         start = 0
         for size in [*batches, len(values) - sum(batches)]:
             if size <= 0:
@@ -103,12 +110,17 @@ def demo_keys() -> tuple[dict[str, Signer], Keyring]:
     return keys, ring
 
 
-def write_demo_ledger(path: Path, ledger_key: Signer, batch: int = 20) -> Keyring:
-    """The demo's three weeks of history (ending at DEMO_END), checkpointed every batch."""
+def write_demo_ledger(
+    path: Path, ledger_key: Signer, batch: int = 20, record_keyring: bool = False
+) -> Keyring:
+    """The demo's three weeks of history (ending at DEMO_END), checkpointed every batch;
+    after the record of its keyring (entry 1) when ``record_keyring``, as the consumer
+    writes it."""
     keys, ring = demo_keys()
     history = build_history(DEMO_END)
     values = [seal(event, keys[key_id]) for key_id, event in history.events]
-    write_ledger(path, values, ring, ledger_key, [batch] * (len(values) // batch))
+    batches = [batch] * (len(values) // batch)
+    write_ledger(path, values, ring, ledger_key, batches, record_keyring=record_keyring)
     return ring
 
 

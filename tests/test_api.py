@@ -84,8 +84,8 @@ def test_second_process_reads_while_the_consumer_writes(
     with LedgerProducer(ci_signer, kafka) as producer:
         for n in range(20):
             producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
-    status = _wait_for_size(url, 20)
-    assert status["size"] == 20 and status["quarantined"] == 0
+    status = _wait_for_size(url, 1 + 20)  # the keyring's record, then the events
+    assert status["size"] == 1 + 20 and status["quarantined"] == 0
 
     env = {**os.environ, "LEDGER_API_TOKEN": TOKEN}
     cli = subprocess.run(
@@ -97,7 +97,7 @@ def test_second_process_reads_while_the_consumer_writes(
     )
     assert cli.returncode == 0, cli.stderr
     report = json.loads(cli.stdout)
-    assert report["ok"] is True and report["size"] == 20
+    assert report["ok"] is True and report["size"] == 1 + 20
     served = _get(url, "/v1/verify").json()
     assert report.pop("timings").keys() == served.pop("timings").keys()
     assert report == served  # CLI and API print the same JSON (timings aside)
@@ -118,7 +118,7 @@ def test_second_process_reads_while_the_consumer_writes(
     with LedgerProducer(ci_signer, kafka) as producer:
         for n in range(20, 30):
             producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
-    assert _wait_for_size(url, 30)["size"] == 30
+    assert _wait_for_size(url, 1 + 30)["size"] == 1 + 30
 
 
 def test_api_refuses_a_missing_or_wrong_token(running: tuple[LedgerConsumer, str, Path]) -> None:
@@ -179,7 +179,7 @@ def test_evidence_bundle_while_the_consumer_writes(
     with LedgerProducer(ci_signer, kafka) as producer:
         for n in range(12):
             producer.emit(make_event("deployment.succeeded", change_ref=f"CHG-{n}"))
-    _wait_for_size(url, 12)
+    _wait_for_size(url, 1 + 12)
     at = make_event("deployment.succeeded").time.isoformat()
     query = urlencode({"service": "checkout", "env": "prod", "at": at})
     served = _get(url, f"/v1/evidence?{query}")

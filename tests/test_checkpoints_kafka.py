@@ -50,7 +50,7 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
     witnessed = _open_all(split_notes(witness.read_text()), ledger_key, origin)
     sizes = [size for size, _ in witnessed]
     assert sizes == sorted(set(sizes)), "witness sizes must only grow"
-    assert sizes[-1] == 160  # the last one, signed on the way out, covers everything
+    assert sizes[-1] == 1 + 160  # the last one, signed on the way out, covers everything
     assert all(s - prev >= 50 for prev, s in zip([0, *sizes], sizes[:-1], strict=False))
     assert witnessed == [(size, root) for size, root, _, _ in stored]
     assert stats.checkpoints == len(stored)
@@ -59,7 +59,7 @@ def test_consumer_signs_publishes_and_witnesses_checkpoints(
 
     status = ledger_cli("status", "--db", str(db), "--json")
     assert status.returncode == 0, status.stderr
-    assert (cli_json(status)["checkpoint_size"], cli_json(status)["origin"]) == (160, origin)
+    assert (cli_json(status)["checkpoint_size"], cli_json(status)["origin"]) == (161, origin)
 
     # A restart with nothing new signs nothing and does not repeat the witness.
     before = witness.read_bytes()
@@ -95,7 +95,7 @@ def test_cli_consume_with_a_checkpoint_key_writes_the_witness_next_to_the_ledger
     assert "checkpoints 1" in result.stderr
     notes = split_notes((tmp_path / "cli.witness").read_text())
     key = Signer.from_file(keys / "ledger.key")
-    assert [size for size, _ in _open_all(notes, key, notes[0].split("\n")[0])] == [5]
+    assert [size for size, _ in _open_all(notes, key, notes[0].split("\n")[0])] == [1 + 5]
 
 
 def test_cli_consume_without_a_checkpoint_key_warns(

@@ -160,5 +160,5 @@ def test_the_service_settings_run_the_readme_steps(
                           "--json", timeout=CLI_TIMEOUT, **env)  # fmt: skip
     report = cli_json(verified)
     assert verified.returncode == 0, verified.stderr
-    assert report["size"] == 1 and report["signatures_checked"]
+    assert report["size"] == 1 + 1 and report["signatures_checked"]  # keyring, event
     assert report["checkpoints"]["trusted_key"] and report["checkpoints"]["external"] >= 1

@@ -35,6 +35,7 @@ from consumer_helpers import (
     dead_letters,
     emit,
     entries,
+    event_entries,
     event_record,
     flip_payload_byte,
     headers,
@@ -54,6 +55,7 @@ from ledger.errors import (
     RejectedMessage,
     SignatureError,
 )
+from ledger.log.chain import NO_KEYRING
 from ledger.store.index import QueryIndex
 from ledger.store.reader import LedgerReader
 from ledger.store.reports import status_report
@@ -109,8 +111,8 @@ def test_emitted_events_are_verified_and_chained(
     stats = consume(kafka, db, keyring, workers=workers)
 
     assert (stats.accepted, stats.duplicates, stats.quarantined) == (160, 0, 0)
-    rows = entries(db)
-    assert_gap_free(rows)
+    assert_gap_free(entries(db))
+    rows = event_entries(db)
     by_id = {e.id: e for e in events}
     assert {r["event_id"] for r in rows} == set(by_id)
     for row in rows:
@@ -147,7 +149,7 @@ def test_emitted_events_are_verified_and_chained(
             i for i in emitted if i not in approvals
         ]
         assert [i for i in chained if i in approvals] == [i for i in emitted if i in approvals]
-    assert verify(db).size == 160
+    assert verify(db).size == 1 + 160
 
 
 def test_cli_consume_prints_the_summary_and_verify_passes(
@@ -191,13 +193,13 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
         )
         for line in records
     ), result.stderr
-    assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
+    assert sorted(r["event_id"] for r in event_entries(db)) == sorted(ids)
     checked = ledger_cli("verify", "--db", str(db), "--json")
     assert checked.returncode == 0, checked.stderr
     report = cli_json(checked)
     assert (report["ok"], report["size"], report["algorithm"]) == (
         True,
-        40,
+        1 + 40,
         "deploy-ledger-chain-sha256-v2",
     )
     human = ledger_cli("verify", "--db", str(db), "--keyring", str(keyring_file))
@@ -205,7 +207,7 @@ def test_cli_consume_prints_the_summary_and_verify_passes(
     assert "OK" in human.stderr + human.stdout
     # Off a terminal (a CI job) progress is a line per stage, and per tenth of the long one.
     assert "progress: hashes and links checked" in human.stderr
-    assert "progress: signatures 40 of 40" in human.stderr
+    assert "progress: signatures 41 of 41" in human.stderr
 
 
 def test_a_keyring_that_trusts_no_key_is_pointed_out(
@@ -240,7 +242,7 @@ def test_cli_consume_takes_its_settings_from_the_environment(
     )
     assert result.returncode == 0, result.stderr
     assert cli_json(result)["accepted"] == 10
-    assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
+    assert sorted(r["event_id"] for r in event_entries(db)) == sorted(ids)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -281,12 +283,13 @@ def test_cli_consume_without_until_idle_stops_cleanly_on_a_signal(
         )
     try:
         wait_for(
-            lambda: "head 30" in log.read_text() or proc.poll() is not None, "the first 30 events"
+            lambda: "head 31" in log.read_text() or proc.poll() is not None,  # keyring + 30
+            "the first 30 events",
         )
         # Idle, it keeps running until told to stop: an event sent now is chained too.
         ids += emit(kafka, ci_signer, [make_event(service="svc-late")])
         wait_for(
-            lambda: "head 31" in log.read_text() or proc.poll() is not None,
+            lambda: "head 32" in log.read_text() or proc.poll() is not None,
             "the event sent while it was idle",
         )
         assert proc.poll() is None, log.read_text()
@@ -298,8 +301,8 @@ def test_cli_consume_without_until_idle_stops_cleanly_on_a_signal(
             proc.wait()
     assert proc.returncode == 0, log.read_text()
     assert cli_json(subprocess.CompletedProcess([], 0, out.decode(), ""))["accepted"] == 31
-    assert sorted(r["event_id"] for r in entries(db)) == sorted(ids)
-    assert verify(db).size == 31
+    assert sorted(r["event_id"] for r in event_entries(db)) == sorted(ids)
+    assert verify(db).size == 1 + 31
 
 
 # --- duplicates ------------------------------------------------------------------------------
@@ -320,10 +323,9 @@ def test_same_signed_bytes_produced_twice_are_chained_once(
     stats = consume(kafka, db, keyring)
 
     assert (stats.accepted, stats.duplicates, stats.quarantined) == (20, 8 + 10, 0)
-    rows = entries(db)
-    assert_gap_free(rows)
-    assert sorted(r["event_id"] for r in rows) == sorted(e.id for e in events)
-    assert verify(db).size == 20
+    assert_gap_free(entries(db))
+    assert sorted(r["event_id"] for r in event_entries(db)) == sorted(e.id for e in events)
+    assert verify(db).size == 1 + 20  # the keyring's record, then the events
     assert quarantine(db) == []
 
 
@@ -353,7 +355,41 @@ def test_rerunning_the_consumer_over_the_same_topic_records_nothing_twice(
     assert (rebuilt.accepted, rebuilt.duplicates) == (30, 30)
     assert verify(db).head_hash == head
     assert_gap_free(entries(db))
-    assert len(entries(db)) == 30
+    assert len(event_entries(db)) == 30
+
+
+def test_the_consumer_records_the_keyring_before_judging_anything_under_it(
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    approver_signer: Signer,
+    keyring: Keyring,
+    tmp_path: Path,
+) -> None:
+    """Entry 1 is the keyring; a restart with the same file records nothing; a changed
+    file (the CI key retired) is recorded before anything is judged under it, and what the
+    CI key signed before still verifies, with no file at all."""
+    db = tmp_path / "ledger.duckdb"
+    emit(kafka, ci_signer, [make_event() for _ in range(2)])
+    consume(kafka, db, keyring)
+    emit(kafka, ci_signer, [make_event()])
+    consume(kafka, db, keyring)  # the same keyring: not recorded again
+    retired = keyring.model_copy(deep=True)
+    del retired.keys[ci_signer.key_id]
+    emit(kafka, approver_signer, [make_event("approval.granted")])
+    emit(kafka, ci_signer, [make_event()])  # signed by the retired key
+    stats = consume(kafka, db, retired)
+
+    assert (stats.accepted, stats.reasons) == (1, {"unknown_key": 1})
+    rows = entries(db)
+    assert [r["type"] for r in rows] == [
+        "ledger.keyring", "deployment.succeeded", "deployment.succeeded",
+        "deployment.succeeded", "ledger.keyring", "approval.granted",
+    ]  # fmt: skip
+    before, after = keyring.digest(), retired.digest()
+    assert [bytes(r["keyring"]) for r in rows] == [NO_KEYRING, *[before] * 4, after]
+    report = verify(db)
+    assert (report.signatures_checked, report.signatures_verified) == (True, 4)
+    assert report.keyrings_recorded == 2
 
 
 def test_retry_signed_again_by_another_trusted_key_is_a_duplicate(
@@ -369,7 +405,7 @@ def test_retry_signed_again_by_another_trusted_key_is_a_duplicate(
     db = tmp_path / "ledger.duckdb"
     stats = consume(kafka, db, keyring)
     assert (stats.accepted, stats.duplicates, stats.quarantined) == (1, 1, 0)
-    (row,) = entries(db)
+    (row,) = event_entries(db)
     assert (row["event_id"], bytes(row["envelope"])) == (event.id, first)
 
 
@@ -400,7 +436,7 @@ def test_replayed_event_id_with_different_content_is_quarantined(
 
     assert (stats.accepted, stats.duplicates, stats.quarantined) == (1, 0, 2)
     assert stats.reasons == {"conflicting_duplicate": 2}
-    rows = entries(db)
+    rows = event_entries(db)
     assert [(r["event_id"], r["actor"]) for r in rows] == [
         (original.id, "alice"),
         (twin_a.id, "alice"),
@@ -423,7 +459,7 @@ def test_replayed_event_id_with_different_content_is_quarantined(
     letters = dead_letters(kafka, 2)
     assert sorted(r.value for r in letters) == sorted([later.value, same_batch.value])
     assert {headers(r)["ledger_reason"] for r in letters} == {b"conflicting_duplicate"}
-    assert verify(db).size == 2
+    assert verify(db).size == 1 + 2
 
 
 # --- rejections ------------------------------------------------------------------------------
@@ -577,14 +613,14 @@ def test_rejected_message_goes_to_the_dead_letter_topic(
 
 
 def test_rejected_messages_never_enter_the_chain(rejections: Rejections) -> None:
-    rows = entries(rejections.db)
-    assert_gap_free(rows)
+    assert_gap_free(entries(rejections.db))
+    rows = event_entries(rejections.db)
     assert sorted(r["event_id"] for r in rows) == sorted(rejections.good)
     stored = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
     assert not stored & {(s.partition, s.offset) for s in rejections.sent.values()}
     assert (rejections.stats.accepted, rejections.stats.quarantined) == (100, len(REASONS))
     assert len(rejections.letters) == len(REASONS)
-    assert verify(rejections.db).size == 100
+    assert verify(rejections.db).size == 1 + 100
 
 
 def test_quarantine_cli_lists_every_rejection_with_its_raw_bytes(
@@ -651,7 +687,7 @@ def test_a_failing_query_index_does_not_stop_the_ledger_recording(
     assert caplog.text.count("query index not extended") == 2
     first, second = attempts[:2]
     assert second >= first + 10  # another run's worth later, not at the next batch
-    assert verify(db).size == 60  # checks 1-9: the index holds each entry once
+    assert verify(db).size == 1 + 60  # checks 1-9: the index holds each entry once
     with LedgerReader(db) as reader:
         status = status_report(reader)
     assert status["indexed_size"] >= second + 10
@@ -675,18 +711,18 @@ def test_stopped_consumer_resumes_without_losing_or_duplicating(
     assert not thread.is_alive()
     first = consumer.stats.accepted
     assert 500 <= first < 3000, "the consumer was not stopped part-way through the topic"
-    assert len(entries(db)) == first
+    assert len(event_entries(db)) == first
 
     more_ids, more_values, more_keys = _signed_batch(ci_signer, 500)
     produce_raw(kafka, more_values, keys=more_keys)
     second = consume(kafka, db, keyring, group=group)
 
     assert (second.accepted, second.duplicates) == (3500 - first, 0)
-    rows = entries(db)
-    assert_gap_free(rows)
+    assert_gap_free(entries(db))
+    rows = event_entries(db)
     assert len(rows) == 3500
     assert sorted(r["event_id"] for r in rows) == sorted(ids + more_ids)
-    assert verify(db).size == 3500
+    assert verify(db).size == 1 + 3500
     # the consumer group's offsets follow the ledger, for lag monitoring
     admin = KafkaAdminClient(**kafka.client_config())
     try:

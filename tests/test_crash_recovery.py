@@ -29,6 +29,7 @@ from consumer_helpers import (
     cli_env,
     cli_json,
     entries,
+    event_entries,
     ledger_cli,
     produce_raw,
     quarantine,
@@ -37,6 +38,7 @@ from consumer_helpers import (
 from helpers import make_event, wait_for
 
 from consumers.ledger_consumer import LedgerConsumer
+from ledger.log.chain import Origin
 from ledger.log.checkpoint import open_checkpoint, split_notes
 from ledger.log.merkle import LeafHashes, leaf_hash, root_at
 from ledger.store.reader import LedgerReader
@@ -112,12 +114,14 @@ def _positioned(log: Path, proc: subprocess.Popen[bytes]) -> bool:
 
 
 def _ledger_state(db: Path) -> tuple[int, int]:
-    """(entries, quarantined) after checking the invariants that must hold after any crash."""
+    """(events chained, quarantined) after checking the invariants that must hold after any
+    crash."""
     if not db.exists():
         return 0, 0
     with LedgerReader(db) as reader:
-        count, max_seq, ids = reader.con.execute(
-            "SELECT count(*), coalesce(max(seq), 0), count(DISTINCT event_id) FROM entries"
+        count, max_seq, ids, records = reader.con.execute(
+            "SELECT count(*), coalesce(max(seq), 0), count(DISTINCT event_id), "
+            f"count(*) FILTER (WHERE origin = {int(Origin.LEDGER)}) FROM entries"
         ).fetchall()[0]
         quarantined, coordinates = reader.con.execute(
             "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM quarantine"
@@ -125,7 +129,7 @@ def _ledger_state(db: Path) -> tuple[int, int]:
     assert count == max_seq, f"sequence has gaps: {count} entries, head {max_seq}"
     assert ids == count, "an event id is chained twice"
     assert coordinates == quarantined, "a rejected message is quarantined twice"
-    return count, quarantined
+    return count - records, quarantined
 
 
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
@@ -250,19 +254,19 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert len(interrupted) >= 10, progress
     assert not leftover, f"verification workers outlived their killed consumer: {leftover}"
 
-    rows = entries(db)
-    assert_gap_free(rows)
+    assert_gap_free(entries(db))
+    rows = event_entries(db)
     assert sorted(r["event_id"] for r in rows) == sorted(produced_ids)
     assert len(rows) == len(produced_ids)
     assert summary["duplicates"] == 0  # resumed from the stored offsets, never re-read
     stored = {(q["kafka_partition"], q["kafka_offset"]): bytes(q["value"]) for q in quarantine(db)}
     assert stored == rejected
     assert len(quarantine(db)) == len(rejected)
-    assert verify(db).size == len(produced_ids)
+    assert verify(db).size == 1 + len(produced_ids)  # the keyring's record, then the events
     checked = ledger_cli("verify", "--db", str(db), "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert cli_json(checked)["size"] == len(produced_ids)
-    _assert_tree_and_checkpoints_survived(db, rows, witness, ledger_key)
+    assert cli_json(checked)["size"] == 1 + len(produced_ids)
+    _assert_tree_and_checkpoints_survived(db, entries(db), witness, ledger_key)
 
 
 def _assert_tree_and_checkpoints_survived(
@@ -371,10 +375,10 @@ def test_consumer_in_a_thread_survives_a_broker_restart(
         thread.join(30)
     assert not thread.is_alive()
     assert not failure, failure
-    rows = entries(db)
-    assert_gap_free(rows)
+    assert_gap_free(entries(db))
+    rows = event_entries(db)
     assert sorted(r["event_id"] for r in rows) == sorted(e.id for e, _ in before + after)
-    assert verify(db).size == 150
+    assert verify(db).size == 1 + 150  # the keyring's record, then the events
 
 
 def test_events_produced_after_a_broker_restart_with_an_empty_log_all_arrive(
@@ -418,7 +422,7 @@ def test_events_produced_after_a_broker_restart_with_an_empty_log_all_arrive(
             stderr=err,
         )
     try:
-        wait_for(lambda: "head 60" in log.read_text().replace("\n", " "), "the first 60 events")
+        wait_for(lambda: "head 61" in log.read_text().replace("\n", " "), "the first 60 events")
         proc.send_signal(signal.SIGSTOP)
         broker.stop()
         broker.start()
@@ -428,7 +432,7 @@ def test_events_produced_after_a_broker_restart_with_an_empty_log_all_arrive(
         proc.send_signal(signal.SIGCONT)
         with contextlib.suppress(AssertionError):  # what did not arrive is named below
             wait_for(
-                lambda: f"head {len(before) + len(after)}" in log.read_text(),
+                lambda: f"head {1 + len(before) + len(after)}" in log.read_text(),
                 "every event to be chained after the restart",
                 timeout=90,
             )
@@ -438,9 +442,8 @@ def test_events_produced_after_a_broker_restart_with_an_empty_log_all_arrive(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    rows = entries(db)
-    assert_gap_free(rows)
-    missing = {e.id for e, _ in after} - {r["event_id"] for r in rows}
+    assert_gap_free(entries(db))
+    missing = {e.id for e, _ in after} - {r["event_id"] for r in event_entries(db)}
     assert not missing, (
         f"{len(missing)} of {len(after)} events produced after the restart never reached the ledger"
     )

@@ -45,7 +45,7 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     history = build_history(datetime.now(UTC))
     assert summary["stats"]["accepted"] == len(history.events)
     assert summary["chain"]["ok"] is True
-    assert summary["chain"]["size"] == len(history.events)
+    assert summary["chain"]["size"] == 1 + len(history.events)  # the keyring's record first
     # The two forged messages were refused, each for its own reason.
     assert sorted(q["reason"] for q in summary["quarantined"]) == [
         "key_not_allowed_type",

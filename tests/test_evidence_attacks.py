@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from attack_helpers import Statement, resigned, signed_statement, statement_of
 from consumer_helpers import ledger_cli
 from helpers import DIGEST_A, IMAGE_A, IMAGE_B, make_event
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +32,6 @@ from ledger.demo import SERVICES
 from ledger.errors import EvidenceError, ForeignLedgerKeyError
 from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import (
-    PAYLOAD_TYPE,
     AsOfQuery,
     TimelineQuery,
     derive_answer,
@@ -52,13 +52,11 @@ from ledger.store.prove import stored_entries
 from ledger.store.query import asof, candidates, timeline
 from ledger.store.reader import LedgerReader
 from ledger.transport.producer import seal
-from ledger.wire.envelope import Envelope, pae
+from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import Keyring, Signer
 
 MOMENT = (DEMO_END - timedelta(days=2)).replace(hour=14, minute=3)  # the demo's question
 PAYMENTS = AsOfQuery(kind="asof", service="payments", environment="prod", at=MOMENT)
-
-Statement = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -88,27 +86,6 @@ def bundle(demo: tuple[Path, Keyring], ledger_key: Signer) -> bytes:
     """What was live for payments in prod at the demo's instant, as a signed bundle."""
     with LedgerReader(demo[0]) as opened:
         return build_bundle(opened, PAYMENTS, demo[1], ledger_key)[0]
-
-
-def _statement(data: bytes) -> Statement:
-    statement: Statement = json.loads(base64.b64decode(json.loads(data)["payload"]))
-    return statement
-
-
-def _signed(statement: Statement, key: Signer) -> bytes:
-    """A DSSE envelope over the statement, as whoever holds ``key`` would write it."""
-    payload = json.dumps(statement).encode()
-    signature = key.sign(pae(PAYLOAD_TYPE, payload))
-    return json.dumps({
-        "payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
-        "signatures": [{"keyid": key.key_id, "sig": base64.b64encode(signature).decode()}],
-    }).encode()  # fmt: skip
-
-
-def _resigned(data: bytes, edit: Callable[[Statement], object], key: Signer) -> bytes:
-    statement = _statement(data)
-    edit(statement)
-    return _signed(statement, key)
 
 
 def _caught(data: bytes, trusted: TrustedKey | None) -> EvidenceError:
@@ -153,7 +130,7 @@ def test_untampered_bundle_verifies_and_rederives_the_same_answer(
     assert set(expected.evidence.entries) <= set(report.entries)
     assert expected.deployment is not None
     assert report.subjects == [expected.deployment.image]
-    statement = _statement(bundle)
+    statement = statement_of(bundle)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://deploy-ledger.dev/evidence/v1"
     assert statement["subject"][0]["digest"]["sha256"] == report.subjects[0].split(":")[-1]
@@ -270,7 +247,7 @@ def test_stored_checkpoint_is_used_and_a_fresh_one_signed_when_the_ledger_grew(
 ) -> None:
     path, ring = demo
     with LedgerReader(path) as stored:
-        assert _statement(bundle)["predicate"]["checkpoint"] == stored.checkpoints()[-1][2]
+        assert statement_of(bundle)["predicate"]["checkpoint"] == stored.checkpoints()[-1][2]
     grown = tmp_path / "grown.duckdb"
     shutil.copy(path, grown)
     ci = Signer.generate("ci-main")
@@ -283,7 +260,7 @@ def test_stored_checkpoint_is_used_and_a_fresh_one_signed_when_the_ledger_grew(
         assert report.checkpoint.size == reader.size() == 118
         assert report.checkpoint.root == root_at(reader.tree(), 118)
         assert max(size for size, _, _, _ in reader.checkpoints()) == 117  # not stored
-    note = _statement(data)["predicate"]["checkpoint"]
+    note = statement_of(data)["predicate"]["checkpoint"]
     assert open_checkpoint(note, "ledger", ledger_key.public_raw).size == 118
     # Another key does not sign for this ledger at all: only the pinned one does.
     other = Signer.generate("ledger-2")
@@ -309,7 +286,7 @@ def test_edited_ledger_columns_cannot_produce_a_bundle(
     con = duckdb.connect(str(copied))
     try:
         con.execute("UPDATE entries SET actor = 'mallory' WHERE seq = ?",
-                    [_deployment_seq(_statement(bundle))])  # fmt: skip
+                    [_deployment_seq(statement_of(bundle))])  # fmt: skip
     finally:
         con.close()
     with LedgerReader(copied) as reader, pytest.raises(EvidenceError) as caught:
@@ -322,14 +299,14 @@ def test_edited_ledger_columns_cannot_produce_a_bundle(
 
 def test_tampered_entry(bundle: bytes, ledger_key: Signer, trusted: TrustedKey) -> None:
     """The deployed image swapped inside the stored envelope: the leaf no longer matches."""
-    seq = _deployment_seq(_statement(bundle))
-    image = _statement(bundle)["predicate"]["answer"]["deployment"]["image"].encode()
+    seq = _deployment_seq(statement_of(bundle))
+    image = statement_of(bundle)["predicate"]["answer"]["deployment"]["image"].encode()
 
     def edit(statement: Statement) -> None:
         entry = _entry(statement, seq)
         entry["envelope"] = _tampered_envelope(entry["envelope"], image[-64:], b"c" * 64)
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert (error.check, error.seq) == ("inclusion", seq)
     assert "root_mismatch" in error.message
 
@@ -339,13 +316,13 @@ def test_tampered_entry_in_a_forged_tree(
 ) -> None:
     """The insider also rebuilds the tree around the edited entry and signs a checkpoint of
     it with the ledger key: proofs hold, but the producer's signature does not."""
-    statement = _statement(bundle)
+    statement = statement_of(bundle)
     seq = _deployment_seq(statement)
     image = statement["predicate"]["answer"]["deployment"]["image"].encode()
     entry = _entry(statement, seq)
     entry["envelope"] = _tampered_envelope(entry["envelope"], image[-64:], b"c" * 64)
     _in_forged_tree(statement, demo[0], [entry], ledger_key)
-    error = _caught(_signed(statement, ledger_key), trusted)
+    error = _caught(signed_statement(statement, ledger_key), trusted)
     assert (error.check, error.seq) == ("producer_signature", seq)
     assert "bad_signature" in error.message
 
@@ -381,7 +358,7 @@ def test_forged_producer_key_in_the_carried_keyring(
     re-signs an edited deployment with it: every check under the carried keyring passes;
     the auditor's own keyring (--keyring) catches it."""
     insider = Signer.generate("ci-github")
-    statement = _statement(bundle)
+    statement = statement_of(bundle)
     predicate = statement["predicate"]
     seq = _deployment_seq(statement)
     image = predicate["answer"]["deployment"]["image"]
@@ -410,7 +387,7 @@ def test_forged_producer_key_in_the_carried_keyring(
         s if s["name"] != image else {**s, "name": forged, "digest": {"sha256": "c" * 64}}
         for s in statement["subject"]
     ]
-    data = _signed(statement, ledger_key)
+    data = signed_statement(statement, ledger_key)
 
     assert verify_bundle(data, trusted).answer["deployment"]["image"] == forged
     error = _caught_with(data, trusted, demo[1])
@@ -440,9 +417,9 @@ def test_tampered_proof(bundle: bytes, ledger_key: Signer, trusted: TrustedKey) 
         path = statement["predicate"]["proofs"][2]["inclusion_path"]
         path[-1] = _b64(bytes(32))
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "inclusion"
-    assert error.seq == _statement(bundle)["predicate"]["entries"][2]["seq"]
+    assert error.seq == statement_of(bundle)["predicate"]["entries"][2]["seq"]
 
 
 def test_tampered_proof_for_another_leaf(
@@ -452,7 +429,7 @@ def test_tampered_proof_for_another_leaf(
         proofs = statement["predicate"]["proofs"]
         proofs[0], proofs[1] = proofs[1], proofs[0]
 
-    assert _caught(_resigned(bundle, edit, ledger_key), trusted).check == "inclusion"
+    assert _caught(resigned(bundle, edit, ledger_key), trusted).check == "inclusion"
 
 
 @pytest.mark.parametrize(
@@ -471,7 +448,7 @@ def test_tampered_proof_for_another_leaf(
 def test_tampered_answer(
     bundle: bytes, ledger_key: Signer, trusted: TrustedKey, edit: Callable[[Any], object]
 ) -> None:
-    data = _resigned(bundle, lambda s: edit(s["predicate"]["answer"]), ledger_key)
+    data = resigned(bundle, lambda s: edit(s["predicate"]["answer"]), ledger_key)
     assert _caught(data, trusted).check == "answer"
 
 
@@ -484,7 +461,7 @@ def test_tampered_answer_image_with_matching_subject(
         statement["predicate"]["answer"]["deployment"]["image"] = IMAGE_A
         statement["subject"] = [{"name": IMAGE_A, "digest": {"sha256": IMAGE_A[-64:]}}]
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "answer"
     assert "deployment" in error.message
 
@@ -493,14 +470,14 @@ def test_dropped_entry_changes_the_rederived_answer(
     bundle: bytes, ledger_key: Signer, trusted: TrustedKey
 ) -> None:
     """Leaving out the grant that approved the deployment: the rules now say `missing`."""
-    grant = _statement(bundle)["predicate"]["answer"]["deployment"]["approval"]["seq"]
+    grant = statement_of(bundle)["predicate"]["answer"]["deployment"]["approval"]["seq"]
 
     def edit(statement: Statement) -> None:
         predicate = statement["predicate"]
         index = next(i for i, e in enumerate(predicate["entries"]) if e["seq"] == grant)
         del predicate["entries"][index], predicate["proofs"][index]
 
-    assert _caught(_resigned(bundle, edit, ledger_key), trusted).check == "answer"
+    assert _caught(resigned(bundle, edit, ledger_key), trusted).check == "answer"
 
 
 def test_padded_with_another_services_entry(
@@ -524,7 +501,7 @@ def test_padded_with_another_services_entry(
             index, {"leaf_index": seq - 1, "inclusion_path": [_b64(h) for h in path]}
         )
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert (error.check, error.seq) == ("scope", seq)
 
 
@@ -538,7 +515,7 @@ def test_tampered_key_keyring_entry_swapped(
         keys = statement["predicate"]["keyring"]["keys"]
         keys["change-board"]["public_key"] = _b64(insider.public_raw)
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "producer_signature"
     assert "bad_signature" in error.message and "change-board" in error.message
 
@@ -547,7 +524,7 @@ def test_tampered_key_keyring_entry_removed(
     bundle: bytes, ledger_key: Signer, trusted: TrustedKey
 ) -> None:
     error = _caught(
-        _resigned(bundle, lambda s: s["predicate"]["keyring"]["keys"].pop("config-mgmt"),
+        resigned(bundle, lambda s: s["predicate"]["keyring"]["keys"].pop("config-mgmt"),
                   ledger_key),
         trusted,
     )  # fmt: skip
@@ -561,7 +538,7 @@ def test_tampered_key_keyring_entry_revoked_before_the_event(
         keys = statement["predicate"]["keyring"]["keys"]
         keys["ci-github"]["revoked_at"] = "2020-01-01T00:00:00Z"
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "authorization" and "key_revoked" in error.message
 
 
@@ -572,7 +549,7 @@ def test_tampered_checkpoint(bundle: bytes, ledger_key: Signer, trusted: Trusted
         note = statement["predicate"]["checkpoint"]
         statement["predicate"]["checkpoint"] = note.replace("\n117\n", "\n116\n")
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "checkpoint" and "bad_signature" in error.message
 
 
@@ -584,7 +561,7 @@ def test_tampered_checkpoint_resigned_over_another_root(
         fake = sign_checkpoint(Checkpoint(origin, 117, bytes(32)), ledger_key)
         statement["predicate"]["checkpoint"] = fake
 
-    assert _caught(_resigned(bundle, edit, ledger_key), trusted).check == "inclusion"
+    assert _caught(resigned(bundle, edit, ledger_key), trusted).check == "inclusion"
 
 
 def test_tampered_checkpoint_of_another_log(
@@ -593,7 +570,7 @@ def test_tampered_checkpoint_of_another_log(
     def edit(statement: Statement) -> None:
         statement["predicate"]["ledger"]["origin"] = "deploy-ledger/another"
 
-    error = _caught(_resigned(bundle, edit, ledger_key), trusted)
+    error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "checkpoint" and "origin_mismatch" in error.message
 
 
@@ -608,7 +585,7 @@ def test_bundle_resigned_by_another_key(bundle: bytes, trusted: TrustedKey) -> N
         predicate["checkpoint"] = sign_checkpoint(opened, forger)
         predicate["ledger"]["verifier_key"] = verifier_key("ledger", forger.public_raw)
 
-    forged = _resigned(bundle, edit, forger)
+    forged = resigned(bundle, edit, forger)
     report = verify_bundle(forged, None)
     assert report.trusted is False
     assert _caught(forged, trusted).check == "envelope_signature"
@@ -667,7 +644,7 @@ def test_outer_envelope_edits(bundle: bytes, trusted: TrustedKey) -> None:
 def test_unknown_field_in_the_statement(
     bundle: bytes, ledger_key: Signer, trusted: TrustedKey
 ) -> None:
-    data = _resigned(bundle, lambda s: s["predicate"].update(note="trust me"), ledger_key)
+    data = resigned(bundle, lambda s: s["predicate"].update(note="trust me"), ledger_key)
     assert _caught(data, trusted).check == "malformed"
 
 
@@ -675,7 +652,7 @@ def test_tampered_subjects(bundle: bytes, ledger_key: Signer, trusted: TrustedKe
     def edit(statement: Statement) -> None:
         statement["subject"].append({"name": IMAGE_B, "digest": {"sha256": IMAGE_B[-64:]}})
 
-    assert _caught(_resigned(bundle, edit, ledger_key), trusted).check == "subjects"
+    assert _caught(resigned(bundle, edit, ledger_key), trusted).check == "subjects"
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_attack_foreign_checkpoint_key_is_refused_before_anything_is_signed(
     assert witness.read_bytes() == witnessed  # nothing signed: not in the witness file...
     with LedgerReader(db) as reader:  # ...nor in the ledger
         assert {vkey.split("+")[0] for _, _, _, vkey in reader.checkpoints()} == {"ledger"}
-        assert reader.size() == 3  # nothing consumed either: refused at the start
+        assert reader.size() == 1 + 3  # keyring, events: nothing more, refused at the start
 
 
 def test_attack_foreign_evidence_key_is_refused(

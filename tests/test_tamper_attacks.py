@@ -125,7 +125,14 @@ def test_untampered_ledger_verifies(ledger: Path, pristine: tuple[Path, Keyring,
     }
     assert (printed["signatures_checked"], printed["signatures_verified"]) == (True, 10)
     assert (printed["first_bad_seq"], printed["check"], printed["reason"]) == (None, None, None)
-    assert set(printed["timings"]) == {"chain", "tree", "index", "signatures", "checkpoints"}
+    assert set(printed["timings"]) == {
+        "chain",
+        "tree",
+        "index",
+        "keyrings",
+        "signatures",
+        "checkpoints",
+    }
 
 
 def test_verification_in_worker_processes_finds_the_same_first_failure(ledger: Path) -> None:

@@ -175,6 +175,7 @@ def consume(
             serve=listen,
             api_token=api_token,
             checkpoints=policy,
+            keyring_source=f"file {keyring}",
         )
 
         def _stop(signum: int, frame: FrameType | None) -> None:

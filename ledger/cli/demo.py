@@ -147,7 +147,8 @@ def _run(
     # Batches of 50, a checkpoint after each 50 entries and one on the way out: a few
     # checkpoints to prove inclusion and consistency against.
     policy = CheckpointPolicy(ledger_signer, _witness(db), checkpoint_topic, every=50)
-    consumer = LedgerConsumer(settings, db, keyring, batch_size=50, checkpoints=policy)
+    consumer = LedgerConsumer(settings, db, keyring, batch_size=50, checkpoints=policy,
+                              keyring_source=f"file {workdir / 'keyring.json'}")  # fmt: skip
     stats = consumer.run(until_idle=2.0)
     console.print(
         f"consumed into {db}: {stats.accepted} chained, "

@@ -81,6 +81,7 @@ def report_json(report: BundleReport) -> dict[str, Any]:
         "query": report.query.model_dump(mode="json"),
         "subjects": report.subjects,
         "entries": report.entries,
+        "keyring_records": report.keyring_records,
         "checkpoint": {"origin": report.checkpoint.origin, "size": report.checkpoint.size},
         "key": report.key_name,
         "trusted": report.trusted,
@@ -230,6 +231,13 @@ def _print_report(report: BundleReport) -> None:
         console.print(f"signed by trusted ledger key {report.key_name!r}")
     if report.own_keyring:
         console.print("producer signatures checked under your keyring")
+    elif report.keyring_records:
+        records = ", ".join(str(seq) for seq in report.keyring_records)
+        console.print(
+            f"producer signatures checked under the keyrings the ledger recorded (entries "
+            f"{records}, proven in the checkpoint like the events): pass --keyring to check "
+            "them under your own"
+        )
     else:
         console.print(
             "[yellow]producer keys from the keyring the bundle carries (the ledger "

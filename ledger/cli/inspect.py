@@ -70,7 +70,8 @@ CheckpointTopic = Annotated[
     ),
 ]
 _STAGES = {"chain": "hashes and links", "tree": "Merkle tree", "index": "query index",
-           "signatures": "signatures", "checkpoints": "checkpoints"}  # fmt: skip
+           "keyrings": "keyring records", "signatures": "signatures",
+           "checkpoints": "checkpoints"}  # fmt: skip
 
 
 @shared("connection", CONNECTION)
@@ -211,15 +212,28 @@ def _print_verification(report: dict[str, Any]) -> None:
         f"tree and query index intact ({report['algorithm']})"
     )
     out.print(f"head  {report['head_hash']}\nroot  {report['root']}")
+    recorded = report["keyrings"]["recorded"]
     if report["signatures_checked"]:
+        judged = f"the {recorded} keyring(s) the ledger recorded" if recorded else "the keyring"
         console.print(
-            f"signatures: {report['signatures_verified']:,} re-verified and "
-            "authorized by the keyring"
+            f"signatures: {report['signatures_verified']:,} re-verified and authorized by {judged}"
+        )
+    elif report["signatures_verified"]:
+        console.print(
+            f"[yellow]signatures: only {report['signatures_verified']:,} re-verified, under "
+            f"the keyrings the ledger recorded; the others name none: pass --keyring to "
+            "judge them[/yellow]"
         )
     else:
         console.print(
-            "[yellow]signatures NOT re-verified: no keyring (pass --keyring), or "
-            "read through --api (the server does not re-check them)[/yellow]"
+            "[yellow]signatures NOT re-verified: no keyring recorded in the ledger or "
+            "given (pass --keyring), or read through --api (the server does not re-check "
+            "them)[/yellow]"
+        )
+    if report["keyrings"]["given_matches_latest"] is False:
+        console.print(
+            "[yellow]the keyring given is not the one the ledger recorded last: entries "
+            "are judged under the keyrings recorded in the chain, not the file[/yellow]"
         )
     cps = report["checkpoints"]
     if not cps["stored"] and not cps["external"]:

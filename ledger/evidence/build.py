@@ -36,14 +36,14 @@ from ledger.evidence.bundle import (
     subjects_of,
     verify_bundle,
 )
-from ledger.log.chain import ALGORITHM
+from ledger.log.chain import ALGORITHM, NO_KEYRING
 from ledger.log.checkpoint import Checkpoint, TrustedKey, sign_checkpoint, verifier_key
 from ledger.log.merkle import inclusion_proof, root_at
 from ledger.log.proof import b64
 from ledger.rules.pointintime import RULES_VERSION, AsOf
 from ledger.rules.questions import check_window
 from ledger.store.identity import check_ledger_key
-from ledger.store.prove import ledger_origin, snapshot, stored_entries
+from ledger.store.prove import keyring_records, ledger_origin, snapshot, stored_entries
 from ledger.store.query import asof, candidates, timeline
 from ledger.store.reader import LedgerReader
 from ledger.wire.keyring import Keyring, Signer
@@ -134,7 +134,8 @@ def _statement(
     start = query.at if isinstance(query, AsOfQuery) else query.from_
     facts = candidates(reader, query.service, query.environment, start)
     seqs = {f.seq for f in facts} | window
-    entries = stored_entries(reader, seqs)
+    events = stored_entries(reader, seqs)
+    entries = stored_entries(reader, seqs | keyring_records(reader, events))
     opened = open_entries(entries, keyring)
     answer = derive_answer(query, opened, size)
     if answer != expected:
@@ -151,7 +152,11 @@ def _statement(
             check="subjects",
         )
     tree = reader.tree()
-    key_ids = sorted({item.verified.key_id for item in opened})
+    # The producers' keys the bundle carries: those of events judged under no keyring record.
+    key_ids = sorted({
+        item.verified.key_id for item in opened
+        if item.entry.witnessed is None or item.entry.witnessed.keyring == NO_KEYRING
+    })  # fmt: skip
     return Statement(
         type_=STATEMENT_TYPE,
         subject=subjects,

@@ -3,8 +3,10 @@
 A bundle is an in-toto Statement v1 in a DSSE JSON envelope signed by the ledger key. Its
 predicate carries the question, the answer, every entry the answer rests on (exact signed
 envelope bytes with the chain inputs), an RFC 9162 inclusion proof of each against one
-signed checkpoint, that checkpoint, and the keyring entries of the producers that signed
-the entries. :func:`verify_bundle` needs nothing else: no ledger, no Kafka, no network.
+signed checkpoint, that checkpoint, the keyring records of the ledger those entries were
+judged under (entries too, proven alike), and the keyring entries of the producers that
+signed any entry judged under no record. :func:`verify_bundle` needs nothing else: no
+ledger, no Kafka, no network.
 
 Verification checklist (docs/formats.md §9); the first failure raises
 :class:`~ledger.errors.EvidenceError` whose ``check`` names it:
@@ -15,13 +17,16 @@ Verification checklist (docs/formats.md §9); the first failure raises
 2. ``checkpoint``: the checkpoint note is signed by the same key, for the bundle's origin;
 3. ``inclusion``: each entry's chain hash, recomputed from its exact bytes, is leaf
    ``seq - 1`` of the checkpoint's tree (its inclusion path leads to the signed root);
-4. ``producer_signature`` / ``authorization``: each envelope verifies under the carried
-   keyring (or the auditor's own, when given: the carried one is the ledger operator's
-   statement) exactly as the consumer checked it: signature over the payload, and the key's
-   authorization for the event's type and source when the ledger witnessed it (an entry
-   of format 1: at the time the event claims);
-5. ``scope`` / ``answer``: every entry belongs to the question (service, environment,
-   time; a revocation may claim a later time, the ledger's order placing it), and the
+4. ``keyring`` / ``producer_signature`` / ``authorization``: each event's envelope
+   verifies exactly as the consumer checked it (signature over the payload, and the key's
+   authorization for the event's type and source when the ledger witnessed it; an entry
+   of format 1: at the time the event claims) under the auditor's own keyring when given;
+   else under the keyring record it commits to, which the bundle must carry, proven in the
+   log before it; else (format 1, or judged under no record) under the carried keyring,
+   which is the ledger operator's statement;
+5. ``scope`` / ``answer``: every event belongs to the question (service, environment,
+   time; a revocation may claim a later time, the ledger's order placing it), every
+   keyring record to an event carried, and the
    answer re-derived from the decoded entries by the point-in-time rules of the version the
    bundle names (1 when it names none), over the checkpoint's ledger size, equals the
    carried answer exactly;
@@ -47,10 +52,11 @@ from ledger.errors import (
     AuthorizationError,
     CheckpointError,
     EvidenceError,
+    LedgerError,
     ProofError,
     RejectedMessage,
 )
-from ledger.log.chain import ALGORITHM, ALGORITHMS
+from ledger.log.chain import ALGORITHM, ALGORITHMS, NO_KEYRING, Origin
 from ledger.log.checkpoint import Checkpoint, TrustedKey, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import verify_inclusion
 from ledger.log.proof import Blob, Hash, StoredEntry, b64
@@ -60,6 +66,7 @@ from ledger.wire.codec import decode_event
 from ledger.wire.envelope import Envelope, pae
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring, Signer, ed25519_verify
+from ledger.wire.records import open_keyring_record
 from ledger.wire.verify import VerifiedEvent, verify_message
 
 __all__ = [
@@ -77,7 +84,9 @@ __all__ = [
     "TimelineQuery",
     "VerifiedEntry",
     "derive_answer",
+    "is_record",
     "open_entries",
+    "recorded_keyrings",
     "sign_statement",
     "subjects_of",
     "verify_bundle",
@@ -201,6 +210,7 @@ class BundleReport:
     answer: dict[str, Any]
     subjects: list[str]
     entries: list[int]
+    keyring_records: list[int]  # the ledger's records of the keyrings events were judged under
     checkpoint: Checkpoint
     key_name: str
     trusted: bool  # False: checked against the key the bundle itself carries
@@ -434,12 +444,74 @@ def _judged_at(entry: StoredEntry) -> datetime:
         return _EPOCH  # undecodable: verify_message names what is wrong with it
 
 
-def open_entries(entries: Iterable[StoredEntry], keyring: Keyring) -> list[VerifiedEntry]:
-    """Step 4: each envelope verified as the consumer verified it, under ``keyring``."""
+def is_record(entry: StoredEntry) -> bool:
+    """Whether the entry is one the ledger wrote itself (a keyring record), not an event."""
+    return entry.witnessed is not None and entry.witnessed.origin == int(Origin.LEDGER)
+
+
+def recorded_keyrings(entries: Iterable[StoredEntry]) -> dict[bytes, tuple[int, Keyring]]:
+    """Step 4a: the keyring records among ``entries``, one per keyring: digest -> (seq,
+    keyring)."""
+    found: dict[bytes, tuple[int, Keyring]] = {}
+    for entry in filter(is_record, entries):
+        try:
+            keyring = open_keyring_record(Envelope.from_bytes(entry.envelope)).keyring
+        except LedgerError as exc:
+            raise EvidenceError(
+                f"entry {entry.seq}: not a keyring record the ledger wrote: {exc.message}",
+                check="keyring",
+                seq=entry.seq,
+            ) from None
+        digest = keyring.digest()
+        if digest in found:
+            raise EvidenceError(
+                f"entries {found[digest][0]} and {entry.seq} record the same keyring",
+                check="malformed",
+                seq=entry.seq,
+            )
+        found[digest] = (entry.seq, keyring)
+    return found
+
+
+def _judging(
+    entry: StoredEntry, recorded: dict[bytes, tuple[int, Keyring]], carried: Keyring
+) -> Keyring:
+    """Step 4b: the keyring an event was judged under: the record it commits to, else (it
+    names none) the carried one."""
+    if entry.witnessed is None or entry.witnessed.keyring == NO_KEYRING:
+        return carried
+    digest = entry.witnessed.keyring
+    seq, keyring = recorded.get(digest, (None, None))
+    if seq is None or keyring is None:
+        raise EvidenceError(
+            f"entry {entry.seq} was judged under keyring {digest.hex()[:16]}…, whose record "
+            "the bundle does not carry",
+            check="keyring",
+            seq=entry.seq,
+        )
+    if seq > entry.seq:
+        raise EvidenceError(
+            f"entry {entry.seq} was judged under the keyring recorded at entry {seq}, after it",
+            check="keyring",
+            seq=entry.seq,
+        )
+    return keyring
+
+
+def open_entries(
+    entries: Iterable[StoredEntry], keyring: Keyring, own: Keyring | None = None
+) -> list[VerifiedEntry]:
+    """Step 4: each event's envelope verified as the consumer verified it, under ``own``
+    when given, else the keyring it was judged under (:func:`_judging`)."""
+    entries = list(entries)
+    recorded = recorded_keyrings(entries)
     opened = []
     for entry in entries:
+        if is_record(entry):
+            continue
+        judging = own if own is not None else _judging(entry, recorded, keyring)
         try:
-            verified = verify_message(entry.envelope, keyring, _judged_at(entry))
+            verified = verify_message(entry.envelope, judging, _judged_at(entry))
         except RejectedMessage as exc:  # an AuthorizationError is one too
             check = "authorization" if isinstance(exc, AuthorizationError) else "producer_signature"
             raise EvidenceError(
@@ -450,10 +522,22 @@ def open_entries(entries: Iterable[StoredEntry], keyring: Keyring) -> list[Verif
 
 
 def _check_scope(
-    query: AsOfQuery | TimelineQuery, entries: list[VerifiedEntry], rules: int
+    query: AsOfQuery | TimelineQuery,
+    entries: list[VerifiedEntry],
+    records: dict[bytes, tuple[int, Keyring]],
+    rules: int,
 ) -> None:
     """Step 5a: nothing carried from another service, environment or later time (but a
-    revocation, which version 2 places by the ledger's order)."""
+    revocation, which version 2 places by the ledger's order), and no keyring record that
+    no carried event was judged under."""
+    committed = {e.entry.witnessed.keyring for e in entries if e.entry.witnessed is not None}
+    for digest, (seq, _keyring) in records.items():
+        if digest not in committed:
+            raise EvidenceError(
+                f"entry {seq} is a keyring record no carried event was judged under",
+                check="scope",
+                seq=seq,
+            )
     until = query.at if isinstance(query, AsOfQuery) else query.to
     for item in entries:
         event = item.event
@@ -479,8 +563,8 @@ def verify_bundle(
 ) -> BundleReport:
     """Run the checklist over a bundle file's bytes; raises :class:`EvidenceError`.
 
-    ``trusted`` pins the ledger key, ``keyring`` the producers' keys (else the carried
-    keyring is used, which whoever holds the ledger key could have written)."""
+    ``trusted`` pins the ledger key, ``keyring`` the producers' keys (else the keyrings
+    the bundle carries are used, which whoever holds the ledger key could have written)."""
     envelope, statement = _parse(data)
     predicate = statement.predicate
     key = _ledger_key(statement, trusted)
@@ -491,9 +575,10 @@ def verify_bundle(
     # 3.
     _check_inclusion(predicate, checkpoint)
     # 4.
-    entries = open_entries(predicate.entries, keyring or predicate.keyring)
+    entries = open_entries(predicate.entries, predicate.keyring, own=keyring)
     # 5.
-    _check_scope(predicate.query, entries, predicate.rules)
+    records = recorded_keyrings(predicate.entries)
+    _check_scope(predicate.query, entries, records, predicate.rules)
     derived = derive_answer(predicate.query, entries, checkpoint.size, predicate.rules).model_dump(
         mode="json"
     )
@@ -518,6 +603,7 @@ def verify_bundle(
         answer=predicate.answer,
         subjects=[s.name for s in statement.subject],
         entries=[e.entry.seq for e in entries],
+        keyring_records=sorted(seq for seq, _ in records.values()),
         checkpoint=checkpoint,
         key_name=key.name,
         trusted=trusted is not None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ledger.log.chain import Witness
 from ledger.wire.columns import DecodedColumns
 
-__all__ = ["Accepted", "Plan", "Received", "Rejected"]
+__all__ = ["Accepted", "Plan", "Received", "Recorded", "Rejected"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,16 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """A record the ledger writes itself (ledger.wire.records): no Kafka coordinates."""
+
+    envelope: bytes
+    columns: DecodedColumns
+    witnessed_us: int
+    keyring: bytes  # the digest of the keyring in force when it was recorded
+
+
+@dataclass(frozen=True)
 class Rejected:
     received: Received
     reason: str
@@ -45,7 +55,7 @@ class Rejected:
 class Plan:
     """What one batch will write; built by ``LedgerWriter.prepare``, applied by commit."""
 
-    entries: list[tuple[Accepted, int]] = field(default_factory=list)  # (message, seq)
+    entries: list[tuple[Accepted | Recorded, int]] = field(default_factory=list)  # (what, seq)
     quarantined: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)

@@ -60,13 +60,16 @@ from ledger.errors import (
     CheckpointError,
     ConfigurationError,
     InconsistentCheckpointError,
+    LedgerError,
 )
-from ledger.log.chain import DOMAIN, DOMAIN_V2, GENESIS
+from ledger.log.chain import DOMAIN, DOMAIN_V2, GENESIS, NO_KEYRING, Origin
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import Tree, root_at
 from ledger.store.index import DERIVE
 from ledger.wire.columns import DecodedColumns
-from ledger.wire.keyring import Keyring
+from ledger.wire.envelope import Envelope
+from ledger.wire.keyring import Keyring, Keyrings
+from ledger.wire.records import KEYRING_RECORD, open_keyring_record
 from ledger.workers import EntryFailure, check_entries, check_entries_in_worker, spawn_pool
 
 if TYPE_CHECKING:
@@ -79,7 +82,8 @@ __all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "verify_ledger"]
 
 CHECKS = (
     "sequence", "link", "entry_hash", "ingestion_order", "tree", "decoded_columns",
-    "signature", "authorization", "query_index", "checkpoint", "truncated", "consistency",
+    "signature", "authorization", "keyring", "query_index", "checkpoint", "truncated",
+    "consistency",
 )  # fmt: skip
 """Check names in checklist order, which breaks ties between failures at one entry."""
 
@@ -160,6 +164,7 @@ _ENTRY_COLUMNS = ", ".join(
 )
 ENTRIES_SQL = (
     "SELECT seq, envelope, CASE WHEN format = 2 THEN epoch_us(witnessed_at) END, "
+    "CASE WHEN format = 2 THEN keyring END, CASE WHEN format = 2 THEN origin END, "
     f"{_ENTRY_COLUMNS} FROM entries WHERE seq < $bound"
 )
 """The batches :func:`ledger.workers.check_entries` takes: every entry below ``$bound``, in
@@ -180,6 +185,8 @@ class LedgerReport:
     latest_checkpoint_size: int | None = None
     signatures_checked: bool = False
     signatures_verified: int = 0
+    keyrings_recorded: int = 0
+    keyring_file_matches: bool | None = None  # the keyring given vs the one recorded last
     timings: dict[str, float] = field(default_factory=dict)
     failure: ChainBrokenError | CheckpointError | None = None
 
@@ -208,6 +215,7 @@ def verify_ledger(
     reader: LedgerReader,
     keyring: Keyring | None,
     *,
+    signatures: bool = True,
     trusted: TrustedKey | None = None,
     external: Sequence[tuple[str, str]] = (),
     published: Sequence[tuple[str, str]] = (),
@@ -217,11 +225,15 @@ def verify_ledger(
 ) -> LedgerReport:
     """Run the checklist over one consistent snapshot of the ledger.
 
-    ``keyring`` None skips checks 6-8 (the report says so). ``external`` holds (where
-    from, signed note) pairs kept outside the ledger (a witness file); ``published`` those
-    read from a topic others may write to, where a note the trusted key did not sign for
-    this ledger is skipped and reported, never a failure. Both need ``trusted``. Checks 6-8
-    run in ``workers`` processes (default: one per core; 1: in this process).
+    Checks 6-8 judge each entry under the keyring it commits to, read from the keyring
+    records in the chain; ``keyring`` (the file the caller holds) judges entries that name
+    none (format 1, or written by the library rather than the consumer) and is compared
+    with the keyring recorded last. ``signatures`` False, or nothing to judge under,
+    skips checks 6-8 (the report says so). ``external`` holds (where from, signed note)
+    pairs kept outside the ledger (a witness file); ``published`` those read from a topic
+    others may write to, where a note the trusted key did not sign for this ledger is
+    skipped and reported, never a failure. Both need ``trusted``. Checks 6-8 run in
+    ``workers`` processes (default: one per core; 1: in this process).
     """
     if (external or published) and trusted is None:
         raise ConfigurationError("external checkpoints need the ledger's trusted public key")
@@ -231,6 +243,7 @@ def verify_ledger(
         return _verify(
             reader,
             keyring,
+            signatures,
             trusted,
             (external, published),
             workers or os.cpu_count() or 1,
@@ -248,6 +261,7 @@ def _silent(stage: str, done: int, total: int) -> None:
 def _verify(
     reader: LedgerReader,
     keyring: Keyring | None,
+    signatures: bool,
     trusted: TrustedKey | None,
     external: tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]],
     workers: int,
@@ -282,14 +296,20 @@ def _verify(
     bound = min((f.seq for f in failures), default=size + 1)
     if not failures:  # the index is derived from the entries: judged once they are sound
         failures += stage("index", lambda: _index_failures(reader.con))
-    if keyring is not None:
+    failures += stage("keyrings", lambda: _keyring_failures(reader.con))
+    recorded, latest = _recorded_keyrings(reader.con)
+    report.keyrings_recorded = len(recorded)
+    if latest is not None and keyring is not None:  # the file given: a cross-check
+        report.keyring_file_matches = keyring.digest().hex() == latest
+    if signatures and (recorded or keyring is not None):
         start = perf_counter()
-        entry_failure, checked = _entry_checks(
-            reader.con, keyring, bound, workers, batch_rows, progress
-        )
+        keyrings = Keyrings(recorded=recorded, default=keyring)
+        entry_failure = _entry_checks(reader.con, keyrings, bound, workers, batch_rows, progress)
         report.timings["signatures"] = round(perf_counter() - start, 3)
-        report.signatures_checked = True
-        report.signatures_verified = checked if entry_failure is None else entry_failure.seq - 1
+        upto = bound if entry_failure is None else min(bound, entry_failure.seq)
+        events, unnamed = _events_below(reader.con, upto)
+        report.signatures_checked = keyring is not None or unnamed == 0
+        report.signatures_verified = events - (unnamed if keyring is None else 0)
         if entry_failure is not None:
             failures.append(entry_failure)
     if failures:
@@ -385,13 +405,14 @@ def _tree_failures(con: duckdb.DuckDBPyConnection, size: int) -> list[ChainBroke
 
 def _entry_checks(
     con: duckdb.DuckDBPyConnection,
-    keyring: Keyring,
+    keyrings: Keyrings,
     bound: int,
     workers: int,
     batch_rows: int,
     progress: Progress,
-) -> tuple[ChainBrokenError | None, int]:
-    """Checks 6-8 on every entry below ``bound``: (the lowest failure, entries checked).
+) -> ChainBrokenError | None:
+    """Checks 6-8 on every entry below ``bound`` (:func:`ledger.workers.check_entries`):
+    the lowest failure.
 
     The main process reads Arrow batches in storage order and keeps a few in flight per
     worker; each worker answers the lowest failing seq of its batch. Once a failure is
@@ -400,15 +421,15 @@ def _entry_checks(
     row = con.execute("SELECT count(*) FROM entries WHERE seq < $bound", {"bound": bound})
     total = int(row.fetchall()[0][0])
     workers = min(workers, -(-total // batch_rows))  # a process per batch at most
-    pool = spawn_pool(keyring, workers) if workers > 1 else None
+    pool = spawn_pool(keyrings, workers) if workers > 1 else None
     first: EntryFailure | None = None
     done = 0
     in_flight: dict[Future[EntryFailure | None], int] = {}  # future -> its batch's rows
 
-    def settle(result: EntryFailure | None, rows: int) -> None:
+    def settle(failure: EntryFailure | None, rows: int) -> None:
         nonlocal first, done
-        if result is not None and (first is None or result[0] < first[0]):
-            first = result
+        if failure is not None and (first is None or failure[0] < first[0]):
+            first = failure
         done += rows
         progress("signatures", done, total)
 
@@ -425,7 +446,7 @@ def _entry_checks(
             if first is not None and min(batch.column(0).to_pylist()) > first[0]:
                 settle(None, batch.num_rows)
             elif pool is None:
-                settle(check_entries(batch, keyring), batch.num_rows)
+                settle(check_entries(batch, keyrings), batch.num_rows)
             else:
                 in_flight[pool.submit(check_entries_in_worker, batch)] = batch.num_rows
                 wait_until(2 * workers)  # bounded memory: two batches per worker in flight
@@ -434,9 +455,65 @@ def _entry_checks(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if first is None:
-        return None, total
+        return None
     seq, check, message = first
-    return ChainBrokenError(message, seq=seq, check=check), total
+    return ChainBrokenError(message, seq=seq, check=check)
+
+
+def _events_below(con: duckdb.DuckDBPyConnection, bound: int) -> tuple[int, int]:
+    """(events, those judged under no recorded keyring: format 1, or a digest of zeros)
+    before ``bound``: what checks 6-8 verified, and what they need a keyring given for."""
+    row = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE format = 1 OR keyring = $none) FROM entries "
+        "WHERE seq < $bound AND origin IS DISTINCT FROM $ledger",
+        {"bound": bound, "none": NO_KEYRING, "ledger": int(Origin.LEDGER)},
+    ).fetchall()[0]
+    return int(row[0]), int(row[1])
+
+
+def _recorded_keyrings(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, Keyring], str | None]:
+    """Every keyring the ledger recorded, by digest (hex), and the digest of the one
+    recorded last. One that does not decode is left out: check 6 names it at its entry."""
+    rows = con.execute(
+        "SELECT envelope FROM entries WHERE type = $type AND origin = $origin ORDER BY seq",
+        {"type": KEYRING_RECORD, "origin": int(Origin.LEDGER)},
+    ).fetchall()
+    found: dict[str, Keyring] = {}
+    latest = None
+    for (envelope,) in rows:
+        try:
+            keyring = open_keyring_record(Envelope.from_bytes(bytes(envelope))).keyring
+        except LedgerError:
+            continue
+        latest = keyring.digest().hex()
+        found[latest] = keyring
+    return found, latest
+
+
+# 8: each entry of format 2 (and each keyring record) commits to the keyring recorded last
+# before it (zeros before the first): an ASOF join finds that record.
+_KEYRING_SQL = f"""
+WITH records AS (
+    SELECT seq, unhex(data->>'$.digest') AS digest FROM entries
+    WHERE type = '{KEYRING_RECORD}' AND origin = {int(Origin.LEDGER)}
+),
+committed AS (SELECT seq, keyring FROM entries WHERE format = 2)
+SELECT c.seq, c.keyring, r.digest FROM committed c ASOF LEFT JOIN records r ON c.seq > r.seq
+WHERE coalesce(r.digest, $none) IS DISTINCT FROM c.keyring
+ORDER BY c.seq LIMIT 1
+"""
+
+
+def _keyring_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
+    """The first entry that does not commit to the keyring recorded last before it."""
+    rows = con.execute(_KEYRING_SQL, {"none": NO_KEYRING}).fetchall()
+    if not rows:
+        return []
+    seq, committed, recorded = rows[0]
+    return [ChainBrokenError(
+        f"entry {seq}: commits to keyring {_short(committed)}, but the keyring recorded last "
+        f"before it is {_short(recorded) if recorded is not None else 'none'}",
+        seq=seq, check="keyring")]  # fmt: skip
 
 
 # --- 9: the query index ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ledger.errors import ConfigurationError, InconsistentCheckpointError
+from ledger.log.chain import NO_KEYRING, Origin
 from ledger.log.merkle import consistency_proof, inclusion_proof, root_at
 from ledger.log.proof import (
     ConsistencyCheckpoints,
@@ -18,8 +19,16 @@ from ledger.log.proof import (
     check_inclusion,
 )
 from ledger.store.reader import LedgerReader
+from ledger.wire.records import KEYRING_RECORD
 
-__all__ = ["build_consistency", "build_inclusion", "ledger_origin", "snapshot", "stored_entries"]
+__all__ = [
+    "build_consistency",
+    "build_inclusion",
+    "keyring_records",
+    "ledger_origin",
+    "snapshot",
+    "stored_entries",
+]
 
 
 @contextmanager
@@ -54,6 +63,18 @@ def stored_entries(reader: LedgerReader, seqs: Iterable[int]) -> list[StoredEntr
         {"seqs": sorted(seqs)},
     )
     return [_stored(row) for row in rows]
+
+
+def keyring_records(reader: LedgerReader, entries: Iterable[StoredEntry]) -> set[int]:
+    """The seq of the first record of each keyring these entries were judged under."""
+    digests = {e.witnessed.keyring.hex() for e in entries if e.witnessed is not None}
+    digests.discard(NO_KEYRING.hex())
+    rows = reader.con.execute(
+        "SELECT min(seq) FROM entries WHERE origin = $origin AND type = $type "
+        "AND data->>'$.digest' IN (SELECT unnest($digests)) GROUP BY data->>'$.digest'",
+        {"origin": int(Origin.LEDGER), "type": KEYRING_RECORD, "digests": sorted(digests)},
+    ).fetchall()
+    return {int(seq) for (seq,) in rows}
 
 
 def _stored(row: dict[str, Any]) -> StoredEntry:

@@ -22,6 +22,7 @@ from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry, chang
 from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
 from ledger.rules.questions import SearchTerms, check_window
 from ledger.store.reader import LedgerReader
+from ledger.wire.records import LEDGER_ENVIRONMENT
 
 __all__ = ["asof", "candidates", "diff", "search", "snapshot", "streams", "timeline"]
 
@@ -266,10 +267,13 @@ def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime)
 
 
 def streams(reader: LedgerReader) -> list[tuple[str, str]]:
-    """Every (environment, service) that some entry names, sorted: what a question can ask
-    about (to tell a misspelt name from a service with nothing recorded)."""
+    """Every (environment, service) that some event names, sorted: what a question can ask
+    about (to tell a misspelt name from a service with nothing recorded). The ledger's own
+    records are not events."""
     rows = reader.con.execute(
-        "SELECT DISTINCT environment, service FROM entries ORDER BY ALL"
+        "SELECT DISTINCT environment, service FROM entries WHERE environment <> $ledger "
+        "ORDER BY ALL",
+        {"ledger": LEDGER_ENVIRONMENT},
     ).fetchall()
     return [(str(environment), str(service)) for environment, service in rows]
 

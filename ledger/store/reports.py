@@ -21,6 +21,7 @@ def verification_report(
     reader: LedgerReader,
     keyring: Keyring | None = None,
     *,
+    signatures: bool = True,
     trusted: TrustedKey | None = None,
     external: Sequence[tuple[str, str]] = (),
     published: Sequence[tuple[str, str]] = (),
@@ -29,13 +30,15 @@ def verification_report(
 ) -> dict[str, Any]:
     """What ``ledger verify`` established (ledger/integrity.py), or its first failure.
 
-    Without a keyring the per-entry signature checks are skipped: ``signatures_checked``
-    is false. ``first_bad_seq`` names the first bad entry (for a truncation, the first
-    missing one; null when a checkpoint shows a rewrite that no single entry reveals).
+    Without a keyring to judge under (none recorded, none given) or with ``signatures``
+    False the per-entry signature checks are skipped: ``signatures_checked`` is false.
+    ``first_bad_seq`` names the first bad entry (for a truncation, the first missing one;
+    null when a checkpoint shows a rewrite that no single entry reveals).
     """
     meta = reader.meta()
-    report = verify_ledger(reader, keyring, trusted=trusted, external=external,
-                           published=published, workers=workers, progress=progress)  # fmt: skip
+    report = verify_ledger(reader, keyring, signatures=signatures, trusted=trusted,
+                           external=external, published=published, workers=workers,
+                           progress=progress)  # fmt: skip
     failure = report.failure
     return {
         "ok": report.ok,
@@ -53,6 +56,10 @@ def verification_report(
         },
         "signatures_checked": report.signatures_checked,
         "signatures_verified": report.signatures_verified,
+        "keyrings": {
+            "recorded": report.keyrings_recorded,
+            "given_matches_latest": report.keyring_file_matches,
+        },
         "first_bad_seq": report.first_bad_seq,
         "check": failure.check if failure is not None else None,
         "reason": failure.message if failure is not None else None,

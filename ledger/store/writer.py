@@ -23,17 +23,18 @@ import duckdb
 import pyarrow as pa
 
 from ledger.errors import ConflictingDuplicateError
-from ledger.log.chain import GENESIS, Origin, Witnessed, entry_hash_v2, micros
+from ledger.log.chain import GENESIS, NO_KEYRING, Origin, Witness, Witnessed, entry_hash_v2, micros
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash
-from ledger.store.batch import Accepted, Plan, Rejected
+from ledger.store.batch import Accepted, Plan, Recorded, Rejected
 from ledger.store.clock import LedgerClock
 from ledger.store.identity import pin_ledger_key
 from ledger.store.index import QueryIndex
 from ledger.store.schema import ENTRY_COLUMNS, connect, create_or_upgrade, refuse_other_databases
 from ledger.store.tree import Node, completed, insert_nodes, load_tree
 from ledger.wire.envelope import Envelope
-from ledger.wire.keyring import Signer
+from ledger.wire.keyring import Keyring, Signer
+from ledger.wire.records import KEYRING_RECORD, keyring_record, open_keyring_record, record_columns
 
 __all__ = ["LedgerWriter"]
 
@@ -89,11 +90,38 @@ class LedgerWriter:
         self.index = QueryIndex(self._con)
         row = self._one("SELECT coalesce(max(size), 0) FROM checkpoints")
         self.checkpoint_size: int = row[0] if row else 0
+        self.keyring_digest: bytes = self._recorded_keyring()
 
     def _one(self, sql: str) -> tuple[Any, ...] | None:
         # fetchall, not fetchone: DuckDB 2 refuses the next query while a result is open.
         rows = self._con.execute(sql).fetchall()
         return rows[0] if rows else None
+
+    def _recorded_keyring(self) -> bytes:
+        """The digest of the keyring the ledger last recorded (zeros: none yet)."""
+        row = self._one(
+            f"SELECT data->>'$.digest' FROM entries WHERE type = '{KEYRING_RECORD}' "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        return bytes.fromhex(row[0]) if row else NO_KEYRING
+
+    def record_keyring(self, keyring: Keyring, source: str) -> int | None:
+        """Record ``keyring`` (read from ``source``) in the chain, unless it is the one
+        recorded last: the seq of the new record, or None. Every entry judged under a
+        keyring comes after its record and commits to its digest."""
+        digest = keyring.digest()
+        if digest == self.keyring_digest:
+            return None
+        witnessed_us = self.clock.now_us()
+        at = _EPOCH + timedelta(microseconds=witnessed_us)
+        envelope = keyring_record(keyring, at, source)
+        columns = record_columns(open_keyring_record(Envelope.from_bytes(envelope)))
+        plan = Plan(entries=[(Recorded(envelope, columns, witnessed_us, self.keyring_digest),
+                              self.head_seq + 1)])  # fmt: skip
+        plan.ingested_us = self.clock.now_us(floor_us=self.head_ingested_us)
+        self.commit(plan)
+        self.keyring_digest = digest
+        return self.head_seq
 
     def stored_topic_ids(self) -> dict[str, str]:
         """Kafka topic ids the stored offsets refer to (a recreated topic gets a new id)."""
@@ -224,18 +252,29 @@ class LedgerWriter:
         nodes: list[Node] = []
         rows: dict[str, list[Any]] = {name: [] for name in ENTRY_COLUMNS}
         ingested = _EPOCH + timedelta(microseconds=plan.ingested_us)
-        for message, seq in plan.entries:
-            c, r = message.columns, message.received
-            witnessed = Witnessed(r.witnessed_us, r.witness, Origin.LIVE, message.keyring,
-                                  r.topic, r.partition, r.offset)  # fmt: skip
-            digest = entry_hash_v2(seq, plan.ingested_us, prev, r.value, witnessed)
+        for item, seq in plan.entries:
+            c = item.columns
+            if isinstance(item, Accepted):
+                r = item.received
+                witnessed = Witnessed(r.witnessed_us, r.witness, Origin.LIVE, item.keyring,
+                                      r.topic, r.partition, r.offset)  # fmt: skip
+                envelope = r.value
+            else:
+                witnessed = Witnessed(item.witnessed_us, Witness.CONSUMER, Origin.LEDGER,
+                                      item.keyring, "", -1, -1)  # fmt: skip
+                envelope = item.envelope
+            digest = entry_hash_v2(seq, plan.ingested_us, prev, envelope, witnessed)
+            ledger_made = witnessed.origin == Origin.LEDGER
             values = (
                 seq, c.event_id, c.type, _EPOCH + timedelta(microseconds=c.time_us),
                 c.service, c.environment, c.actor, c.source, c.key_id, c.change_ref, c.image,
                 c.target_kind, c.target, c.instance, c.content_hash, c.data, ingested,
-                r.value, prev, digest, r.topic, r.partition, r.offset,
-                2, _EPOCH + timedelta(microseconds=r.witnessed_us), int(r.witness),
-                int(Origin.LIVE), message.keyring,
+                envelope, prev, digest,
+                None if ledger_made else witnessed.topic,
+                None if ledger_made else witnessed.partition,
+                None if ledger_made else witnessed.offset,
+                2, _EPOCH + timedelta(microseconds=witnessed.at_us), int(witnessed.witness),
+                int(witnessed.origin), witnessed.keyring,
             )  # fmt: skip
             for name, value in zip(ENTRY_COLUMNS, values, strict=True):
                 rows[name].append(value)

@@ -48,9 +48,11 @@ __all__ = [
     "KeyId",
     "Keyring",
     "KeyringEntry",
+    "Keyrings",
     "Signer",
     "ed25519_verify",
     "generate_key_files",
+    "iso_utc",
     "load_public_key",
 ]
 
@@ -156,7 +158,8 @@ def ed25519_verify(raw_public: bytes, message: bytes, sig: bytes) -> bool:
     return True
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
+    """An instant as the messages name it: ISO 8601 in UTC with a ``Z``."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -290,20 +293,20 @@ class Keyring(BaseModel):
         entry = self.keys[key_id]
         if entry.revoked_at is not None and at >= entry.revoked_at:
             raise KeyRevokedError(
-                f"key {key_id!r} was revoked at {_iso(entry.revoked_at)}; "
-                f"the event is judged at {_iso(at)}",
+                f"key {key_id!r} was revoked at {iso_utc(entry.revoked_at)}; "
+                f"the event is judged at {iso_utc(at)}",
                 key_id=key_id,
             )
         if entry.not_before is not None and at < entry.not_before:
             raise KeyNotYetValidError(
-                f"key {key_id!r} is valid from {_iso(entry.not_before)}; "
-                f"the event is judged at {_iso(at)}",
+                f"key {key_id!r} is valid from {iso_utc(entry.not_before)}; "
+                f"the event is judged at {iso_utc(at)}",
                 key_id=key_id,
             )
         if entry.not_after is not None and at > entry.not_after:
             raise KeyExpiredError(
-                f"key {key_id!r} expired at {_iso(entry.not_after)}; "
-                f"the event is judged at {_iso(at)}",
+                f"key {key_id!r} expired at {iso_utc(entry.not_after)}; "
+                f"the event is judged at {iso_utc(at)}",
                 key_id=key_id,
             )
         if not any(fnmatchcase(event_type, p) for p in entry.types):
@@ -316,3 +319,13 @@ class Keyring(BaseModel):
                 f"key {key_id!r} may sign for sources {', '.join(entry.sources)}, not {source!r}",
                 key_id=key_id,
             )
+
+
+class Keyrings(BaseModel):
+    """The keyrings entries were judged under: those the ledger recorded, by digest (hex),
+    and the one judged entries of format 1 (which name none) are checked under, if any."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    recorded: dict[str, Keyring] = {}
+    default: Keyring | None = None

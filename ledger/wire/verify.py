@@ -26,6 +26,7 @@ from ledger.errors import (
     BadSignatureError,
     FutureEventError,
     LedgerError,
+    MalformedPayloadError,
     OversizeError,
     SignatureError,
     UnknownKeyError,
@@ -37,7 +38,8 @@ from ledger.wire.codec import decode_event
 from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
 from ledger.wire.events import Event
-from ledger.wire.keyring import Keyring
+from ledger.wire.keyring import Keyring, iso_utc
+from ledger.wire.records import KEYRING_PAYLOAD_TYPE, open_keyring_record, record_columns
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -46,9 +48,11 @@ __all__ = [
     "VerifiedEvent",
     "authorized_signer",
     "check_not_future",
+    "revoked_since",
     "verified_signers",
     "verify_entry",
     "verify_message",
+    "verify_record_entry",
 ]
 
 MAX_ENVELOPE_BYTES = 64 * 1024
@@ -147,6 +151,46 @@ def authorized_signer(event: Event, key_ids: list[str], keyring: Keyring, at: da
 
 EntryFailure = tuple[str, str]
 """(check, message) of a stored entry that fails checks 6-8 of docs/formats.md §10."""
+
+
+def verify_record_entry(
+    seq: int, envelope_bytes: bytes, stored: DecodedColumns
+) -> EntryFailure | None:
+    """Check 6 for a record the ledger wrote itself (ledger.wire.records): it decodes, and
+    the stored columns are what it says. It carries no signature: the chain, and the signed
+    checkpoints over it, are its authority."""
+    try:
+        envelope = Envelope.from_bytes(envelope_bytes)
+        if envelope.payload_type != KEYRING_PAYLOAD_TYPE:
+            raise MalformedPayloadError(f"payloadType {envelope.payload_type!r}")
+        fresh = record_columns(open_keyring_record(envelope))
+    except LedgerError as exc:
+        return (
+            "decoded_columns",
+            f"entry {seq}: the ledger's record no longer decodes: {exc.message}",
+        )
+    for name, want, got in zip(DecodedColumns._fields, fresh, stored, strict=True):
+        if want != got:
+            return "decoded_columns", (
+                f"entry {seq}: column {name} is {got!r} but the ledger's record says {want!r}"
+            )
+    return None
+
+
+def revoked_since(
+    seq: int, key_id: str, keyring: Keyring, witnessed_at: datetime
+) -> EntryFailure | None:
+    """An entry accepted under the keyring the ledger recorded, whose key ``keyring`` (the
+    one given to verify) revokes at or before the entry was witnessed: a key reported
+    compromised since, which taints what it signed after (check 8)."""
+    entry = keyring.keys.get(key_id)
+    if entry is None or entry.revoked_at is None or witnessed_at < entry.revoked_at:
+        return None
+    return "authorization", (
+        f"entry {seq}: key {key_id!r} was revoked at {iso_utc(entry.revoked_at)} (keyring "
+        f"given), before the ledger witnessed the event at {iso_utc(witnessed_at)}; it was "
+        "accepted under the keyring recorded then (key_revoked)"
+    )
 
 
 def verify_entry(
