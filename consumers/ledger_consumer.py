@@ -8,8 +8,10 @@ group to share them with); offsets are also committed to the consumer group afte
 DuckDB commit, for lag monitoring only.
 
 Rejected messages go to the quarantine table (raw bytes, coordinates, reason) and to the
-dead-letter topic. The dead-letter copy is flushed before the DuckDB commit, so it is
-delivered at least once; the quarantine row is written exactly once.
+dead-letter topic, both cut to ``KEPT_BYTES`` with the size and digest of the whole. The
+quarantine row is written exactly once; the dead-letter copy is flushed before the DuckDB
+commit, so it is delivered at least once while that topic can be reached, and a copy that
+cannot be delivered is logged and counted, never a reason to stop chaining.
 
 With a checkpoint key, a signed checkpoint of the Merkle tree is stored with the batch that
 makes one due (every N entries, or when the newest is T seconds old), then published to the
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.verification import Verifier
@@ -80,6 +82,7 @@ class ConsumerStats:
     quarantined: int = 0
     batches: int = 0
     checkpoints: int = 0
+    dead_letter_failures: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     last_commit: float | None = None  # time.monotonic() of the last DuckDB commit
 
@@ -90,6 +93,7 @@ class ConsumerStats:
             "quarantined": self.quarantined,
             "batches": self.batches,
             "checkpoints": self.checkpoints,
+            "dead_letter_failures": self.dead_letter_failures,
             "quarantine_reasons": dict(sorted(self.reasons.items())),
         }
 
@@ -159,6 +163,7 @@ class LedgerConsumer:
             signer = self.checkpoints.signer if self.checkpoints else None
             writer = LedgerWriter(self.db_path, checkpoint_signer=signer, clock=self.clock)
             try:
+                writer.refuse_cut_tail()
                 recorded = writer.record_keyring(self.keyring, self.keyring_source)
                 if recorded is not None:
                     log.info("keyring recorded as entry %d (%d keys, digest %s), from %s",
@@ -222,6 +227,7 @@ class LedgerConsumer:
                     enable_idempotence=True,
                     retries=2**31 - 1,
                     delivery_timeout_ms=30_000,
+                    max_block_ms=10_000,  # a topic it cannot reach must not hold up chaining
                 )
                 return consumer, dlq
             except (TransportError, KafkaError) as exc:
@@ -492,28 +498,52 @@ class LedgerConsumer:
         self._unpublished = None
 
     def _dead_letter(self, dlq: KafkaProducer, rejected: list[Rejected]) -> None:
-        futures = [
-            dlq.send(
-                self.settings.dlq_topic,
-                key=r.received.key,
-                value=r.received.value,
-                headers=[
-                    ("ledger_reason", r.reason.encode()),
-                    ("ledger_detail", r.detail.encode()[:4096]),
-                    (
-                        "ledger_origin",
-                        f"{r.received.topic}[{r.received.partition}]@{r.received.offset}".encode(),
-                    ),
-                ],
-            )
-            for r in rejected
-        ]
+        """Copy refused messages to the dead-letter topic, as the quarantine keeps them (cut
+        to ``KEPT_BYTES``, said in headers). A copy that cannot be delivered is logged and
+        counted, never a reason to stop chaining: the quarantine row is the record."""
+        sent = []
+        unreachable: KafkaError | None = None
+        for r in rejected:
+            headers = [
+                ("ledger_reason", r.reason.encode()),
+                ("ledger_detail", r.detail.encode()[:4096]),
+                ("ledger_origin",
+                 f"{r.received.topic}[{r.received.partition}]@{r.received.offset}".encode()),
+            ]  # fmt: skip
+            if r.value_sha256 is not None:
+                headers += [("ledger_value_size", str(r.value_size).encode()),
+                            ("ledger_value_sha256", r.value_sha256.hex().encode())]  # fmt: skip
+            if r.truncated:
+                headers.append(("ledger_truncated", ",".join(r.truncated).encode()))
+            if unreachable is not None:  # each send would wait max_block_ms in turn
+                self._dead_letter_failed(r, unreachable)
+                continue
+            try:
+                sent.append((r, dlq.send(self.settings.dlq_topic, key=r.key, value=r.value,
+                                         headers=headers)))  # fmt: skip
+            except KafkaTimeoutError as exc:
+                unreachable = exc
+                self._dead_letter_failed(r, exc)
+            except KafkaError as exc:
+                self._dead_letter_failed(r, exc)
         try:
             dlq.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=0)
         except KafkaError as exc:
-            raise TransportError(f"dead-letter topic {self.settings.dlq_topic}: {exc}") from None
+            log.error("dead-letter topic %s: flush failed: %s", self.settings.dlq_topic, exc)
+        for r, future in sent:
+            try:
+                future.get(timeout=0)
+            except KafkaError as exc:
+                self._dead_letter_failed(r, exc)
+
+    def _dead_letter_failed(self, rejected: Rejected, exc: Exception) -> None:
+        self.stats.dead_letter_failures += 1
+        received = rejected.received
+        log.error(
+            "dead letter for %s[%d]@%d not delivered to %s (%s): it is kept in the "
+            "quarantine table all the same",
+            received.topic, received.partition, received.offset, self.settings.dlq_topic, exc,
+        )  # fmt: skip
 
     def _commit_group(self, consumer: KafkaConsumer, offsets: dict[tuple[str, int], int]) -> None:
         """Lag monitoring only; the ledger's own offsets are the ones that count."""

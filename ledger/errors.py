@@ -68,6 +68,12 @@ class MalformedEnvelopeError(RejectedMessage):
     reason = "malformed_envelope"
 
 
+class NullValueError(MalformedEnvelopeError):
+    """A record with no value at all (a Kafka tombstone): there is nothing to verify."""
+
+    reason = "null_value"
+
+
 class UnknownSchemaError(RejectedMessage):
     """Single-object encoding names a schema fingerprint this build does not know."""
 
@@ -167,6 +173,18 @@ class ConflictingDuplicateError(RejectedMessage):
     """An event id already chained, arriving again with different signed content."""
 
     reason = "conflicting_duplicate"
+
+
+class DamagedLedgerError(ConfigurationError):
+    """The ledger file cannot be read as the database it says it is: cut short or altered."""
+
+    reason = "damaged_ledger"
+
+    def __init__(self, path: object, what: str) -> None:
+        super().__init__(
+            f"{path} is damaged: {what}. Restore it from a backup (or a copy taken while the "
+            "consumer was stopped), then run `ledger verify` on it"
+        )
 
 
 class LedgerLockedError(LedgerError):

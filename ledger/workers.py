@@ -60,8 +60,9 @@ def spawn_pool(keyrings: Keyrings, workers: int) -> ProcessPoolExecutor:
     )
 
 
-Received = tuple[bytes, int]
-"""A received message value and when the ledger witnessed it (µs since the epoch)."""
+Received = tuple[bytes | None, int]
+"""A received message value (None: a record without one) and when the ledger witnessed it
+(µs since the epoch)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 class Produced:
     """One message as the broker acknowledged it."""
 
-    value: bytes
+    value: bytes | None
     key: bytes | None
     partition: int
     offset: int
@@ -47,7 +47,7 @@ class Produced:
 
 def produce_raw(
     settings: KafkaSettings,
-    values: Sequence[bytes],
+    values: Sequence[bytes | None],
     *,
     keys: Sequence[bytes | None] | None = None,
     partition: int | None = None,

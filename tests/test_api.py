@@ -126,6 +126,10 @@ def test_api_refuses_a_missing_or_wrong_token(running: tuple[LedgerConsumer, str
     assert httpx.get(url + "/v1/status", timeout=10).status_code == 401
     assert _get(url, "/v1/quarantine", token="wrong").status_code == 401
     assert _get(url, "/v1/quarantine").status_code == 200
+    # the schema too; no HTML doc pages (their scripts would come from a CDN)
+    assert httpx.get(url + "/openapi.json", timeout=10).status_code == 401
+    for page in ("/docs", "/redoc"):
+        assert _get(url, page).status_code == 404
 
 
 def test_api_is_described_by_openapi(running: tuple[LedgerConsumer, str, Path]) -> None:

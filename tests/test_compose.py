@@ -98,6 +98,14 @@ def test_the_read_api_is_served_and_published_with_a_token() -> None:
     assert _setting("LEDGER_API_TOKEN").startswith("${LEDGER_API_TOKEN:?")
 
 
+def test_no_port_is_published_beyond_the_hosts_loopback() -> None:
+    """An unauthenticated broker published on every interface lets anyone write the topic
+    (and the read API is the ledger's contents)."""
+    for name, service in _compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
+
+
 def test_the_image_copies_what_exists_and_installs_the_wheel() -> None:
     dockerfile = (ROOT / "consumers" / "Dockerfile").read_text()
     sources = [s for line in re.findall(r"^COPY (?!--from=)(.+) \S+$", dockerfile, flags=re.M)
@@ -127,7 +135,7 @@ def test_the_service_settings_run_the_readme_steps(
             "LEDGER_SERVE": f"{host}:{port}", "LEDGER_API_TOKEN": token}  # fmt: skip
     keyring.save(Path(env["LEDGER_KEYRING"]))
     ledger_key = Signer.generate("ledger")
-    Path(env["LEDGER_LEDGER_KEY"]).write_bytes(ledger_key.private_pem())
+    ledger_key.save(Path(env["LEDGER_LEDGER_KEY"]))
     Path(env["LEDGER_TRUSTED_KEY"]).write_bytes(ledger_key.public_pem())
 
     log = tmp_path / "consumer.log"  # a file, not a pipe nobody reads while it runs

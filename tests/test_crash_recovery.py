@@ -143,7 +143,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     stranger = Signer.generate("stranger")
     db = tmp_path / "ledger.duckdb"
     produced_ids: list[str] = []
-    rejected: dict[tuple[int, int], bytes] = {}
+    rejected: dict[tuple[int, int], bytes | None] = {}
 
     def top_up(count: int) -> None:
         events = _events(rng, count)
@@ -158,7 +158,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
 
     ledger_key = Signer.generate("ledger")
     key_file = tmp_path / "ledger.key"
-    key_file.write_bytes(ledger_key.private_pem())
+    ledger_key.save(key_file)
     witness = tmp_path / "ledger.witness"
     env = cli_env(
         LEDGER_BOOTSTRAP=kafka.bootstrap,

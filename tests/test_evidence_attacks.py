@@ -663,7 +663,7 @@ def key_files(
     tmp_path_factory: pytest.TempPathFactory, demo: tuple[Path, Keyring], ledger_key: Signer
 ) -> tuple[Path, Path, Path]:
     directory = tmp_path_factory.mktemp("keys")
-    (directory / "ledger.key").write_bytes(ledger_key.private_pem())
+    ledger_key.save(directory / "ledger.key")
     (directory / "ledger.pub").write_bytes(ledger_key.public_pem())
     demo[1].save(directory / "keyring.json")
     return directory / "ledger.key", directory / "ledger.pub", directory / "keyring.json"

@@ -55,7 +55,7 @@ def test_a_file_that_is_not_duckdb_is_named(tmp_path: Path) -> None:
     path.write_text("not a database\n" * 100)
     result = ledger_cli("status", "--db", str(path))
     assert result.returncode == 2
-    assert f"cannot open ledger {path}" in result.stderr
+    assert f"{path} is not a ledger" in result.stderr
 
 
 def test_a_ledger_cut_short_at_creation_is_completed_by_the_writer(tmp_path: Path) -> None:

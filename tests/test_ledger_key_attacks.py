@@ -70,7 +70,7 @@ def test_attack_foreign_evidence_key_is_refused(
     assert "is not this ledger's key" in refused.stderr
     assert refused.stdout == ""  # no bundle
     ledger_file = tmp_path / "ledger.key"
-    ledger_file.write_bytes(ledger_key.private_pem())
+    ledger_key.save(ledger_file)
     signed = ledger_cli(*ask, "--ledger-key", str(ledger_file))
     assert signed.returncode == 0, signed.stderr
 

@@ -79,11 +79,19 @@ def test_its_bundle_still_verifies_under_the_rules_it_was_written_under() -> Non
     assert checked.returncode == 0, checked.stderr
 
 
+def _signer(name: str, home: Path) -> Signer:
+    """A private key of the test data, copied owner-only: git keeps no file modes, and a key
+    open to others is refused."""
+    path = home / f"{name}.key"
+    shutil.copy(DATA / f"{name}.key", path)
+    path.chmod(0o600)
+    return Signer.from_file(path)
+
+
 def test_a_writer_extends_it_in_format_2_without_rehashing(v1_ledger: Path) -> None:
     before = _rows(v1_ledger)
     keyring = Keyring.load(DATA / "keyring.json")
-    ci = Signer.from_file(DATA / "ci-main.key")
-    ledger_key = Signer.from_file(DATA / "ledger.key")
+    ci, ledger_key = (_signer(name, v1_ledger.parent) for name in ("ci-main", "ledger"))
     writer = LedgerWriter(v1_ledger, checkpoint_signer=ledger_key)
     try:
         events = [make_event(service="checkout", image=IMAGE_A, actor=f"u{n}") for n in range(2)]

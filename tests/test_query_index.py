@@ -202,7 +202,7 @@ def test_kill_during_clustering_leaves_every_entry_indexed_once(tmp_path: Path) 
     keys = tmp_path / "keys"
     keys.mkdir()
     for signer in (ci, approver):
-        (keys / f"{signer.key_id}.key").write_bytes(signer.private_pem())
+        signer.save(keys / f"{signer.key_id}.key")
     ring.save(keys / "keyring.json")
     db = tmp_path / "ledger.duckdb"
     loop = [sys.executable, str(Path(__file__).with_name("cluster_loop.py")), str(db), str(keys)]

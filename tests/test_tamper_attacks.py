@@ -425,6 +425,45 @@ def test_overwritten_head_hash(ledger: Path) -> None:
     assert (error.seq, error.check) == (10, "entry_hash")
 
 
+def test_a_copy_of_an_entry_rehashed_onto_the_tail(ledger: Path) -> None:
+    """No key is needed to append a copy of entry 3 as entry 11, linked and hashed as the
+    writer would and the tree grown over it, once the id's UNIQUE constraint is dropped
+    (a table recreated without it)."""
+    for statement in ("CREATE TABLE copied AS SELECT * FROM entries", "DROP TABLE entries",
+                      "ALTER TABLE copied RENAME TO entries"):  # fmt: skip
+        execute(ledger, statement)
+    rows = entries(ledger)
+    copy = dict(rows[2], seq=11, prev_hash=bytes(rows[-1]["hash"]),
+                ingested_at=rows[-1]["ingested_at"] + timedelta(seconds=1))  # fmt: skip
+    copy["hash"] = row_hash(copy, copy["prev_hash"])
+    replace_rows(ledger, [], [copy])
+    rebuild_tree(ledger)
+    error = _broken(ledger)
+    assert (error.seq, error.check) == (11, "duplicate_event")
+    assert "as entry 3" in error.message
+    code, printed = _cli_verify(ledger)
+    assert (code, printed["first_bad_seq"], printed["check"]) == (1, 11, "duplicate_event")
+
+
+@pytest.mark.parametrize(
+    ("column", "check"),
+    [("hash", "entry_hash"), ("envelope", "entry_hash"), ("prev_hash", "link"),
+     ("ingested_at", "entry_hash")],
+)  # fmt: skip
+def test_a_missing_chained_column_on_the_last_entry_is_named(
+    ledger: Path, column: str, check: str
+) -> None:
+    """NULL where the schema says NOT NULL, once the constraint is dropped: once a
+    TypeError out of verify."""
+    execute(ledger, f"ALTER TABLE entries ALTER {column} DROP NOT NULL")
+    execute(ledger, f"UPDATE entries SET {column} = NULL WHERE seq = 10")
+    error = _broken(ledger)
+    assert (error.seq, error.check) == (10, check)
+    assert f"{column} is missing" in error.message
+    code, printed = _cli_verify(ledger)
+    assert (code, printed["first_bad_seq"], printed["check"]) == (1, 10, check)
+
+
 def test_first_failure_is_reported_when_several_rows_are_tampered(ledger: Path) -> None:
     execute(ledger, "UPDATE entries SET actor = 'mallory' WHERE seq IN (4, 9)")
     execute(ledger, "DELETE FROM entries WHERE seq = 7")

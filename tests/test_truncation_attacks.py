@@ -19,9 +19,13 @@ from attack_helpers import (
     verify_cli,
     with_witness,
 )
-from consumer_helpers import ledger_cli
+from consumer_helpers import consume, event_entries, ledger_cli, produce_raw
+from helpers import make_event
 
 from ledger.errors import InconsistentCheckpointError
+from ledger.transport.producer import seal
+from ledger.transport.settings import KafkaSettings
+from ledger.wire.keyring import Keyring, Signer
 
 
 def test_intact_ledger_extends_every_witnessed_checkpoint(
@@ -136,3 +140,33 @@ def test_unusable_witness_file_is_a_usage_error(
     result = ledger_cli("verify", "--db", str(ledger), *with_witness(witnessed, witness))
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_the_consumer_refuses_to_resume_past_a_cut_tail(witnessed: Witnessed, ledger: Path) -> None:
+    """Entries 7-12 cut off, the stored Kafka offsets left as they were: resuming from them
+    would never read those events again. The consumer refuses before reading anything."""
+    truncate(ledger, 6)
+    result = ledger_cli("consume", "--db", str(ledger), "--keyring", str(witnessed.keyring),
+                        "--bootstrap", "127.0.0.1:9", "--until-idle", "1")  # fmt: skip
+    assert result.returncode == 2
+    assert "is damaged: it holds 6 entries, but its Kafka offsets were stored when it held 12" in (
+        result.stderr
+    )
+    assert "entries 7 to 12 were cut off" in result.stderr
+
+
+def test_duplicates_at_the_tail_are_no_cut_tail(
+    kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path
+) -> None:
+    """A spool flushed twice: the offsets move past the last entry, the ledger does not
+    grow, and the consumer resumes as before."""
+    values = [seal(make_event(service=f"svc-{i}"), ci_signer) for i in range(5)]
+    db = tmp_path / "ledger.duckdb"
+    produce_raw(kafka, values)
+    consume(kafka, db, keyring)
+    produce_raw(kafka, values)  # the same events again
+    stats = consume(kafka, db, keyring)
+    assert (stats.accepted, stats.duplicates) == (0, 5)
+    produce_raw(kafka, [seal(make_event(service="later"), ci_signer)])
+    assert consume(kafka, db, keyring).accepted == 1
+    assert len(event_entries(db)) == 6

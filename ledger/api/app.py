@@ -3,14 +3,15 @@
 DuckDB allows one writing process, so the process that writes the ledger is the one that
 serves reads while it runs: each request reads through its own cursor of the writer's
 connection and sees a consistent snapshot. Every request needs ``Authorization: Bearer
-<token>``. The JSON is the same as the CLI's ``--json`` output.
+<token>``, the OpenAPI schema (``/openapi.json``) too; there are no HTML doc pages. The
+JSON is the same as the CLI's ``--json`` output.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import duckdb
@@ -22,7 +23,7 @@ from ledger.errors import ConfigurationError, EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
-from ledger.rules.questions import search_terms
+from ledger.rules.questions import instant, search_terms
 from ledger.store.query import (
     asof,
     diff,
@@ -100,6 +101,11 @@ def create_app(
         version="1",
         dependencies=[Depends(_authorized)],
         responses={401: {"description": "Missing or wrong bearer token."}},
+        # The schema is served below, behind the token like every other path; no /docs or
+        # /redoc pages, which would load their scripts from a CDN.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.cursor = cursor
     app.state.token = token
@@ -109,6 +115,11 @@ def create_app(
         """A question that cannot be asked (a window that ends before it starts, `at` with
         `from`): 400, with the reason the CLI would print."""
         return JSONResponse({"detail": exc.message}, status_code=400)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def get_openapi() -> dict[str, Any]:
+        """The OpenAPI schema of this API (it needs the token too)."""
+        return app.openapi()
 
     @app.get("/v1/status")
     def get_status(reader: Reader) -> dict[str, Any]:
@@ -208,7 +219,5 @@ def _opt(moment: datetime | None) -> datetime | None:
 
 
 def _utc(moment: datetime) -> datetime:
-    """Query times must carry an offset; they are compared in UTC."""
-    if moment.tzinfo is None:
-        raise HTTPException(422, f"{moment.isoformat()} needs an explicit UTC offset")
-    return moment.astimezone(UTC)
+    """Query times carry an offset and lie in the calendar; they are compared in UTC."""
+    return instant(moment, "a time")

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from ledger.errors import LedgerError, TransportError
+from ledger.cli._terminal import TerminalConsole, styled
+from ledger.errors import LedgerError, QueryError, TransportError
 
 if TYPE_CHECKING:
     from ledger.log.checkpoint import TrustedKey
@@ -45,10 +43,9 @@ PIPED_WIDTH = 200
 when stdout is no terminal): no table here is wider than this. A terminal, or COLUMNS, sets
 the width as usual."""
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = TerminalConsole(stderr=True, soft_wrap=True)
 """Messages and progress go to stderr; results go to stdout."""
-out = Console(
-    highlight=False,
+out = TerminalConsole(
     soft_wrap=True,
     width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH,
 )
@@ -107,20 +104,30 @@ def new_app(help: str) -> typer.Typer:
 
 
 def fail(message: str, code: Exit = Exit.USAGE) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(styled(("error:", "red"), f" {message}"))
     raise typer.Exit(code)
 
 
 @contextmanager
 def reporting_errors() -> Iterator[None]:
-    """Turn domain errors into one clear line and their exit code: 3 when a service could
-    not be reached, else 2 (1 is kept for 'a check failed')."""
+    """Turn domain errors, and DuckDB's when it cannot read the file, into one clear line
+    and their exit code: 3 when a service could not be reached, else 2 (1 is kept for 'a
+    check failed')."""
     try:
         yield
     except TransportError as exc:
         fail(exc.message, Exit.UNREACHABLE)
     except LedgerError as exc:
         fail(exc.message)
+    except Exception as exc:
+        duckdb = sys.modules.get("duckdb")  # loaded if it raised: not imported for this
+        if duckdb is None or not isinstance(exc, duckdb.Error):
+            raise
+        fail(
+            f"the ledger could not be read: {str(exc).splitlines()[0]}. If the file is "
+            "damaged, restore it from a backup (or a copy taken while the consumer was "
+            "stopped), then run `ledger verify` on it"
+        )
 
 
 def read_input(path: Path) -> bytes:
@@ -157,22 +164,6 @@ def local_or_remote(
         return local(reader)
 
 
-def table(*headers: str, title: str | None = None) -> Table:
-    """A table that wraps, and folds what it cannot wrap, rather than cutting anything off.
-
-    Rich shortens an over-wide cell to an ellipsis by default: on an 80-column terminal two
-    images of one service became the same ``checkout@sha25…``, hiding the very change a
-    diff is about. No vertical rules and one space of padding (on the right): their width
-    goes to the cells.
-    """
-    grid = Table(
-        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0)
-    )
-    for header in headers:
-        grid.add_column(header, overflow="fold")
-    return grid
-
-
 def short_digest(value: str) -> str:
     """``sha256:<64 hex>`` as its first 12 hex digits, as container tools show image IDs."""
     return value.partition(":")[2][:12] or value
@@ -200,13 +191,19 @@ _RELATIVE = re.compile(r"^(\d+)\s*(second|minute|hour|day|week)s?\s+ago$")
 
 def parse_time(value: str, option: str) -> datetime:
     """RFC 3339 with an explicit offset, 'now', or 'N seconds|minutes|hours|days|weeks ago'."""
+    from ledger.rules.questions import EARLIEST, instant
+
     text = value.strip().lower()
     if text == "now":
         return datetime.now(UTC)
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = int(relative[1]), relative[2]
-        return datetime.now(UTC) - timedelta(**{unit + "s": amount})
+        try:
+            return instant(datetime.now(UTC) - timedelta(**{unit + "s": amount}), option)
+        except (OverflowError, QueryError):
+            fail(f"{option}: {value!r} is before {EARLIEST.date()}, the earliest time a "
+                 "question can name")  # fmt: skip
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -216,4 +213,7 @@ def parse_time(value: str, option: str) -> datetime:
         )
     if moment.tzinfo is None:
         fail(f"{option}: {value!r} needs an explicit UTC offset, e.g. 2026-11-20T14:03:00Z")
-    return moment.astimezone(UTC)
+    try:
+        return instant(moment, option)
+    except QueryError as exc:
+        fail(exc.message)

@@ -19,9 +19,9 @@ from ledger.cli._common import (
     reporting_errors,
     short_image,
     short_time,
-    table,
 )
 from ledger.cli._options import CONNECTION, Connection, shared
+from ledger.cli._terminal import styled, table
 from ledger.cli.evidence import check_bundle_file, report_json
 from ledger.cli.query import print_asof, print_diff
 from ledger.demo import (
@@ -236,22 +236,22 @@ def _print_summary(summary: dict[str, Any]) -> None:
         refused.add_row(q["reason"], q["detail"])
     out.print(refused)
     out.print(
-        "\n[bold]What was live?[/bold] ledger asof --service payments --env prod "
-        f"--at {summary['asof']['at']}"
-    )
+        styled("\n", ("What was live?", "bold"),
+               f" ledger asof --service payments --env prod --at {summary['asof']['at']}")
+    )  # fmt: skip
     print_asof(summary["asof"])
     out.print(
-        "\n[bold]What changed in prod in the last week?[/bold] "
-        "ledger diff --env prod --from '1 week ago'"
-    )
+        styled("\n", ("What changed in prod in the last week?", "bold"),
+               " ledger diff --env prod --from '1 week ago'")
+    )  # fmt: skip
     print_diff(summary["diff"])
     evidence = summary["evidence"]
     out.print(
-        f"\n[bold]Evidence, checked offline:[/bold] {evidence['path']}: "
-        f"{len(evidence['entries'])} signed entries, each proven in the checkpoint of size "
-        f"{evidence['checkpoint']['size']}; answer re-derived for "
-        f"{short_image(evidence['subjects'][0])} [green]OK[/green]"
-    )
+        styled("\n", ("Evidence, checked offline:", "bold"),
+               f" {evidence['path']}: {len(evidence['entries'])} signed entries, each proven "
+               f"in the checkpoint of size {evidence['checkpoint']['size']}; answer re-derived "
+               f"for {short_image(evidence['subjects'][0])} ", ("OK", "green"))
+    )  # fmt: skip
     keys = Path(evidence["trusted_key"]).parent
     console.print(
         f"\nexplore it: ledger snapshot --db {summary['db']} --env prod; "

@@ -26,6 +26,7 @@ from ledger.cli._common import (
     reporting_errors,
     trusted_key,
 )
+from ledger.cli._terminal import styled
 from ledger.cli.query import print_asof, print_timeline
 from ledger.errors import EvidenceError
 
@@ -207,7 +208,7 @@ def verify_bundle(
             if json_out:
                 print_json({"ok": False, "check": exc.check, "seq": exc.seq, "reason": exc.message})
             else:
-                console.print(f"[red]FAILED[/red] ({exc.check}): {exc.message}")
+                console.print(styled(("FAILED", "red"), f" ({exc.check}): {exc.message}"))
             raise typer.Exit(Exit.CHECK_FAILED) from None
     if json_out:
         print_json(report_json(report))
@@ -219,13 +220,13 @@ def verify_bundle(
 
 def _print_report(report: BundleReport) -> None:
     if report.trusted:
-        console.print(f"[green]OK[/green] {_describe(report)}")
+        console.print(styled(("OK", "green"), f" {_describe(report)}"))
     else:
         console.print(
-            f"[yellow]NOT VERIFIED[/yellow] {_describe(report)}, but signed by key "
-            f"{report.key_name!r} carried in the bundle, which nothing vouches for "
-            "(anyone can sign a bundle): pass --trusted-key (or LEDGER_TRUSTED_KEY)"
-        )
+            styled(("NOT VERIFIED", "yellow"), f" {_describe(report)}, but signed by key "
+                   f"{report.key_name!r} carried in the bundle, which nothing vouches for "
+                   "(anyone can sign a bundle): pass --trusted-key (or LEDGER_TRUSTED_KEY)")
+        )  # fmt: skip
     console.print(f"subjects: {', '.join(report.subjects)}")
     if report.trusted:
         console.print(f"signed by trusted ledger key {report.key_name!r}")
@@ -240,7 +241,8 @@ def _print_report(report: BundleReport) -> None:
         )
     else:
         console.print(
-            "[yellow]producer keys from the keyring the bundle carries (the ledger "
-            "operator's statement): pass --keyring to check them under your own[/yellow]"
+            "producer keys from the keyring the bundle carries (the ledger "
+            "operator's statement): pass --keyring to check them under your own",
+            style="yellow",
         )
     _print_answer(report)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,10 +30,10 @@ from ledger.cli._common import (
     print_json,
     reporting_errors,
     short_time,
-    table,
 )
 from ledger.cli._common import trusted_key as trusted_key_path
 from ledger.cli._options import CONNECTION, Connection, shared
+from ledger.cli._terminal import styled, table
 from ledger.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -205,12 +204,12 @@ def _published(settings: KafkaSettings) -> list[tuple[str, str]]:
 def _print_verification(report: dict[str, Any]) -> None:
     if not report["ok"]:
         where = f"at entry {report['first_bad_seq']} " if report["first_bad_seq"] else ""
-        console.print(f"[red]FAILED[/red] {where}({report['check']}): {report['reason']}")
+        console.print(styled(("FAILED", "red"), f" {where}({report['check']}): {report['reason']}"))
         return
     console.print(
-        f"[green]OK[/green] {report['size']:,} entries: hashes, links, Merkle "
-        f"tree and query index intact ({report['algorithm']})"
-    )
+        styled(("OK", "green"), f" {report['size']:,} entries: hashes, links, Merkle "
+               f"tree and query index intact ({report['algorithm']})")
+    )  # fmt: skip
     out.print(f"head  {report['head_hash']}\nroot  {report['root']}")
     recorded = report["keyrings"]["recorded"]
     if report["signatures_checked"]:
@@ -220,26 +219,29 @@ def _print_verification(report: dict[str, Any]) -> None:
         )
     elif report["signatures_verified"]:
         console.print(
-            f"[yellow]signatures: only {report['signatures_verified']:,} re-verified, under "
+            f"signatures: only {report['signatures_verified']:,} re-verified, under "
             f"the keyrings the ledger recorded; the others name none: pass --keyring to "
-            "judge them[/yellow]"
+            "judge them",
+            style="yellow",
         )
     else:
         console.print(
-            "[yellow]signatures NOT re-verified: no keyring recorded in the ledger or "
+            "signatures NOT re-verified: no keyring recorded in the ledger or "
             "given (pass --keyring), or read through --api (the server does not re-check "
-            "them)[/yellow]"
+            "them)",
+            style="yellow",
         )
     if report["keyrings"]["given_matches_latest"] is False:
         console.print(
-            "[yellow]the keyring given is not the one the ledger recorded last: entries "
-            "are judged under the keyrings recorded in the chain, not the file[/yellow]"
+            "the keyring given is not the one the ledger recorded last: entries "
+            "are judged under the keyrings recorded in the chain, not the file",
+            style="yellow",
         )
     cps = report["checkpoints"]
     if not cps["stored"] and not cps["external"]:
         console.print(
-            "[yellow]no signed checkpoint: a cut-off tail or a rewritten chain "
-            "cannot be detected[/yellow]"
+            "no signed checkpoint: a cut-off tail or a rewritten chain cannot be detected",
+            style="yellow",
         )
         return
     latest = f", latest at size {cps['latest_size']:,}" if cps["latest_size"] else ""
@@ -249,14 +251,16 @@ def _print_verification(report: dict[str, Any]) -> None:
     )
     for skipped in cps["skipped"]:
         console.print(
-            f"[yellow]skipped {escape(skipped['where'])}: not the trusted key's checkpoint "
-            f"of this ledger: {escape(skipped['reason'])}[/yellow]"
+            f"skipped {skipped['where']}: not the trusted key's checkpoint of this ledger: "
+            f"{skipped['reason']}",
+            style="yellow",
         )
     if not cps["trusted_key"]:
         console.print(
-            "[yellow]no --trusted-key: checkpoints were opened with the key stored "
+            "no --trusted-key: checkpoints were opened with the key stored "
             "beside them, so a rewrite by whoever holds the ledger file and a "
-            "checkpoint key is not excluded[/yellow]"
+            "checkpoint key is not excluded",
+            style="yellow",
         )
 
 
@@ -269,12 +273,14 @@ def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag =
     if json_out:
         print_json(rows)
         return
-    grid = table("id", "received", "from", "reason", "detail")
+    grid = table("id", "received", "from", "bytes", "reason", "detail")
     for row in rows:
+        size = row["value_size"]
         grid.add_row(
             str(row["id"]),
             short_time(row["received_at"]),
             f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
+            "none" if size is None else f"{size:,}" + (" (cut)" if row["truncated"] else ""),
             row["reason"],
             row["detail"],
         )

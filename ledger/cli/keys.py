@@ -19,8 +19,8 @@ from ledger.cli._common import (
     parse_time,
     print_json,
     reporting_errors,
-    table,
 )
+from ledger.cli._terminal import styled, table
 from ledger.wire.keyring import (
     KEY_ID_PATTERN,
     Keyring,
@@ -110,9 +110,12 @@ def trust(
     )
     if type_patterns == ["*"] or source_patterns == ["*"]:
         console.print(
-            "[yellow]note:[/yellow] this key may sign any "
-            + ("type" if type_patterns == ["*"] else "source")
-            + "; narrow it with --types/--sources (a CI key should not sign approvals)"
+            styled(
+                ("note:", "yellow"),
+                " this key may sign any "
+                + ("type" if type_patterns == ["*"] else "source")
+                + "; narrow it with --types/--sources (a CI key should not sign approvals)",
+            )
         )
 
 

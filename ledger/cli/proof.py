@@ -26,6 +26,7 @@ from ledger.cli._common import (
     reporting_errors,
     trusted_key,
 )
+from ledger.cli._terminal import styled
 from ledger.errors import CheckpointError, ProofError
 from ledger.log.proof import (
     ConsistencyProof,
@@ -92,8 +93,9 @@ def _emit(proof: InclusionProof | ConsistencyProof, out_path: Path | None, as_js
     )
     if unsigned:
         console.print(
-            "[yellow]the root is unsigned: no checkpoint of that size is stored, so "
-            "the proof shows membership in a root nobody vouched for[/yellow]"
+            "the root is unsigned: no checkpoint of that size is stored, so "
+            "the proof shows membership in a root nobody vouched for",
+            style="yellow",
         )
 
 
@@ -174,7 +176,7 @@ def verify(
         if json_out:
             print_json({"ok": False, "check": exc.check, "reason": exc.message})
         else:
-            console.print(f"[red]FAILED[/red] ({exc.check}): {exc.message}")
+            console.print(styled(("FAILED", "red"), f" ({exc.check}): {exc.message}"))
         raise typer.Exit(Exit.CHECK_FAILED) from None
     _print_result(result, key, json_out)
     if not result.authenticated:
@@ -200,10 +202,11 @@ def _print_result(result: ProofResult, key: TrustedKey | None, json_out: bool) -
     else:
         what = f"the tree of size {result.sizes[1]} extends the tree of size {result.sizes[0]}"
     if result.authenticated and key is not None:
-        console.print(f"[green]OK[/green] {what}")
+        console.print(styled(("OK", "green"), f" {what}"))
         console.print(f"root(s) signed by trusted key {key.name!r}")
     else:
         console.print(
-            f"[yellow]NOT VERIFIED[/yellow]: {what}, but nothing vouches for the root(s): "
-            "pass --trusted-key (or set LEDGER_TRUSTED_KEY) to check the checkpoint signature"
-        )
+            styled(("NOT VERIFIED", "yellow"), f": {what}, but nothing vouches for the root(s): "
+                   "pass --trusted-key (or set LEDGER_TRUSTED_KEY) to check the checkpoint "
+                   "signature")
+        )  # fmt: skip

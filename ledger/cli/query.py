@@ -24,8 +24,8 @@ from ledger.cli._common import (
     short_digest,
     short_image,
     short_time,
-    table,
 )
+from ledger.cli._terminal import styled, table
 from ledger.rules.questions import check_window, search_terms
 
 if TYPE_CHECKING:
@@ -48,42 +48,39 @@ def _instants(at: str, known_at: str | None, **fixed: str) -> tuple[datetime, da
     return moment, known, urlencode(query)
 
 
-def _status(item: dict[str, Any]) -> str:
+def _status(item: dict[str, Any]) -> tuple[str | tuple[str, str], ...]:
+    """Whether a change was approved, as :func:`styled` parts."""
     if item["approved"]:
-        return f"[green]approved[/green] by {item['approval']['approver']}"
-    return f"[red]{item['unapproved_reason']}[/red]"
+        return ("approved", "green"), f" by {item['approval']['approver']}"
+    return ((item["unapproved_reason"], "red"),)
 
 
 def print_asof(answer: dict[str, Any]) -> None:
-    out.print(
-        f"[bold]{answer['service']}[/bold] in [bold]{answer['environment']}[/bold] "
-        f"at {answer['at']}"
-        + (f" (as known at {answer['known_at']})" if answer.get("known_at") else "")
-    )
+    known = f" (as known at {answer['known_at']})" if answer.get("known_at") else ""
+    out.print(styled((answer["service"], "bold"), " in ", (answer["environment"], "bold"),
+                     f" at {answer['at']}{known}"))  # fmt: skip
     d = answer["deployment"]
     if d is None:
         out.print("  deployment: none recorded")
     else:
-        out.print(
+        out.print(styled(
             f"  deployment: {d['image']}\n              since {d['time']} by {d['actor']}"
-            f" ({d['change_ref'] or 'no change ref'}; {_status(d)}) \\[entry {d['seq']}]"
-        )
+            f" ({d['change_ref'] or 'no change ref'}; ", *_status(d), f") [entry {d['seq']}]"
+        ))  # fmt: skip
     p = answer["partial"]
     if p is not None:
-        out.print(
-            f"  [yellow]partial fleet[/yellow]: {p['updated']}/{p['total']} instances "
-            f"on {p['image']} \\[entry {p['seq']}]"
-        )
+        out.print(styled("  ", ("partial fleet", "yellow"), f": {p['updated']}/{p['total']} "
+                         f"instances on {p['image']} [entry {p['seq']}]"))  # fmt: skip
     if answer["mutations"]:
         # Two lines each rather than a nine-column table, which 80 columns cannot show.
         out.print(f"  changed in place, live ({len(answer['mutations'])}):")
         for m in answer["mutations"]:
             where = m["instance"] or "all instances"
-            out.print(
+            out.print(styled(
                 f"    {m['target_kind']} {m['target']} on {where}: {m['hash']}\n"
                 f"      since {m['time']} by {m['actor']} with {m['tool']} ({m['method']}; "
-                f"{m['change_ref'] or 'no change ref'}; {_status(m)}) \\[entry {m['seq']}]"
-            )
+                f"{m['change_ref'] or 'no change ref'}; ", *_status(m), f") [entry {m['seq']}]"
+            ))  # fmt: skip
     c = answer["classification"]
     if c is not None:
         out.print(f"  classified: {c['state']}, {c['criticality']} criticality, {c['model']}")
@@ -143,7 +140,7 @@ def _ask(
 
 def _note(note: str | None) -> None:
     if note:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(styled(("note:", "yellow"), f" {note}"))
 
 
 def asof(
@@ -217,7 +214,7 @@ def _print_snapshot(answer: dict[str, Any]) -> None:
             s["service"],
             image,
             short_time(d["time"], seconds=False) if d else "-",
-            _status(d) if d else "-",
+            styled(*_status(d)) if d else "-",
             changed,
             c["model"] if c else "-",
         )

@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ledger.errors import QueryError
 
-__all__ = ["ImagePattern", "SearchTerms", "check_window", "search_terms"]
+__all__ = ["EARLIEST", "LATEST", "ImagePattern", "SearchTerms", "check_window", "instant",
+           "search_terms"]  # fmt: skip
+
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+"""The instants a question may name: what Python's datetime holds, a day inside its ends,
+so that no arithmetic on them (a tolerance, a window) overflows."""
+
+
+def instant(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC; refused when it carries no offset or lies outside
+    [:data:`EARLIEST`, :data:`LATEST`]. ``name`` is the option or parameter that gave it."""
+    if moment.tzinfo is None:
+        raise QueryError(f"{name}: {moment.isoformat()} needs an explicit UTC offset")
+    try:
+        utc: datetime | None = moment.astimezone(UTC)
+    except OverflowError:  # off the ends of the calendar
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise QueryError(
+            f"{name}: {moment.isoformat()} is outside the times a question can name "
+            f"({EARLIEST.date()} to {LATEST.date()}, UTC)"
+        )
+    return utc
 
 
 def check_window(start: datetime | None, end: datetime | None) -> None:

@@ -10,7 +10,8 @@ its own row, so no Python loop walks the chain):
 1. ``sequence``: sequence numbers run 1, 2, 3, … with no gap or repeat;
 2. ``link``: ``prev_hash`` equals the previous entry's ``hash`` (zeros for the first);
 3. ``entry_hash``: ``hash`` equals the chain hash of the row's stored inputs (ledger.log.chain);
-4. ``ingestion_order``: ingestion time never goes backwards;
+4. ``ingestion_order``: ingestion time never goes backwards; ``duplicate_event``: no event
+   id is chained twice (a copy of an entry rehashed onto the tail needs no key);
 5. ``tree``: every stored Merkle node is the hash of its children (a leaf, of its entry's
    hash), and each level holds exactly its ``size >> level`` nodes at their places.
 
@@ -81,7 +82,8 @@ if TYPE_CHECKING:
 __all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "verify_ledger"]
 
 CHECKS = (
-    "sequence", "link", "entry_hash", "ingestion_order", "tree", "decoded_columns",
+    "sequence", "link", "entry_hash", "ingestion_order", "duplicate_event", "tree",
+    "decoded_columns",
     "signature", "authorization", "keyring", "query_index", "checkpoint", "truncated",
     "consistency",
 )  # fmt: skip
@@ -105,6 +107,23 @@ SELECT pos, seq, prev_hash, previous_hash, ingested_at, previous_ingested, forma
 WHERE seq IS DISTINCT FROM pos OR prev_hash IS DISTINCT FROM coalesce(previous_hash, $genesis)
    OR ingested_at < previous_ingested OR format < previous_format
 ORDER BY pos LIMIT 1
+"""
+# Columns every entry has (NOT NULL in the schema, which whoever holds the file can drop):
+# the first entry missing one, named before anything is computed from it.
+_MISSING_SQL = """
+SELECT seq, CASE WHEN hash IS NULL THEN 'hash' WHEN prev_hash IS NULL THEN 'prev_hash'
+                 WHEN envelope IS NULL THEN 'envelope' ELSE 'ingested_at' END
+FROM entries
+WHERE hash IS NULL OR prev_hash IS NULL OR envelope IS NULL OR ingested_at IS NULL
+ORDER BY seq LIMIT 1
+"""
+# 4: the first entry whose event id an earlier entry has (the schema's UNIQUE constraint is
+# the file holder's to drop). The id column is tied to the signed event by check 6.
+_DUPLICATE_SQL = """
+SELECT seqs[2], event_id, seqs[1] FROM (
+    SELECT event_id, list(seq ORDER BY seq) AS seqs FROM entries
+    GROUP BY event_id HAVING count(*) > 1)
+ORDER BY seqs[2] LIMIT 1
 """
 # 3: ledger.log.chain's entry hashes in SQL, by the entry's format. sha256() gives hex,
 # unhex() the bytes; an integer cast to BIT and then BLOB is its bytes big-endian in two's
@@ -280,7 +299,7 @@ def _verify(
     size = reader.size()
     report = LedgerReport(size=size, trusted_key=trusted is not None)
     head = reader.one("SELECT hash FROM entries ORDER BY seq DESC, rowid DESC LIMIT 1")
-    report.head_hash = bytes(head[0]) if head else None
+    report.head_hash = bytes(head[0]) if head and head[0] is not None else None
     failures: list[ChainBrokenError] = []
 
     def stage(name: str, run: Callable[[], _T]) -> _T:
@@ -337,6 +356,12 @@ def _chain_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
     lower of the two (ties in check order) is the first failure in seq order.
     """
     failures = []
+    rows = con.execute(_MISSING_SQL).fetchall()
+    if rows:
+        seq, column = rows[0]
+        failures.append(ChainBrokenError(
+            f"entry {seq}: {column} is missing (NULL); every entry has one",
+            seq=seq, check="link" if column == "prev_hash" else "entry_hash"))  # fmt: skip
     rows = con.execute(_ORDER_SQL, {"genesis": GENESIS}).fetchall()
     if rows:
         pos, seq, prev_hash, previous_hash, ingested, previous_ingested, *formats = rows[0]
@@ -344,14 +369,16 @@ def _chain_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
             failures.append(ChainBrokenError(
                 f"expected entry {pos}, found {seq} (entries missing, inserted or renumbered)",
                 seq=pos, check="sequence"))  # fmt: skip
-        elif previous_hash is None:
+        elif pos == 1:
             failures.append(ChainBrokenError(
                 f"entry {seq}: prev_hash {_short(prev_hash)} is not 32 zero bytes, as the "
                 "first entry's must be", seq=seq, check="link"))  # fmt: skip
-        elif bytes(prev_hash) != bytes(previous_hash):
+        elif prev_hash is None or previous_hash is None or prev_hash != previous_hash:
             failures.append(ChainBrokenError(
                 f"entry {seq}: prev_hash {_short(prev_hash)} does not match entry "
                 f"{seq - 1}'s hash {_short(previous_hash)}", seq=seq, check="link"))  # fmt: skip
+        elif ingested is None or previous_ingested is None:
+            pass  # named by _MISSING_SQL
         elif ingested < previous_ingested:
             failures.append(ChainBrokenError(
                 f"entry {seq}: ingested at {ingested.isoformat()}, before entry {seq - 1} "
@@ -361,6 +388,12 @@ def _chain_failures(con: duckdb.DuckDBPyConnection) -> list[ChainBrokenError]:
             failures.append(ChainBrokenError(
                 f"entry {seq}: of format {formats[0]} after entry {seq - 1} of format "
                 f"{formats[1]}", seq=seq, check="ingestion_order"))  # fmt: skip
+    rows = con.execute(_DUPLICATE_SQL).fetchall()
+    if rows:
+        seq, event_id, first = rows[0]
+        failures.append(ChainBrokenError(
+            f"entry {seq}: event {event_id} is chained already, as entry {first}; an event "
+            "is chained once", seq=seq, check="duplicate_event"))  # fmt: skip
     rows = con.execute(_HASH_SQL, {"domain": DOMAIN, "domain_v2": DOMAIN_V2}).fetchall()
     if rows:
         seq, stored, computed = rows[0]

@@ -99,9 +99,15 @@ class LedgerReader:
         ).to_arrow_reader(batch_rows)
 
     def quarantine(self) -> list[dict[str, Any]]:
+        """Refused messages, oldest first: what was kept of each, its whole size and the
+        SHA-256 of the whole value (hex; rows stored before sizes were kept hold it whole)."""
         return self.rows(
             "SELECT id, received_at, kafka_topic, kafka_partition, kafka_offset, kafka_key, "
-            "value, reason, detail, event_id FROM quarantine ORDER BY id"
+            "value, reason, detail, event_id, "
+            "coalesce(value_size, octet_length(value)) AS value_size, "
+            "coalesce(lower(hex(value_sha256)), sha256(value)) AS value_sha256, "
+            "coalesce(key_size, octet_length(kafka_key)) AS key_size "
+            "FROM quarantine ORDER BY id"
         )
 
     def close(self) -> None:

@@ -68,10 +68,15 @@ def verification_report(
 
 
 def quarantine_report(reader: LedgerReader) -> list[dict[str, Any]]:
-    """Quarantined messages with their raw key and value in base64."""
+    """Quarantined messages with what was kept of their raw key and value in base64, and
+    ``truncated``: whether either was cut (``value_size``, ``key_size``: the whole)."""
     rows = reader.quarantine()
     for row in rows:
         row["received_at"] = row["received_at"].isoformat()
+        row["truncated"] = any(
+            row[size] is not None and row[size] != len(row[kept])
+            for kept, size in (("kafka_key", "key_size"), ("value", "value_size"))
+        )
         for name in ("kafka_key", "value"):
             raw = row[name]
             row[name] = base64.b64encode(bytes(raw)).decode("ascii") if raw is not None else None

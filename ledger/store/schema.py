@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from ledger.errors import ConfigurationError, LedgerLockedError
+from ledger.errors import ConfigurationError, DamagedLedgerError, LedgerLockedError
 from ledger.log.chain import ALGORITHM, ALGORITHMS
 
 __all__ = [
@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS offsets (
     topic VARCHAR NOT NULL,
     partition INTEGER NOT NULL,
     next_offset BIGINT NOT NULL,
-    PRIMARY KEY (topic, partition)
+    PRIMARY KEY (topic, partition),
+    ledger_size BIGINT  -- the ledger's size when next_offset was stored
 );
 CREATE TABLE IF NOT EXISTS topics (
     topic VARCHAR PRIMARY KEY,
@@ -90,11 +91,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     kafka_topic VARCHAR,
     kafka_partition INTEGER,
     kafka_offset BIGINT,
-    kafka_key BLOB,
-    value BLOB NOT NULL,
+    kafka_key BLOB,      -- at most ledger.store.batch.KEPT_BYTES of the key
+    value BLOB,          -- likewise of the value; NULL: a record without one
     reason VARCHAR NOT NULL,
     detail VARCHAR NOT NULL,
-    event_id VARCHAR
+    event_id VARCHAR,
+    value_size BIGINT,   -- of the whole value, and its SHA-256
+    value_sha256 BLOB,
+    key_size BIGINT
 );
 """
 
@@ -111,20 +115,74 @@ _FORMAT_2 = (
 )  # fmt: skip
 """The columns entry format 2 added: a ledger begun in format 1 gets them, its old rows
 marked format 1 (their hash covers none of them)."""
+_QUARANTINE_ADDED = (("value_size", "BIGINT"), ("value_sha256", "BLOB"), ("key_size", "BIGINT"))
+"""The columns that say what was kept of a refused message: rows stored before them kept
+it whole (readers compute the same from the bytes)."""
+
+
+_HEADERS = 3 * 4096
+"""DuckDB's file begins with a main header (``DUCK`` at byte 8) and two database headers,
+then its blocks (storage format of DuckDB 1.0 and later)."""
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a file that is no DuckDB database: a JSON, CSV or Parquet file given as a
+    ledger, which DuckDB would otherwise read as something else."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+    except FileNotFoundError:
+        return  # a new ledger
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    if head and head[8:12] != b"DUCK":
+        raise ConfigurationError(
+            f"{path} is not a ledger: a ledger is a DuckDB database file, and this is not one"
+        )
+
+
+def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a file shorter than the blocks its tables use (a copy cut short, a full
+    disk): DuckDB opens it, then fails at the first read of a missing block, or answers
+    from what is left when no question reaches one."""
+    [(block_size,)] = con.execute("SELECT block_size FROM pragma_database_size()").fetchall()
+    last = -1
+    for (table,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    ).fetchall():
+        [(used,)] = con.execute(
+            "SELECT max(block_id) FROM pragma_storage_info(?) WHERE block_id >= 0", [table]
+        ).fetchall()
+        last = max(last, used if used is not None else -1)
+    needed, size = _HEADERS + (last + 1) * block_size, path.stat().st_size
+    if size < needed:
+        raise DamagedLedgerError(
+            path, f"it holds {size:,} bytes, and its tables use {needed:,} (cut short?)"
+        )
 
 
 def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file, naming a lock held by another process as what it is."""
+    """Open the file, naming a lock held by another process, a file that is no ledger and
+    a damaged one as what they are."""
+    _check_file(path)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
+    except duckdb.Error as exc:
         if "lock" in str(exc).lower():
             raise LedgerLockedError(
                 f"{path} is held by another process (a running consumer?); DuckDB allows one "
                 "writing process, so read through the consumer's HTTP API instead: start it "
                 "with `ledger consume --serve HOST:PORT`, then pass `--api http://HOST:PORT`"
             ) from None
-        raise ConfigurationError(f"cannot open ledger {path}: {exc}") from None
+        raise DamagedLedgerError(path, f"DuckDB cannot open it ({exc})") from None
+    try:
+        _check_length(con, path)
+    except duckdb.Error as exc:  # a block its catalog names is missing or corrupt
+        con.close()
+        raise DamagedLedgerError(path, f"DuckDB cannot read it ({exc})") from None
+    except DamagedLedgerError:
+        con.close()
+        raise
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout for queries over ~2 s: it would corrupt --json.
     con.execute("SET enable_progress_bar = false")
@@ -154,23 +212,25 @@ def refuse_other_databases(con: duckdb.DuckDBPyConnection, path: Path, *, new: b
 
 
 def read_as_current(con: duckdb.DuckDBPyConnection) -> None:
-    """Let a reader of a ledger begun in format 1 that no writer of this build has opened
-    yet read it as today's: its entries (all of format 1) through a view of this connection
-    that adds the columns format 2 brought, empty. Nothing is written."""
-    present = {name for (name,) in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'entries' "
-        "AND database_name = current_database() AND schema_name = 'main'").fetchall()}  # fmt: skip
-    missing = [(name, kind.split()[0]) for name, kind in _FORMAT_2 if name not in present]
-    if not missing:
-        return
-    added = ", ".join(
-        f"{'1' if name == 'format' else 'NULL'}::{kind} AS {name}" for name, kind in missing
-    )
-    [(database,)] = con.execute("SELECT current_database()").fetchall()
-    # rowid too: verification orders ties by storage order.
-    con.execute(
-        f'CREATE TEMP VIEW entries AS SELECT rowid, *, {added} FROM "{database}".main.entries'
-    )
+    """Let a reader of a ledger that no writer of this build has opened yet read it as
+    today's: a table that lacks columns added since through a view of this connection that
+    adds them, empty (entries of format 1 marked so). Nothing is written."""
+    for table, columns in (("entries", _FORMAT_2), ("quarantine", _QUARANTINE_ADDED)):
+        present = {name for (name,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+            "AND database_name = current_database() AND schema_name = 'main'", [table],
+        ).fetchall()}  # fmt: skip
+        missing = [(name, kind.split()[0]) for name, kind in columns if name not in present]
+        if not missing:
+            continue
+        added = ", ".join(
+            f"{'1' if name == 'format' else 'NULL'}::{kind} AS {name}" for name, kind in missing
+        )
+        [(database,)] = con.execute("SELECT current_database()").fetchall()
+        # rowid too: verification orders ties by storage order.
+        con.execute(
+            f'CREATE TEMP VIEW {table} AS SELECT rowid, *, {added} FROM "{database}".main.{table}'
+        )
 
 
 def _origin(ledger_id: str) -> str:
@@ -184,6 +244,10 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, s
     con.execute(SCHEMA)
     for column, kind in _FORMAT_2:
         con.execute(f"ALTER TABLE entries ADD COLUMN IF NOT EXISTS {column} {kind}")
+    for column, kind in _QUARANTINE_ADDED:
+        con.execute(f"ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS {column} {kind}")
+    con.execute("ALTER TABLE quarantine ALTER COLUMN value DROP NOT NULL")  # tombstones
+    con.execute("ALTER TABLE offsets ADD COLUMN IF NOT EXISTS ledger_size BIGINT")
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     if not meta:
         ledger_id = str(uuid.uuid4())

@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ledger.errors import ConflictingDuplicateError
+from ledger.errors import ConflictingDuplicateError, DamagedLedgerError
 from ledger.log.chain import GENESIS, NO_KEYRING, Origin, Witness, Witnessed, entry_hash_v2, micros
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash
@@ -127,6 +127,20 @@ class LedgerWriter:
         """Kafka topic ids the stored offsets refer to (a recreated topic gets a new id)."""
         return dict(self._con.execute("SELECT topic, topic_id FROM topics").fetchall())
 
+    def refuse_cut_tail(self) -> None:
+        """Refuse a ledger whose stored Kafka offsets were written when it held more
+        entries than it does: entries cut off after they were read (a partial restore, an
+        edit) would never be read again if it resumed from those offsets."""
+        row = self._one("SELECT max(ledger_size) FROM offsets")
+        stored = row[0] if row else None
+        if stored is not None and stored > self.head_seq:
+            raise DamagedLedgerError(
+                self.path,
+                f"it holds {self.head_seq:,} entries, but its Kafka offsets were stored when it "
+                f"held {stored:,}: entries {self.head_seq + 1:,} to {stored:,} were cut off "
+                "after they were read, and resuming would skip them for good",
+            )
+
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         rows = self._con.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
         return {(t, p): o for t, p, o in rows}
@@ -147,8 +161,8 @@ class LedgerWriter:
             if earlier is None:
                 seq += 1
                 plan.entries.append((message, seq))
-                seen[event_id] = message.received.value
-            elif _same_payload(earlier, message.received.value):
+                seen[event_id] = message.envelope
+            elif _same_payload(earlier, message.envelope):
                 plan.duplicates += 1
             else:
                 error = ConflictingDuplicateError(
@@ -205,17 +219,19 @@ class LedgerWriter:
                 received_at = datetime.now(UTC)
                 con.executemany(
                     "INSERT INTO quarantine (received_at, kafka_topic, kafka_partition, "
-                    "kafka_offset, kafka_key, value, reason, detail, event_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "kafka_offset, kafka_key, value, reason, detail, event_id, value_size, "
+                    "value_sha256, key_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[received_at, r.received.topic, r.received.partition, r.received.offset,
-                      r.received.key, r.received.value, r.reason, r.detail, r.event_id]
+                      r.key, r.value, r.reason, r.detail, r.event_id, r.value_size,
+                      r.value_sha256, r.key_size]
                      for r in plan.quarantined],
                 )  # fmt: skip
             if plan.offsets:
                 con.executemany(
-                    "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
-                    "DO UPDATE SET next_offset = excluded.next_offset",
-                    [[t, p, o] for (t, p), o in plan.offsets.items()],
+                    "INSERT INTO offsets VALUES (?, ?, ?, ?) ON CONFLICT (topic, partition) "
+                    "DO UPDATE SET next_offset = excluded.next_offset, "
+                    "ledger_size = excluded.ledger_size",
+                    [[t, p, o, tree.size] for (t, p), o in plan.offsets.items()],
                 )
             if plan.topic_ids:
                 con.executemany(
@@ -258,7 +274,7 @@ class LedgerWriter:
                 r = item.received
                 witnessed = Witnessed(r.witnessed_us, r.witness, Origin.LIVE, item.keyring,
                                       r.topic, r.partition, r.offset)  # fmt: skip
-                envelope = r.value
+                envelope = item.envelope
             else:
                 witnessed = Witnessed(item.witnessed_us, Witness.CONSUMER, Origin.LEDGER,
                                       item.keyring, "", -1, -1)  # fmt: skip

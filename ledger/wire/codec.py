@@ -30,7 +30,13 @@ def encode_event(event: Event, schemas: SchemaSet | None = None) -> bytes:
 
 
 def decode_event(payload: bytes, schemas: SchemaSet | None = None) -> Event:
-    """Decode and validate signed payload bytes; raises a domain error on any defect."""
+    """Decode and validate signed payload bytes; raises a domain error on any defect,
+    beginning with a payload over :data:`MAX_PAYLOAD_BYTES` (no producer of this ledger
+    signs one, so neither the consumer nor ``verify`` accepts one)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise OversizeError(
+            f"payload is {len(payload):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit"
+        )
     record = (schemas or default_schemas()).decode("Event", payload)
     return event_from_mapping(_without_unknown_nulls(record))
 

@@ -68,6 +68,14 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def _check_image(value: str) -> ImageRef:
     if not _IMAGE_RE.fullmatch(value):
+        name, at, digest = value.rpartition("@")
+        if at and _DIGEST_RE.fullmatch(digest):  # pinned, but not a repository name
+            raise PydanticCustomError(
+                "invalid_image",
+                "image '{value}': '{name}' is not a repository name (lowercase letters, digits "
+                "and . _ / : -, beginning with a letter or digit)",
+                {"value": value, "name": name},
+            )
         raise PydanticCustomError(
             "unpinned_image",
             "image '{value}' is not pinned by digest (expected name@sha256:<64 hex>);"
@@ -109,7 +117,12 @@ def _time_input(value: object) -> object:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the calendar begins
+        raise PydanticCustomError(
+            "time_range", "'{value}' is outside the calendar in UTC", {"value": value.isoformat()}
+        ) from None
 
 
 Image = Annotated[str, AfterValidator(_check_image)]

@@ -85,6 +85,7 @@ class Signer:
     def from_file(cls, path: Path, key_id: str | None = None) -> Signer:
         """Load a PEM (PKCS#8) private key; the id defaults to the file name (``ID.key``)."""
         try:
+            _check_private(path)
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
             raise ConfigurationError(f"private key {path} does not exist") from None
@@ -113,18 +114,36 @@ class Signer:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def save(self, path: Path) -> None:
+        """Write the private key (PKCS#8 PEM) readable by its owner only; never overwrite."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            message = f"{path} already exists; refusing to overwrite a key"
+            raise ConfigurationError(message) from None
+        with os.fdopen(fd, "wb") as out:
+            out.write(self.private_pem())
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a private key that others may read or replace, as ssh does: whoever can read
+    it signs as its owner, whoever can write it chooses the key."""
+    mode = path.stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigurationError(
+            f"private key {path} is open to others (mode {mode:04o}): whoever can read it "
+            f"signs as its owner; chmod 600 {path}"
+        )
+
 
 def generate_key_files(key_id: str, out_dir: Path) -> tuple[Path, Path]:
     """Write ``ID.key`` (PKCS#8 PEM, mode 0600) and ``ID.pub``; never overwrite a key."""
     signer = Signer.generate(key_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     key_path, pub_path = out_dir / f"{key_id}.key", out_dir / f"{key_id}.pub"
-    for path in (key_path, pub_path):
-        if path.exists():
-            raise ConfigurationError(f"{path} already exists; refusing to overwrite a key")
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(signer.private_pem())
+    if pub_path.exists():
+        raise ConfigurationError(f"{pub_path} already exists; refusing to overwrite a key")
+    signer.save(key_path)
     pub_path.write_bytes(signer.public_pem())
     return key_path, pub_path
 

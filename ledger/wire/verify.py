@@ -27,6 +27,7 @@ from ledger.errors import (
     FutureEventError,
     LedgerError,
     MalformedPayloadError,
+    NullValueError,
     OversizeError,
     SignatureError,
     UnknownKeyError,
@@ -72,11 +73,13 @@ class VerifiedEvent:
 
 
 def verify_message(
-    data: bytes, keyring: Keyring, witnessed_at: datetime, schemas: SchemaSet | None = None
+    data: bytes | None, keyring: Keyring, witnessed_at: datetime, schemas: SchemaSet | None = None
 ) -> VerifiedEvent:
-    """Verify one Kafka message value, witnessed by the ledger at ``witnessed_at``; raises a
-    :class:`RejectedMessage` subclass on failure."""
-    # 1. Bounded size, before any parsing.
+    """Verify one Kafka message value (None for a record without one), witnessed by the
+    ledger at ``witnessed_at``; raises a :class:`RejectedMessage` subclass on failure."""
+    # 1. A value, of bounded size, before any parsing.
+    if data is None:
+        raise NullValueError("the record has no value (a Kafka tombstone): nothing to verify")
     if len(data) > MAX_ENVELOPE_BYTES:
         raise OversizeError(
             f"message is {len(data):,} bytes, over the {MAX_ENVELOPE_BYTES:,}-byte limit"
