@@ -275,10 +275,10 @@ class LedgerConsumer:
                 if len(pending) > 1 or (pending and not batch):
                     try:
                         self._commit(pending.popleft(), writer, consumer, dlq)
-                    except TransportError as exc:
-                        log.warning(
-                            "batch not committed (%s); retrying from stored offsets", exc.message
-                        )
+                    except (TransportError, duckdb.Error) as exc:
+                        # Nothing of the batch was stored (one transaction): read it again.
+                        why = exc.message if isinstance(exc, TransportError) else str(exc)
+                        log.warning("batch not committed (%s); retrying from stored offsets", why)
                         pending.clear()
                         self.stop.wait(2.0)
                         self._position(consumer, writer, assigned)

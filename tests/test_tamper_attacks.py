@@ -425,6 +425,18 @@ def test_overwritten_head_hash(ledger: Path) -> None:
     assert (error.seq, error.check) == (10, "entry_hash")
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("kafka_topic", "elsewhere"), ("kafka_partition", 7), ("kafka_offset", 123456)],
+)
+def test_edited_kafka_coordinates(ledger: Path, column: str, value: object) -> None:
+    """Where an entry was read is under its hash (format 2): a ledger cannot be made to
+    claim another place on the topic for it."""
+    execute(ledger, f"UPDATE entries SET {column} = ? WHERE seq = 4", value)
+    error = _broken(ledger)
+    assert (error.seq, error.check) == (4, "entry_hash")
+
+
 def test_a_copy_of_an_entry_rehashed_onto_the_tail(ledger: Path) -> None:
     """No key is needed to append a copy of entry 3 as entry 11, linked and hashed as the
     writer would and the tree grown over it, once the id's UNIQUE constraint is dropped

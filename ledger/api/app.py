@@ -9,8 +9,10 @@ JSON is the same as the CLI's ``--json`` output.
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, s
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.api.client import MAX_PAGE
 from ledger.errors import ConfigurationError, EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
@@ -90,9 +93,11 @@ def create_app(
     cursor: Callable[[], duckdb.DuckDBPyConnection],
     token: str,
     bundles: tuple[Keyring, Signer] | None = None,
+    max_queries: int | None = None,
 ) -> FastAPI:
     """An app reading through ``cursor()`` (one per request), guarded by ``token``; with
-    ``bundles`` (the producers' keyring and the ledger key), it also signs evidence."""
+    ``bundles`` (the producers' keyring and the ledger key), it also signs evidence. At most
+    ``max_queries`` requests are answered at once (default ``LEDGER_API_QUERIES``, else 8)."""
     if not token:
         raise ValueError("the HTTP API needs a token")
     app = FastAPI(
@@ -109,6 +114,25 @@ def create_app(
     )
     app.state.cursor = cursor
     app.state.token = token
+    admitted = threading.BoundedSemaphore(
+        max_queries or int(os.environ.get("LEDGER_API_QUERIES", "8"))
+    )
+
+    @app.middleware("http")
+    async def admit(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        """A bounded number of questions at once: DuckDB gives the reader connections no
+        memory limit of their own, and readers beyond it could starve the writer (once,
+        out of memory in its COMMIT). Beyond it: 503, ask again in a second."""
+        if not admitted.acquire(blocking=False):
+            return JSONResponse(
+                {"detail": "busy: too many questions at once; ask again shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        try:
+            return await call_next(request)
+        finally:
+            admitted.release()
 
     @app.exception_handler(ConfigurationError)
     def refused(request: Request, exc: ConfigurationError) -> JSONResponse:
@@ -136,9 +160,16 @@ def create_app(
         return verification_report(reader, signatures=False)
 
     @app.get("/v1/quarantine")
-    def get_quarantine(reader: Reader) -> list[dict[str, Any]]:
-        """Refused messages with raw bytes and reasons (as `ledger quarantine --json`)."""
-        return quarantine_report(reader)
+    def get_quarantine(
+        reader: Reader,
+        after: Annotated[int, Query(ge=0, description="Only ids above this one.")] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_PAGE, description=f"At most this many (≤ {MAX_PAGE}).")
+        ] = 100,
+    ) -> list[dict[str, Any]]:
+        """Refused messages with raw bytes and reasons (as `ledger quarantine --json`), a
+        page at a time: ask again with `after` set to the last id until a page is short."""
+        return quarantine_report(reader, after, limit)
 
     @app.get("/v1/asof")
     def get_asof(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from ledger.errors import ConfigurationError, TransportError
 
-__all__ = ["fetch", "fetch_bytes"]
+__all__ = ["MAX_PAGE", "fetch", "fetch_bytes", "fetch_pages"]
+
+MAX_PAGE = 1000
+"""The most rows one list answer of the API holds."""
+_BUSY_TRIES = 5
 
 
 def fetch(base_url: str, path: str, token: str | None = None) -> Any:
@@ -22,17 +28,42 @@ def fetch_bytes(base_url: str, path: str, token: str | None = None) -> bytes:
     return _get(base_url, path, token).content
 
 
+def fetch_pages(base_url: str, path: str, limit: int | None, after: int = 0) -> list[Any]:
+    """Every row of a paged list answer (rows with an ``id``, ``after``/``limit`` asked
+    for page by page), with ids above ``after``, at most ``limit``."""
+    rows: list[Any] = []
+    while limit is None or len(rows) < limit:
+        want = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(rows))
+        page = fetch(base_url, f"{path}?{urlencode({'after': after, 'limit': want})}")
+        rows += page
+        if len(page) < want:
+            break
+        after = page[-1]["id"]
+    return rows
+
+
 def _get(base_url: str, path: str, token: str | None) -> httpx.Response:
     token = token or os.environ.get("LEDGER_API_TOKEN")
     if not token:
         raise ConfigurationError("--api needs the API token: set LEDGER_API_TOKEN")
     url = base_url.rstrip("/") + path
-    try:
-        response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=300)
-    except httpx.HTTPError as exc:
-        raise TransportError(f"cannot reach the ledger API at {url}: {exc}") from None
+    for attempt in range(1, _BUSY_TRIES + 1):
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=300)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach the ledger API at {url}: {exc}") from None
+        if response.status_code != 503 or attempt == _BUSY_TRIES:
+            break
+        time.sleep(min(_retry_after(response), 10.0))  # busy: it said when to ask again
     if response.status_code == 401:
         raise ConfigurationError(f"{url}: the API refused the token (401)")
     if response.status_code != 200:
         raise TransportError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
     return response
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("Retry-After", "1")), 0.1)
+    except ValueError:
+        return 1.0

@@ -264,12 +264,25 @@ def _print_verification(report: dict[str, Any]) -> None:
         )
 
 
-def quarantine(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
+def quarantine(
+    db: DbPath = DEFAULT_DB,
+    api: ApiUrl = None,
+    after: Annotated[int, typer.Option(min=0, help="Only ids above this one.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many; default all.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
     """List quarantined messages: where they came from, why, and their raw bytes."""
-    from ledger.store.reports import quarantine_report
-
     with reporting_errors():
-        rows = local_or_remote(db, api, "/v1/quarantine", quarantine_report)
+        if api:
+            from ledger.api.client import fetch_pages
+
+            rows = fetch_pages(api, "/v1/quarantine", limit, after)
+        else:
+            from ledger.store.reports import quarantine_report
+
+            rows = local_or_remote(db, None, "", lambda r: quarantine_report(r, after, limit))
     if json_out:
         print_json(rows)
         return

@@ -104,6 +104,17 @@ Hash = Annotated[
 """A 32-byte SHA-256 hash carried as base64 in JSON."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Micros = Annotated[
+    int,
+    Field(ge=(datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1),
+          le=(datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)),
+]  # fmt: skip
+"""A time as microseconds since the epoch, within the calendar (and so within 64 bits)."""
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -113,13 +124,13 @@ class EntryWitness(_Strict):
     the ledger witnessed it and by whose clock, how it came, the keyring it was judged
     under, where it was read (ledger.log.chain)."""
 
-    at_us: int
+    at_us: Micros
     witness: Literal[0, 1]
     origin: Literal[0, 1, 2]
     keyring: Hash
     topic: str
-    partition: int
-    offset: int
+    partition: Int32
+    offset: Int64
 
     def chain(self) -> Witnessed:
         return Witnessed(self.at_us, Witness(self.witness), Origin(self.origin), self.keyring,
@@ -130,8 +141,8 @@ class StoredEntry(_Strict):
     """One ledger entry exactly as stored: what its chain hash, and so its leaf, is made of.
     An entry of format 1 has no ``witnessed`` (and its JSON no such key)."""
 
-    seq: int = Field(ge=1)
-    ingested_at_us: int
+    seq: int = Field(ge=1, le=2**63 - 1)
+    ingested_at_us: Micros
     prev_hash: Hash
     envelope: Blob
     witnessed: EntryWitness | None = Field(default=None, exclude_if=lambda value: value is None)
@@ -147,7 +158,7 @@ class StoredEntry(_Strict):
         """When the ledger witnessed it (None: format 1, judged at its claimed time)."""
         if self.witnessed is None:
             return None
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.witnessed.at_us)
+        return _EPOCH + timedelta(microseconds=self.witnessed.at_us)
 
     def leaf_hash(self) -> bytes:
         """Leaf ``seq - 1`` of the RFC 9162 tree: the leaf hash of the entry's chain hash."""

@@ -98,16 +98,18 @@ class LedgerReader:
             f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries ORDER BY seq"
         ).to_arrow_reader(batch_rows)
 
-    def quarantine(self) -> list[dict[str, Any]]:
-        """Refused messages, oldest first: what was kept of each, its whole size and the
-        SHA-256 of the whole value (hex; rows stored before sizes were kept hold it whole)."""
+    def quarantine(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Refused messages with ids above ``after``, oldest first, at most ``limit``: what
+        was kept of each, its whole size and the SHA-256 of the whole value (hex; rows
+        stored before sizes were kept hold it whole)."""
         return self.rows(
             "SELECT id, received_at, kafka_topic, kafka_partition, kafka_offset, kafka_key, "
             "value, reason, detail, event_id, "
             "coalesce(value_size, octet_length(value)) AS value_size, "
             "coalesce(lower(hex(value_sha256)), sha256(value)) AS value_sha256, "
             "coalesce(key_size, octet_length(kafka_key)) AS key_size "
-            "FROM quarantine ORDER BY id"
+            "FROM quarantine WHERE id > $after ORDER BY id LIMIT $limit",
+            {"after": after, "limit": limit},
         )
 
     def close(self) -> None:

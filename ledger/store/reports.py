@@ -67,10 +67,13 @@ def verification_report(
     }
 
 
-def quarantine_report(reader: LedgerReader) -> list[dict[str, Any]]:
-    """Quarantined messages with what was kept of their raw key and value in base64, and
-    ``truncated``: whether either was cut (``value_size``, ``key_size``: the whole)."""
-    rows = reader.quarantine()
+def quarantine_report(
+    reader: LedgerReader, after: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Quarantined messages (ids above ``after``, at most ``limit``) with what was kept of
+    their raw key and value in base64, and ``truncated``: whether either was cut
+    (``value_size``, ``key_size``: the whole)."""
+    rows = reader.quarantine(after, limit)
     for row in rows:
         row["received_at"] = row["received_at"].isoformat()
         row["truncated"] = any(

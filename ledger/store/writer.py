@@ -12,6 +12,7 @@ running (see docs/architecture.md for reads during ingest).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -241,7 +242,7 @@ class LedgerWriter:
                 )
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _roll_back(con)
             raise
         if plan.entries:
             self.head_seq = plan.entries[-1][1]
@@ -322,3 +323,10 @@ def _same_payload(a: bytes, b: bytes) -> bool:
         return Envelope.from_bytes(a).payload == Envelope.from_bytes(b).payload
     except Exception:
         return False
+
+
+def _roll_back(con: duckdb.DuckDBPyConnection) -> None:
+    """Undo a failed transaction. DuckDB may have ended it already (an out-of-memory error
+    in COMMIT rolls it back), and a second error here would hide the first."""
+    with contextlib.suppress(duckdb.TransactionException):  # nothing left to undo
+        con.execute("ROLLBACK")

@@ -215,20 +215,29 @@ class Keyring(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Keyring:
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ConfigurationError(
                 f"keyring {path} does not exist (create it with `ledger keys trust`)"
             ) from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigurationError(f"cannot read keyring {path}: {exc}") from None
+        return cls.from_json(data, str(path))
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> Keyring:
+        """A keyring file's bytes, strictly parsed; errors name ``source`` and the field."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"cannot read keyring {source}: {exc}") from None
         try:
             return cls.model_validate_json(text)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             loc = ".".join(str(p) for p in first["loc"])
             where = f"{loc}: " if loc else ""  # the document itself: no location to name
-            raise ConfigurationError(f"keyring {path}: {where}{first['msg']}") from None
+            raise ConfigurationError(f"keyring {source}: {where}{first['msg']}") from None
 
     @classmethod
     def load_or_new(cls, path: Path) -> Keyring:
