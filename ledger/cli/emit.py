@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from ledger.cli._options import PRODUCER, OptionSet, Producer, shared
 if TYPE_CHECKING:
     from ledger.transport.producer import Delivery
     from ledger.wire.events import Event
+    from ledger.wire.keyring import Signer
 
 app = new_app(
     "Sign events and put them on the Kafka topic (delivery confirmed, or exit 3).\n\n"
@@ -32,11 +34,14 @@ class Emit:
     producer: Producer
     time: str | None
     event_id: str | None
+    keyring: Path | None
     json_out: bool
 
 
-def _emit(time: str | None, event_id: str | None, json_out: bool, **producer: Any) -> Emit:
-    return Emit(PRODUCER.build(**producer), time, event_id, json_out)
+def _emit(
+    time: str | None, event_id: str | None, keyring: Path | None, json_out: bool, **producer: Any
+) -> Emit:
+    return Emit(PRODUCER.build(**producer), time, event_id, keyring, json_out)
 
 
 EMIT: OptionSet[Emit] = OptionSet(
@@ -46,6 +51,10 @@ EMIT: OptionSet[Emit] = OptionSet(
             "--time", help="Event time (RFC 3339); default now.")], None),
         ("event_id", Annotated[str | None, typer.Option(
             "--id", help="Event id; default a new UUIDv7.")], None),
+        ("keyring", Annotated[Path | None, typer.Option(
+            "--keyring", envvar="LEDGER_KEYRING", show_envvar=True,
+            help="Check each event as the consumer would under this keyring, now, before "
+                 "sending any (the consumer's keyring and time still decide).")], None),
         ("json_out", Annotated[bool, typer.Option(
             "--json", help="Machine-readable JSON output.")], False),
     ),
@@ -87,31 +96,64 @@ def from_file(
     """
     if options.time is not None or options.event_id is not None:
         fail("--time and --id name one event; a file's lines carry their own")
-    _send(options, _read_file(file))
+    _send(options, _read_file(file, _producer_fields(options)))
 
 
-def _read_file(path: Path) -> list[Event]:
+_MAX_PROBLEMS = 50
+"""How many of a file's problems are named, one per line, before the rest are counted."""
+
+
+def _read_file(path: Path, defaults: dict[str, str]) -> list[Event]:
+    """Every line's event, ``defaults`` filling the fields a line leaves out; every line
+    that is no valid event named, with its number."""
     from ledger.errors import LedgerError
     from ledger.wire.codec import encode_event
-    from ledger.wire.events import event_from_json
+    from ledger.wire.events import event_from_mapping
 
     try:
         text = read_input(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         fail(f"{path} is not UTF-8 text: {exc}")
     events: list[Event] = []
+    problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            event = event_from_json(line)
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{number}: not valid JSON: {exc}")
+            continue
+        if not isinstance(raw, dict):
+            problems.append(f"{path}:{number}: an event must be a JSON object")
+            continue
+        try:
+            event = event_from_mapping(defaults | raw)
             encode_event(event)  # refuse an oversize event now, before any event is sent
         except LedgerError as exc:
-            fail(f"{path}:{number}: {exc.message}")
+            problems.append(f"{path}:{number}: {exc.message}")
+            continue
         events.append(event)
+    if problems:
+        more = len(problems) - _MAX_PROBLEMS
+        listed = "\n".join(problems[:_MAX_PROBLEMS]) + (f"\n… and {more} more" if more > 0 else "")
+        fail(f"{len(problems)} line(s) of {path} are not valid events; nothing was sent:\n{listed}")
     if not events:
         fail(f"{path} holds no events")
     return events
+
+
+def _producer_fields(options: Emit) -> dict[str, str]:
+    """``source`` and ``actor`` from the options, else from the CI run, else this host and
+    user: what an event built here carries, and what a file's lines lacking them get."""
+    from ledger.integrations.ci_env import detect_ci
+
+    ci = detect_ci(os.environ)
+    producer = options.producer
+    return {
+        "source": producer.source or (ci.source if ci else f"cli/{os.uname().nodename}"),
+        "actor": producer.actor or (ci.actor if ci and ci.actor else getpass.getuser()),
+    }
 
 
 def _build(
@@ -128,13 +170,11 @@ def _build(
     from ledger.wire.events import event_from_mapping
 
     ci = detect_ci(os.environ)
-    producer = options.producer
     raw: dict[str, Any] = {
         "type": kind,
         "service": service,
         "environment": env,
-        "source": producer.source or (ci.source if ci else f"cli/{os.uname().nodename}"),
-        "actor": producer.actor or (ci.actor if ci and ci.actor else getpass.getuser()),
+        **_producer_fields(options),
         "data": {k: v for k, v in data.items() if v is not None or k in keep_null},
     }
     if kind in ("deployment.started", "deployment.succeeded") and ci:
@@ -156,11 +196,40 @@ def _send(options: Emit, events: list[Event]) -> None:
 
     with reporting_errors():
         signer = options.producer.signer()
+        if options.keyring is not None:
+            _precheck(events, signer, options.keyring)
         with LedgerProducer(signer, options.producer.settings()) as producer:
             for event in events:
                 producer.emit(event)
             deliveries = producer.flush()
     _report(options, deliveries)
+
+
+def _precheck(events: list[Event], signer: Signer, path: Path) -> None:
+    """Run the consumer's checklist (ledger.wire.verify) over each event as signed here,
+    under the keyring at ``path`` and the time now: a refusal is named before anything is
+    sent. The consumer has the last word: its keyring, at the time it witnesses each."""
+    from datetime import UTC, datetime
+
+    from ledger.errors import RejectedMessage
+    from ledger.transport.producer import seal
+    from ledger.wire.keyring import Keyring
+    from ledger.wire.verify import verify_message
+
+    keyring, now = Keyring.load(path), datetime.now(UTC)
+    refused = []
+    for number, event in enumerate(events, start=1):
+        try:
+            verify_message(seal(event, signer), keyring, now)
+        except RejectedMessage as exc:
+            refused.append(
+                f"event {number} ({event.type}, {event.id}): {exc.reason}: {exc.message}"
+            )
+    if refused:
+        fail(f"{len(refused)} event(s) would be refused under keyring {path} as of now; "
+             "nothing was sent:\n" + "\n".join(refused[:_MAX_PROBLEMS]))  # fmt: skip
+    console.print(f"checked under keyring {path} as of now: authorized (the consumer has the "
+                  "last word: its keyring, at the time it witnesses each event)")  # fmt: skip
 
 
 def _report(options: Emit, deliveries: list[Delivery]) -> None:

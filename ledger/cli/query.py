@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
@@ -143,6 +143,30 @@ def _note(note: str | None) -> None:
         console.print(styled(("note:", "yellow"), f" {note}"))
 
 
+def _time_notes(answer: dict[str, Any], moment: datetime, known: datetime | None) -> list[str]:
+    """Notes for an answer that would otherwise look normal: an instant still to come, a
+    ledger that had recorded nothing by --known-at."""
+    now = datetime.now(UTC)
+    notes = [f"{flag} {when.isoformat()} is in the future: this is what the ledger holds now, "
+             "and it may still change" for flag, when in (("--at", moment), ("--known-at", known))
+             if when is not None and when > now]  # fmt: skip
+    size = answer.get("evidence", {}).get("ledger_size", answer.get("ledger_size"))
+    if known is not None and size == 0:
+        notes.append(f"the ledger had recorded nothing by --known-at {known.isoformat()}")
+    return notes
+
+
+def _answer(answer: dict[str, Any], notes: list[str], json_out: bool,
+            show: Callable[[dict[str, Any]], None]) -> None:  # fmt: skip
+    """Print an answer and its notes: on stderr after the text, as ``notes`` in the JSON."""
+    if json_out:
+        print_json(answer | ({"notes": notes} if notes else {}))
+    else:
+        show(answer)
+    for note in notes:
+        _note(note)
+
+
 def asof(
     service: Service,
     env: Env,
@@ -161,11 +185,8 @@ def asof(
         lambda r: asof_query(r, service, env, moment, known).model_dump(mode="json"),
         lambda a: not a["evidence"]["entries"], env, service,
     )  # fmt: skip
-    if json_out:
-        print_json(answer)
-    else:
-        print_asof(answer)
-    _note(note)
+    notes = ([note] if note else []) + _time_notes(answer, moment, known)
+    _answer(answer, notes, json_out, print_asof)
 
 
 def snapshot(
@@ -185,11 +206,8 @@ def snapshot(
         lambda r: snapshot_query(r, env, moment, known).model_dump(mode="json"),
         lambda a: not a["services"], env,
     )  # fmt: skip
-    if json_out:
-        print_json(answer)
-    else:
-        _print_snapshot(answer)
-    _note(note)
+    notes = ([note] if note else []) + _time_notes(answer, moment, known)
+    _answer(answer, notes, json_out, _print_snapshot)
 
 
 def _print_snapshot(answer: dict[str, Any]) -> None:

@@ -135,6 +135,10 @@ def build_inclusion(reader: LedgerReader, seq: int, size: int | None = None) -> 
 
 
 def _inclusion(reader: LedgerReader, seq: int, size: int | None) -> InclusionProof:
+    held = reader.size()
+    if not 1 <= seq <= held:
+        holds = f"entries 1 to {held}" if held else "no entry yet"
+        raise ConfigurationError(f"there is no entry {seq}: the ledger holds {holds}")
     if size is None:
         size = _latest_checkpoint_size(reader)
         if seq > size:

@@ -76,6 +76,12 @@ class LocalBroker:
         self.stop()
         raise TransportError(f"local broker did not answer on {self.bootstrap} in {timeout:.0f} s")
 
+    def wait(self) -> int:
+        """Until the broker exits by itself: its exit code."""
+        if self._proc is None:
+            raise RuntimeError("the local broker is not running")
+        return self._proc.wait()
+
     def stop(self) -> None:
         if self._proc is None:
             return

@@ -16,10 +16,16 @@ from ledger.transport.settings import KafkaSettings
 __all__ = ["ensure_topics", "read_topic"]
 
 
-def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int]) -> None:
-    """Create the named topics (name -> partitions) if they do not exist yet."""
+def ensure_topics(
+    settings: KafkaSettings, topics: Mapping[str, int], timeout: float = 15.0
+) -> None:
+    """Create the named topics (name -> partitions) if they do not exist yet; a broker that
+    does not answer within ``timeout`` seconds is a :class:`TransportError`."""
     try:
-        admin = KafkaAdminClient(**settings.client_config(), request_timeout_ms=15000)
+        wait_ms = int(timeout * 1000)
+        admin = KafkaAdminClient(
+            **settings.client_config(), request_timeout_ms=wait_ms, bootstrap_timeout_ms=wait_ms
+        )
     except KafkaError as exc:
         raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
     try:
