@@ -7,6 +7,8 @@ never generic: each check of the verification checklist has its own class.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LedgerError(Exception):
     """Root of every error this library raises on purpose."""
@@ -41,6 +43,18 @@ class TransportError(LedgerError):
     """Kafka could not be reached, or did not acknowledge a message."""
 
     reason = "transport"
+
+
+class PartialDeliveryError(TransportError):
+    """Some events were acknowledged and some were not: both are named (event ids), so a
+    producer knows exactly what to send again."""
+
+    reason = "partial_delivery"
+
+    def __init__(self, message: str, delivered: list[Any], failed: list[str]) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+        self.failed = failed
 
 
 class LocalBrokerUnavailable(ConfigurationError):

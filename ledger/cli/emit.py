@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.cli._common import console, fail, new_app, print_json, read_input, reporting_errors
+from ledger.cli._common import (
+    Exit,
+    console,
+    fail,
+    new_app,
+    print_json,
+    read_input,
+    reporting_errors,
+)
 from ledger.cli._options import PRODUCER, OptionSet, Producer, shared
 
 if TYPE_CHECKING:
@@ -35,13 +43,19 @@ class Emit:
     time: str | None
     event_id: str | None
     keyring: Path | None
+    timeout: float
     json_out: bool
 
 
 def _emit(
-    time: str | None, event_id: str | None, keyring: Path | None, json_out: bool, **producer: Any
+    time: str | None,
+    event_id: str | None,
+    keyring: Path | None,
+    timeout: float,
+    json_out: bool,
+    **producer: Any,
 ) -> Emit:
-    return Emit(PRODUCER.build(**producer), time, event_id, keyring, json_out)
+    return Emit(PRODUCER.build(**producer), time, event_id, keyring, timeout, json_out)
 
 
 EMIT: OptionSet[Emit] = OptionSet(
@@ -55,6 +69,9 @@ EMIT: OptionSet[Emit] = OptionSet(
             "--keyring", envvar="LEDGER_KEYRING", show_envvar=True,
             help="Check each event as the consumer would under this keyring, now, before "
                  "sending any (the consumer's keyring and time still decide).")], None),
+        ("timeout", Annotated[float, typer.Option(
+            "--timeout", min=1, envvar="LEDGER_EMIT_TIMEOUT",
+            help="Seconds to wait for the broker to acknowledge every event.")], 120.0),
         ("json_out", Annotated[bool, typer.Option(
             "--json", help="Machine-readable JSON output.")], False),
     ),
@@ -192,17 +209,22 @@ def _build(
 
 
 def _send(options: Emit, events: list[Event]) -> None:
+    from ledger.errors import PartialDeliveryError
     from ledger.transport.producer import LedgerProducer
 
     with reporting_errors():
         signer = options.producer.signer()
         if options.keyring is not None:
             _precheck(events, signer, options.keyring)
-        with LedgerProducer(signer, options.producer.settings()) as producer:
-            for event in events:
-                producer.emit(event)
-            deliveries = producer.flush()
-    _report(options, deliveries)
+        try:
+            with LedgerProducer(signer, options.producer.settings()) as producer:
+                for event in events:
+                    producer.emit(event)
+                deliveries = producer.flush(options.timeout)
+        except PartialDeliveryError as exc:
+            _report(options, exc.delivered, exc.failed)  # --json: every id not delivered
+            fail(exc.message, Exit.UNREACHABLE)
+    _report(options, deliveries, [])
 
 
 def _precheck(events: list[Event], signer: Signer, path: Path) -> None:
@@ -232,9 +254,12 @@ def _precheck(events: list[Event], signer: Signer, path: Path) -> None:
                   "last word: its keyring, at the time it witnesses each event)")  # fmt: skip
 
 
-def _report(options: Emit, deliveries: list[Delivery]) -> None:
+def _report(options: Emit, deliveries: list[Delivery], failed: list[str]) -> None:
+    """What was delivered: with --json a list of deliveries, or, when some were not
+    delivered, ``{"delivered": [...], "not_delivered": [event ids]}``."""
     if options.json_out:
-        print_json([d.__dict__ for d in deliveries])
+        done = [d.__dict__ for d in deliveries]
+        print_json({"delivered": done, "not_delivered": failed} if failed else done)
         return
     for d in deliveries[:20]:
         console.print(f"emitted {d.type} {d.event_id} -> {d.topic}[{d.partition}]@{d.offset}")

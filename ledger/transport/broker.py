@@ -76,6 +76,13 @@ class LocalBroker:
         self.stop()
         raise TransportError(f"local broker did not answer on {self.bootstrap} in {timeout:.0f} s")
 
+    @property
+    def pid(self) -> int:
+        """The broker's process id (to pause it in a fault test, say)."""
+        if self._proc is None:
+            raise RuntimeError("the local broker is not running")
+        return self._proc.pid
+
     def wait(self) -> int:
         """Until the broker exits by itself: its exit code."""
         if self._proc is None:

@@ -6,6 +6,7 @@ raises :class:`TransportError` naming every event the broker did not acknowledge
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from ledger.errors import ConfigurationError, TransportError
+from ledger.errors import ConfigurationError, PartialDeliveryError, TransportError
 from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import encode_event
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope
@@ -45,7 +46,9 @@ class LedgerProducer:
         self.settings = settings
         # Tuning a caller may override; the delivery guarantees (acks, idempotence, retries)
         # are fixed: passing one of them is a TypeError.
-        tuning = {"delivery_timeout_ms": 120_000, "linger_ms": 5} | client_options
+        # A broker that does not answer at all is named after 10 s, not kafka-python's 30.
+        tuning = {"delivery_timeout_ms": 120_000, "linger_ms": 5,
+                  "bootstrap_timeout_ms": 10_000} | client_options  # fmt: skip
         try:
             self._producer = KafkaProducer(
                 **settings.client_config(),
@@ -55,7 +58,10 @@ class LedgerProducer:
                 **tuning,
             )
         except KafkaError as exc:
-            raise TransportError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
+            raise TransportError(
+                f"cannot reach Kafka at {settings.bootstrap}: {exc}; is the broker running there "
+                "(`ledger broker` runs one on this machine)?"
+            ) from None
         self._pending: list[tuple[Event, Any]] = []
 
     def emit(self, event: Event) -> None:
@@ -82,27 +88,29 @@ class LedgerProducer:
 
     def flush(self, timeout: float = 120.0) -> list[Delivery]:
         """Wait for every queued event; raise naming each one the broker did not take."""
-        try:
+        with contextlib.suppress(KafkaError):  # each event's future says what was delivered
             self._producer.flush(timeout=timeout)
-        except KafkaError as exc:
-            raise TransportError(f"flush to {self.settings.bootstrap} failed: {exc}") from None
         delivered: list[Delivery] = []
         failed: list[str] = []
         for event, future in self._pending:
             try:
                 meta = future.get(timeout=0)
-            except Exception as exc:  # KafkaError or timeout: either way not delivered
-                failed.append(f"{event.id} ({event.type}): {exc!r}")
+            except Exception:  # KafkaError or timeout: either way not delivered
+                failed.append(event.id)
                 continue
             delivered.append(
                 Delivery(event.id, event.type, meta.topic, meta.partition, meta.offset)
             )
         self._pending.clear()
         if failed:
-            raise TransportError(
-                f"{len(failed)} event(s) not acknowledged by {self.settings.bootstrap}: "
-                + "; ".join(failed[:5])
-                + (" …" if len(failed) > 5 else "")
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise PartialDeliveryError(
+                f"{len(failed)} of {len(failed) + len(delivered)} event(s) not acknowledged by "
+                f"{self.settings.bootstrap} within {timeout:.0f} s ({', '.join(failed[:5])}"
+                f"{more}); {len(delivered)} delivered. Send the same events again (same ids): "
+                "those already chained are skipped as duplicates",
+                delivered,
+                failed,
             )
         return delivered
 
