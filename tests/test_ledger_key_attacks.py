@@ -95,33 +95,14 @@ def test_a_foreign_checkpoint_on_the_topic_is_skipped_and_reported(
         producer.send(topic, key=b"x", value=value).get(timeout=30)
     producer.close()
     published = len(read_topic(kafka, topic))
-    result = ledger_cli(
-        "verify",
-        "--db",
-        str(db),
-        "--trusted-key",
-        str(pub),
-        "--checkpoint-topic",
-        topic,
-        "--bootstrap",
-        kafka.bootstrap,
-        "--json",
-    )
+    verify = ["verify", "--db", str(db), "--trusted-key", str(pub), "--checkpoint-topic", topic,
+              "--bootstrap", kafka.bootstrap]  # fmt: skip
+    result = ledger_cli(*verify, "--json")
     assert result.returncode == 0, result.stderr
     checkpoints = cli_json(result)["checkpoints"]
     assert len(checkpoints["skipped"]) == 3
     assert checkpoints["external"] == published - 3 >= 2
-    shown = ledger_cli(
-        "verify",
-        "--db",
-        str(db),
-        "--trusted-key",
-        str(pub),
-        "--checkpoint-topic",
-        topic,
-        "--bootstrap",
-        kafka.bootstrap,
-    )
+    shown = ledger_cli(*verify)
     assert shown.stderr.count("skipped ") == 3
 
 

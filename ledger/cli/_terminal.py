@@ -4,7 +4,7 @@ Much of what the CLI prints was chosen by whoever wrote to the topic or the file
 a command (an actor, a key id, a refusal's detail, a bundle's query). So the consoles read
 no markup and no emoji codes, and show each control character and bidirectional override
 as an escape (``\\x1b``): stored text can neither style, hide nor rewrite what surrounds
-it. Styles come only from :func:`styled` parts, whose text is cleaned the same way.
+it. Styles come only from :func:`styled` parts.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ def plain(text: str) -> str:
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
-    """Text of ``parts``, each plain or ``(text, style)``: ``styled(("FAILED", "red"), msg)``."""
-    return Text.assemble(
-        *((plain(p[0]), p[1]) if isinstance(p, tuple) else plain(p) for p in parts)
-    )
+    """Text of ``parts``, each plain or ``(text, style)``: ``styled(("FAILED", "red"), msg)``.
+    Never markup; :class:`TerminalConsole` cleans its text as it does any other."""
+    return Text.assemble(*parts)
 
 
 class TerminalConsole(Console):

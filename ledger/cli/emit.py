@@ -24,6 +24,7 @@ from ledger.cli._common import (
 from ledger.cli._options import PRODUCER, OptionSet, Producer, shared
 
 if TYPE_CHECKING:
+    from ledger.integrations.ci_env import CiContext
     from ledger.transport.producer import Delivery
     from ledger.wire.events import Event
     from ledger.wire.keyring import Signer
@@ -113,7 +114,7 @@ def from_file(
     """
     if options.time is not None or options.event_id is not None:
         fail("--time and --id name one event; a file's lines carry their own")
-    _send(options, _read_file(file, _producer_fields(options)))
+    _send(options, _read_file(file, _producer_fields(options, _ci())))
 
 
 _MAX_PROBLEMS = 50
@@ -160,12 +161,15 @@ def _read_file(path: Path, defaults: dict[str, str]) -> list[Event]:
     return events
 
 
-def _producer_fields(options: Emit) -> dict[str, str]:
-    """``source`` and ``actor`` from the options, else from the CI run, else this host and
-    user: what an event built here carries, and what a file's lines lacking them get."""
+def _ci() -> CiContext | None:
     from ledger.integrations.ci_env import detect_ci
 
-    ci = detect_ci(os.environ)
+    return detect_ci(os.environ)
+
+
+def _producer_fields(options: Emit, ci: CiContext | None) -> dict[str, str]:
+    """``source`` and ``actor`` from the options, else from the CI run, else this host and
+    user: what an event built here carries, and what a file's lines lacking them get."""
     producer = options.producer
     return {
         "source": producer.source or (ci.source if ci else f"cli/{os.uname().nodename}"),
@@ -183,15 +187,14 @@ def _build(
 ) -> Event:
     """One event from options; None values are left out unless named in ``keep_null``."""
     from ledger.errors import LedgerError
-    from ledger.integrations.ci_env import detect_ci
     from ledger.wire.events import event_from_mapping
 
-    ci = detect_ci(os.environ)
+    ci = _ci()
     raw: dict[str, Any] = {
         "type": kind,
         "service": service,
         "environment": env,
-        **_producer_fields(options),
+        **_producer_fields(options, ci),
         "data": {k: v for k, v in data.items() if v is not None or k in keep_null},
     }
     if kind in ("deployment.started", "deployment.succeeded") and ci:

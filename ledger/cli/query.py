@@ -150,8 +150,7 @@ def _time_notes(answer: dict[str, Any], moment: datetime, known: datetime | None
     notes = [f"{flag} {when.isoformat()} is in the future: this is what the ledger holds now, "
              "and it may still change" for flag, when in (("--at", moment), ("--known-at", known))
              if when is not None and when > now]  # fmt: skip
-    size = answer.get("evidence", {}).get("ledger_size", answer.get("ledger_size"))
-    if known is not None and size == 0:
+    if known is not None and answer.get("evidence", {}).get("ledger_size") == 0:
         notes.append(f"the ledger had recorded nothing by --known-at {known.isoformat()}")
     return notes
 

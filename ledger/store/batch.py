@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ledger.log.chain import Witness
 from ledger.wire.columns import DecodedColumns
@@ -86,9 +87,10 @@ class Rejected:
     def key_size(self) -> int | None:
         return None if self.received.key is None else len(self.received.key)
 
-    @property
+    @cached_property
     def value_sha256(self) -> bytes | None:
-        """The digest of the whole value, whatever was kept of it."""
+        """The digest of the whole value, whatever was kept of it (computed once: the dead
+        letter and the quarantine row both carry it)."""
         value = self.received.value
         return None if value is None else hashlib.sha256(value).digest()
 
