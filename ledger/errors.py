@@ -180,6 +180,12 @@ class KeyRevokedError(AuthorizationError):
     reason = "key_revoked"
 
 
+class KeyRetiredError(AuthorizationError):
+    """A retired key, past its grace: it signed after its retirement, or arrived too late."""
+
+    reason = "key_retired"
+
+
 # --- the ledger ------------------------------------------------------------------------------
 
 

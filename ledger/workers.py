@@ -23,7 +23,7 @@ from ledger.errors import RejectedMessage
 from ledger.log.chain import NO_KEYRING, Origin
 from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.keyring import Keyrings
-from ledger.wire.verify import revoked_since, verify_entry, verify_message, verify_record_entry
+from ledger.wire.verify import verify_entry, verify_message, verify_record_entry
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,11 +88,9 @@ def check_entries(batch: pa.RecordBatch, keyrings: Keyrings) -> EntryFailure | N
     seq, envelope, the witnessed time (µs), the keyring digest, the origin (all null for
     format 1) and the :class:`DecodedColumns` fields: the failure at the lowest seq.
 
-    An entry judged under a recorded keyring is checked under it, and then against the
-    revocations of the keyring given (a key reported compromised since taints what it
-    signed after); one of format 1, or judged under none the ledger recorded (its digest
-    zeros: a ledger written by the library, not the consumer), under the keyring given,
-    and not at all without one.
+    An entry judged under a recorded keyring is checked under it; one of format 1, or
+    judged under none the ledger recorded (its digest zeros: a ledger written by the
+    library, not the consumer), under the keyring given, and not at all without one.
     """
     columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
     first: EntryFailure | None = None
@@ -113,8 +111,6 @@ def check_entries(batch: pa.RecordBatch, keyrings: Keyrings) -> EntryFailure | N
                        "which the ledger does not record")  # fmt: skip
         else:
             failure = verify_entry(seq, envelope, stored, keyring, witnessed)
-            if failure is None and given is not None and witnessed is not None:
-                failure = revoked_since(seq, stored.key_id, given, witnessed)
         if failure is not None:
             first = (seq, *failure)
     return first

@@ -107,22 +107,23 @@ def _mutate_json(value: Any, rng: random.Random) -> Any:
 
 def _signers() -> tuple[list[Signer], Keyring]:
     """Keys the message target trusts in different roles, and one it does not know."""
-    ci, cab, old, expired, future, stranger = (
+    ci, cab, old, expired, future, retired, stranger = (
         Signer.generate(n) for n in ("ci-main", "change-board", "ci-old", "ci-expired",
-                                     "ci-next", "stranger")
+                                     "ci-next", "ci-retired", "stranger")
     )  # fmt: skip
     ring = Keyring()
     ring.trust(ci.key_id, ci.public_raw, types=["deployment.*", "mutation.*", "service.*"],
                sources=["ci/*"])  # fmt: skip
     ring.trust(cab.key_id, cab.public_raw, types=["approval.*"], sources=["cab/*"])
     month = timedelta(days=30)
-    windows = {old: {}, expired: {"not_after": WITNESSED_AT - month},
+    windows = {old: {}, retired: {}, expired: {"not_after": WITNESSED_AT - month},
                future: {"not_before": WITNESSED_AT + month}}  # fmt: skip
     for signer, window in windows.items():
         ring.trust(signer.key_id, signer.public_raw, types=["deployment.*"], sources=["ci/*"],
                    **window)  # fmt: skip
     ring.revoke(old.key_id, WITNESSED_AT - timedelta(days=1))
-    return [ci, cab, old, expired, future, stranger], ring
+    ring.retire(retired.key_id, WITNESSED_AT - month)  # long past its grace
+    return [ci, cab, old, expired, future, retired, stranger], ring
 
 
 _KINDS = ["deployment.succeeded", "deployment.failed", "mutation.applied", "approval.granted",

@@ -20,7 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -471,7 +471,7 @@ REASONS = [
     "malformed_envelope", "oversize", "unknown_key", "bad_signature", "key_not_allowed_type",
     "key_not_allowed_source", "key_revoked", "key_expired", "key_not_yet_valid",
     "unpinned_image", "invalid_event", "unsigned", "wrong_payload_type", "unknown_schema",
-    "malformed_payload", "future_event", "null_value",
+    "malformed_payload", "future_event", "null_value", "key_retired",
 ]  # fmt: skip
 
 REVOKED_AT = datetime(2026, 11, 1, tzinfo=UTC)  # make_event's events are dated 2026-11-20
@@ -489,8 +489,10 @@ class Rejections:
 
 def _bad_messages(ci: Signer, ring: Keyring) -> dict[str, bytes | None]:
     stranger = Signer.generate("stranger")
-    revoked, expired, future = (Signer.generate(n) for n in ("ci-old", "ci-expired", "ci-next"))
-    for signer in (revoked, expired, future):
+    revoked, expired, future, retired = (
+        Signer.generate(n) for n in ("ci-old", "ci-expired", "ci-next", "ci-retired")
+    )
+    for signer in (revoked, expired, future, retired):
         ring.trust(
             signer.key_id,
             signer.public_raw,
@@ -500,6 +502,7 @@ def _bad_messages(ci: Signer, ring: Keyring) -> dict[str, bytes | None]:
             not_after=datetime(2026, 6, 1, tzinfo=UTC) if signer is expired else None,
         )
     ring.revoke(revoked.key_id, REVOKED_AT)
+    ring.retire(retired.key_id, REVOKED_AT)  # past its grace, whatever the event claims
 
     tag_only = event_record(make_event())
     tag_only["data"][1]["image"] = "nginx:1.25"
@@ -517,6 +520,7 @@ def _bad_messages(ci: Signer, ring: Keyring) -> dict[str, bytes | None]:
         "key_not_allowed_source": seal(make_event(source="laptop/alice"), ci),
         "key_revoked": seal(make_event(), revoked),
         "key_expired": seal(make_event(), expired),
+        "key_retired": seal(make_event(time=REVOKED_AT - timedelta(days=1)), retired),
         "key_not_yet_valid": seal(make_event(), future),
         "unpinned_image": sealed_record(ci, tag_only),
         "invalid_event": sealed_record(ci, broken),

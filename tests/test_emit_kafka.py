@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -526,6 +527,33 @@ def test_source_and_actor_options_fill_what_a_files_lines_leave_out(
         ("alice", "ci/github/acme/checkout"),
         ("bob", "ci/jenkins/acme"),
     ]  # a line's own fields win
+
+
+def test_a_file_sent_twice_is_recorded_once(tmp_path: Path, kafka: KafkaSettings) -> None:
+    """Lines with a time and no id get an id derived from their content (UUIDv7-shaped, its
+    time the event's): sending the file again sends the same ids and the same signed bytes,
+    which the consumer counts as duplicates. A line with no time is dated now, so it cannot
+    be: the command says so."""
+    generate_key_files("ci", tmp_path / "keys")
+    timed = [make_event(time=datetime(2026, 11, 20, 14, n, tzinfo=UTC)).to_json_dict()
+             for n in (1, 2)]  # fmt: skip
+    lines = [{k: v for k, v in line.items() if k != "id"} for line in timed]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    options = ("--key", "keys/ci.key", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic)
+    first = run("emit", "file", "events.jsonl", *options, cwd=tmp_path)
+    again = run("emit", "file", "events.jsonl", *options, cwd=tmp_path)
+    assert "no time" not in first.stderr + again.stderr
+    sent = sorted(read_topic(kafka, 4), key=lambda m: (m.partition, m.offset))
+    by_id: dict[str, set[bytes]] = {}
+    for message in sent:
+        event_id = decode_event(Envelope.from_bytes(message.value).payload).id
+        by_id.setdefault(event_id, set()).add(message.value)
+    assert len(by_id) == 2 and all(len(values) == 1 for values in by_id.values())
+    assert {uuid.UUID(i).version for i in by_id} == {7}
+    (tmp_path / "untimed.jsonl").write_text(json.dumps(
+        {k: v for k, v in lines[0].items() if k != "time"}) + "\n")  # fmt: skip
+    untimed = run("emit", "file", "untimed.jsonl", *options, cwd=tmp_path)
+    assert "1 line(s) of untimed.jsonl carry no time" in untimed.stderr
 
 
 def _keyring_with_ci(tmp_path: Path, **window: Any) -> Path:

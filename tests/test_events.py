@@ -21,6 +21,7 @@ from ledger.wire.events import (
     MutationData,
     event_from_json,
     event_from_mapping,
+    with_derived_id,
 )
 
 WHEN = datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
@@ -482,3 +483,13 @@ def test_event_just_under_the_limit_is_encoded() -> None:
     payload = encode_event(make_event(image=image))
     assert len(payload) <= MAX_PAYLOAD_BYTES
     assert data_of(decode_event(payload), DeploymentData).image == image
+
+
+def test_a_derived_id_is_the_same_for_the_same_event_and_grows_with_its_time() -> None:
+    """What makes `emit file` (and, later, `ledger ingest`) safe to run twice."""
+    early, late = (make_event(time=datetime(2026, 11, 20, 14, m, tzinfo=UTC)) for m in (1, 2))
+    assert with_derived_id(early).id == with_derived_id(early.model_copy(update={"id": "x"})).id
+    assert with_derived_id(early).id < with_derived_id(late).id  # ordered as UUIDv7s are
+    other = make_event(time=early.time, actor="mallory")
+    assert with_derived_id(other).id != with_derived_id(early).id
+    assert uuid.UUID(with_derived_id(early).id).version == 7

@@ -7,8 +7,9 @@ given, and nothing recorded which keys were trusted when: a file narrowed after 
 the fact (an insider's key added) vouched for whatever that key re-signed in a rewritten
 chain. Now the consumer records the keyring in the chain before judging anything under it,
 each entry commits to the digest of the keyring it was judged under, and verification,
-evidence bundles included, judges each entry under that record. The file given is a
-cross-check, whose revocations still taint what a key signed after it was revoked.
+evidence bundles included, judges each entry under that record. A revocation of an earlier
+time (a compromise found out late), recorded or in the file given, rewrites no verdict: it
+marks what the key signed since, in verify's report and in answers.
 
 The ledger here: keyring A (CI and approver keys) recorded at entry 1, three events judged
 under it (2-4), keyring B (the CI key retired) recorded at entry 5, an approval under it (6).
@@ -239,15 +240,83 @@ def test_attack_keyring_records_column_edited(ledger: TwoKeyrings) -> None:
     assert error.seq == 5 and error.check in ("keyring", "decoded_columns")
 
 
-def test_a_key_revoked_in_the_file_taints_what_it_signed_after(ledger: TwoKeyrings) -> None:
-    """The CI key reported compromised from the moment entry 3 was witnessed: entry 2
-    stands, entry 3 is named, though keyring A trusted the key then."""
+def _compromised_from_entry_3(ledger: TwoKeyrings) -> Keyring:
+    """Keyring A with the CI key revoked from when the ledger witnessed entry 3 (reported
+    after the fact: the compromise began before anyone knew)."""
     revoked = ledger.first.model_copy(deep=True)
     revoked.revoke(ledger.ci.key_id, entry(ledger.db, 3)["witnessed_at"])
-    error = failure(ledger.db, revoked)
-    assert isinstance(error, ChainBrokenError)
-    assert (error.check, error.seq) == ("authorization", 3)
-    assert "key 'ci-main' was revoked at" in error.message and "keyring given" in error.message
+    return revoked
+
+
+def _record(ledger: TwoKeyrings, keyring: Keyring) -> int | None:
+    writer = LedgerWriter(ledger.db, checkpoint_signer=ledger.ledger_key)
+    try:
+        return writer.record_keyring(keyring, "keyring.json")
+    finally:
+        writer.close()
+
+
+def test_a_key_revoked_in_the_file_marks_what_it_signed_after(ledger: TwoKeyrings) -> None:
+    """The file given revokes the CI key from when entry 3 was witnessed: no verdict changes
+    (keyring A trusted the key then), and verify names what the key signed since."""
+    with LedgerReader(ledger.db) as reader:
+        report = verify_ledger(reader, _compromised_from_entry_3(ledger), workers=1)
+    assert report.ok and report.signatures_verified == 4
+    [(revocation, count, first)] = report.compromised
+    assert (revocation.key_id, revocation.recorded_seq, count, first) == ("ci-main", None, 1, 3)
+
+
+def test_a_recorded_revocation_of_an_earlier_time_marks_not_rewrites(
+    ledger: TwoKeyrings,
+) -> None:
+    """The consumer restarted on a keyring revoking the CI key from entry 3's witnessed
+    time: the record (entry 7) marks entry 3 for every reader, with no file given, and
+    judges nothing before it differently."""
+    assert _record(ledger, _compromised_from_entry_3(ledger)) == 7
+    result = ledger_cli("verify", "--db", str(ledger.db), "--json")
+    assert result.returncode == 0, result.stderr
+    report = cli_json(result)
+    assert report["compromised"] == [{
+        "key_id": "ci-main", "revoked_at": report["compromised"][0]["revoked_at"],
+        "recorded_seq": 7, "entries": 1, "first_seq": 3,
+    }]  # fmt: skip
+    text = ledger_cli("verify", "--db", str(ledger.db))
+    assert "compromised: key ci-main is revoked from" in text.stdout + text.stderr
+    assert "the keyring record at entry 7" in text.stdout + text.stderr
+
+
+def test_answers_mark_evidence_signed_by_a_key_reported_compromised_since(
+    ledger: TwoKeyrings,
+) -> None:
+    """What was live for billing rests on entries 2 (the deployment), 3 (the mutation) and
+    6 (the approval): only entry 3 was witnessed after the revocation's time. The answer is
+    the same; it says which of its entries rest on the compromised key. Asked as the ledger
+    stood before the revocation was recorded (--known-at), it marks nothing."""
+    before = ledger_cli("asof", "--db", str(ledger.db), "--service", "billing", "--env", "prod",
+                        "--at", "2026-11-21T00:00:00Z", "--json")  # fmt: skip
+    assert before.returncode == 0, before.stderr
+    assert "compromised" not in cli_json(before)
+    recorded_at = datetime.now(UTC)
+    assert _record(ledger, _compromised_from_entry_3(ledger)) == 7
+    after = ledger_cli("asof", "--db", str(ledger.db), "--service", "billing", "--env", "prod",
+                       "--at", "2026-11-21T00:00:00Z", "--json")  # fmt: skip
+    answer = cli_json(after)
+    assert [(c["seq"], c["key_id"], c["recorded_seq"]) for c in answer["compromised"]] == [
+        (3, "ci-main", 7)
+    ]
+    unchanged = {k for k in answer if k not in {"compromised", "evidence"}}
+    assert {k: answer[k] for k in unchanged} == {k: cli_json(before)[k] for k in unchanged}
+    then = ledger_cli("asof", "--db", str(ledger.db), "--service", "billing", "--env", "prod",
+                      "--at", "2026-11-21T00:00:00Z", "--known-at", recorded_at.isoformat(),
+                      "--json")  # fmt: skip
+    assert "compromised" not in cli_json(then)
+    text = ledger_cli("asof", "--db", str(ledger.db), "--service", "billing", "--env", "prod",
+                      "--at", "2026-11-21T00:00:00Z")  # fmt: skip
+    assert "entry 3 was signed by key ci-main, revoked from" in text.stdout + text.stderr
+    history = cli_json(ledger_cli("timeline", "--db", str(ledger.db), "--service", "billing",
+                                  "--env", "prod", "--json"))  # fmt: skip
+    marked = {e["seq"]: e.get("compromised_since") for e in history}
+    assert marked[2] is None and marked[6] is None and marked[3] is not None
 
 
 # --- evidence bundles ----------------------------------------------------------------------------

@@ -103,8 +103,9 @@ def from_file(
         Path,
         typer.Argument(
             metavar="FILE|-",
-            help="JSON Lines: one event per line ('-': standard "
-            "input); each line's id and time are kept.",
+            help="JSON Lines: one event per line ('-': standard input); each line's id and "
+            "time are kept, and a line with a time but no id gets an id derived from its "
+            "content, so re-sending the file records nothing twice.",
         ),
     ],
 ) -> None:
@@ -126,7 +127,7 @@ def _read_file(path: Path, defaults: dict[str, str]) -> list[Event]:
     that is no valid event named, with its number."""
     from ledger.errors import LedgerError
     from ledger.wire.codec import encode_event
-    from ledger.wire.events import event_from_mapping
+    from ledger.wire.events import event_from_mapping, with_derived_id
 
     try:
         text = read_input(path).decode("utf-8")
@@ -134,6 +135,7 @@ def _read_file(path: Path, defaults: dict[str, str]) -> list[Event]:
         fail(f"{path} is not UTF-8 text: {exc}")
     events: list[Event] = []
     problems: list[str] = []
+    untimed = 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -151,13 +153,26 @@ def _read_file(path: Path, defaults: dict[str, str]) -> list[Event]:
         except LedgerError as exc:
             problems.append(f"{path}:{number}: {exc.message}")
             continue
-        events.append(event)
+        if "id" in raw:
+            events.append(event)
+        elif "time" in raw:  # the same line sent again: the same id, recorded once
+            events.append(with_derived_id(event))
+        else:
+            untimed += 1
+            events.append(event)
     if problems:
         more = len(problems) - _MAX_PROBLEMS
         listed = "\n".join(problems[:_MAX_PROBLEMS]) + (f"\n… and {more} more" if more > 0 else "")
         fail(f"{len(problems)} line(s) of {path} are not valid events; nothing was sent:\n{listed}")
     if not events:
         fail(f"{path} holds no events")
+    if untimed:
+        console.print(
+            f"note: {untimed} line(s) of {path} carry no time (nor id): each is dated now with "
+            "a new id, so sending the file again records them again; give each line its "
+            '"time" to make the file safe to re-send',
+            style="yellow",
+        )
     return events
 
 

@@ -231,6 +231,18 @@ def _print_verification(report: dict[str, Any]) -> None:
             "them)",
             style="yellow",
         )
+    for mark in report["compromised"]:
+        where = (
+            f"the keyring record at entry {mark['recorded_seq']}"
+            if mark["recorded_seq"] is not None
+            else "the keyring given (not yet recorded in the ledger)"
+        )
+        console.print(
+            f"compromised: key {mark['key_id']} is revoked from {mark['revoked_at']} by "
+            f"{where}; it signed {mark['entries']:,} entries the ledger witnessed since "
+            f"(first: entry {mark['first_seq']}), accepted then and resting on it now",
+            style="yellow",
+        )
     if report["keyrings"]["given_matches_latest"] is False:
         console.print(
             "the keyring given is not the one the ledger recorded last: entries "

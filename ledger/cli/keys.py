@@ -23,8 +23,10 @@ from ledger.cli._common import (
 from ledger.cli._terminal import styled, table
 from ledger.wire.keyring import (
     KEY_ID_PATTERN,
+    RETIRED_KEY_GRACE,
     Keyring,
     generate_key_files,
+    iso_utc,
     key_fingerprint,
     load_public_key,
 )
@@ -124,11 +126,16 @@ def revoke(
     key_id: Annotated[str, typer.Option("--id", help="Key id to revoke.")],
     keyring: KeyringPath = DEFAULT_KEYRING,
     at: Annotated[
-        str, typer.Option(help="Revocation time (RFC 3339); events dated from then are refused.")
+        str,
+        typer.Option(help="Revocation time (RFC 3339): when the compromise began, or now."),
     ] = "now",
     json_out: JsonFlag = False,
 ) -> None:
-    """Revoke a key: events it signs dated at or after --at fail verification."""
+    """Revoke a compromised key: nothing the ledger witnesses from --at on is accepted.
+
+    An --at in the past (when the compromise began) accepts nothing more and marks what
+    the key signed since as signed by a compromised key, in answers and in verify. A key
+    that was not compromised is retired instead (`ledger keys retire`)."""
     moment = parse_time(at, "--at")
     with reporting_errors():
         ring = Keyring.load(keyring)
@@ -140,6 +147,33 @@ def revoke(
         console.print(f"revoked {key_id} from {entry.revoked_at:%Y-%m-%dT%H:%M:%SZ} in {keyring}")
 
 
+@app.command()
+def retire(
+    key_id: Annotated[str, typer.Option("--id", help="Key id to retire.")],
+    keyring: KeyringPath = DEFAULT_KEYRING,
+    at: Annotated[str, typer.Option(help="Retirement time (RFC 3339).")] = "now",
+    json_out: JsonFlag = False,
+) -> None:
+    """Retire a key its owner no longer uses (rotation): no longer trusted from --at, with a
+    grace for its events in flight.
+
+    What it signed before --at and the ledger witnesses within 72 hours of --at is still
+    accepted (a spool draining); nothing else. A compromised key is revoked instead."""
+    moment = parse_time(at, "--at")
+    with reporting_errors():
+        ring = Keyring.load(keyring)
+        entry = ring.retire(key_id, moment)
+        ring.save(keyring)
+    if json_out:
+        print_json({"id": key_id, **entry.model_dump(mode="json")})
+    else:
+        retired = entry.retired_at or moment
+        console.print(
+            f"retired {key_id} from {iso_utc(retired)} in {keyring}; what it signed before "
+            f"then is accepted until {iso_utc(retired + RETIRED_KEY_GRACE)}"
+        )
+
+
 @app.command("list")
 def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False) -> None:
     """Show the keyring: each key, what it may sign, and its validity."""
@@ -148,12 +182,16 @@ def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False
     if json_out:
         print_json(
             {
-                kid: {**e.model_dump(mode="json"), "fingerprint": e.fingerprint}
+                kid: {
+                    **e.model_dump(mode="json"),
+                    "retired_at": e.retired_at and iso_utc(e.retired_at),
+                    "fingerprint": e.fingerprint,
+                }
                 for kid, e in ring.keys.items()
             }
         )
         return
-    grid = table("id", "types", "sources", "valid", "revoked", "fingerprint")
+    grid = table("id", "types", "sources", "valid", "revoked", "retired", "fingerprint")
     for kid, e in sorted(ring.keys.items()):
         valid = f"{e.not_before or '-'} .. {e.not_after or '-'}"
         grid.add_row(
@@ -162,6 +200,7 @@ def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False
             ", ".join(e.sources),
             valid,
             str(e.revoked_at or ""),
+            str(e.retired_at or ""),
             e.fingerprint,
         )
     out.print(grid)

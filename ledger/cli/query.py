@@ -89,6 +89,12 @@ def print_asof(answer: dict[str, Any]) -> None:
         f"  evidence: entries {', '.join(map(str, e['entries'])) or 'none'} "
         f"of a ledger of {e['ledger_size']}"
     )
+    for mark in answer.get("compromised", []):
+        out.print(styled(("  compromised:", "red"), (
+            f" entry {mark['seq']} was signed by key {mark['key_id']}, revoked from "
+            f"{mark['revoked_at']} (reported after the ledger accepted it at "
+            f"{mark['witnessed_at']})"
+        )))  # fmt: skip
 
 
 def _unmatched(reader: LedgerReader, env: str, service: str | None = None) -> str | None:
@@ -345,6 +351,8 @@ def print_timeline(entries: list[dict[str, Any]], title: str) -> None:
             else d.get("change_ref") or d.get("model") or ""
         )
         when = short_time(e["time"]) + _recorded_later(e)
+        if e.get("compromised_since"):
+            what += f"\nkey {e['key_id']} compromised since {short_time(e['compromised_since'])}"
         grid.add_row(when, str(e["seq"]), e["type"], e["actor"], what)
     out.print(grid)
 

@@ -99,10 +99,10 @@ def _answer(
 ) -> tuple[AsOf | TimelineAnswer, AsOf, set[int]]:
     """The query's own answer, its state at the first instant, and the timeline's seqs."""
     if isinstance(query, AsOfQuery):
-        answer = asof(reader, query.service, query.environment, query.at)
+        answer = asof(reader, query.service, query.environment, query.at, marks=False)
         return answer, answer, set()
-    state = asof(reader, query.service, query.environment, query.from_)
-    window = timeline(reader, query.service, query.environment, query.from_, query.to)
+    state = asof(reader, query.service, query.environment, query.from_, marks=False)
+    window = timeline(reader, query.service, query.environment, query.from_, query.to, marks=False)
     return TimelineAnswer(state=state, timeline=window), state, {e.seq for e in window}
 
 

@@ -94,6 +94,9 @@ class TimelineEntry(_Model):
     witnessed_at: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
     """When the ledger witnessed it (entries of format 2): far from ``time``, the event
     arrived late or claims a time long past (a backfill, or a back-dated history)."""
+    compromised_since: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Its key was revoked at this time, at or before the ledger witnessed it: accepted
+    then, and resting on a key reported compromised since (ledger.store.keyrings)."""
 
 
 class SearchHit(_Model):

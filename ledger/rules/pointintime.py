@@ -43,6 +43,7 @@ __all__ = [
     "Approval",
     "AsOf",
     "Classification",
+    "Compromised",
     "Deployment",
     "Evidence",
     "Fact",
@@ -141,6 +142,18 @@ class Classification(_Answer):
     model: str
 
 
+class Compromised(_Answer):
+    """An entry signed by a key reported compromised since: accepted when the ledger
+    witnessed it, and resting on a key no longer believed (ledger.store.keyrings)."""
+
+    seq: int
+    key_id: str
+    witnessed_at: datetime
+    revoked_at: datetime
+    recorded_seq: int | None
+    """The keyring record that revokes the key (None: the keyring given, not recorded)."""
+
+
 class Evidence(_Answer):
     ledger_size: int
     entries: list[int]
@@ -158,6 +171,9 @@ class AsOf(_Answer):
     evidence: Evidence
     rules: int | None = Field(default=None, exclude_if=lambda value: value is None)
     """The version of the rules the answer was computed under (absent: version 1)."""
+    compromised: list[Compromised] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """Entries of the evidence signed by a key reported compromised since (absent: none).
+    Not a rule's verdict: the keyrings recorded say it, and bundles do not carry it."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,13 @@ Arrow batches of 10,000 rows:
    columns equal a fresh decode of the signed payload;
 7. ``signature``: the payload type is the ledger's and a signature by ``key_id`` verifies
    over ``PAE(payloadType, payload)`` under the keyring's key;
-8. ``authorization``: the keyring authorizes ``key_id`` for the event's type and source at
-   the event's time (a key revoked since then fails, ``key_revoked``).
+8. ``authorization``: the keyring recorded before it authorizes ``key_id`` for the
+   event's type and source at the time the ledger witnessed it.
+
+A key revoked since (by a later keyring record, or the keyring file given) at a time at
+or before an entry was witnessed does not fail it: the report lists such entries as
+``compromised`` (ledger.store.keyrings), accepted then and resting on a key no longer
+believed.
 
 Again in SQL, when 1-5 pass (ranked after 6-8, so that an edited entry column is named
 by 6, its cause):
@@ -61,16 +66,15 @@ from ledger.errors import (
     CheckpointError,
     ConfigurationError,
     InconsistentCheckpointError,
-    LedgerError,
 )
 from ledger.log.chain import DOMAIN, DOMAIN_V2, GENESIS, NO_KEYRING, Origin
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
 from ledger.log.merkle import Tree, root_at
 from ledger.store.index import DERIVE
+from ledger.store.keyrings import Revocation, compromised_counts, recorded_keyrings, revocations
 from ledger.wire.columns import DecodedColumns
-from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import Keyring, Keyrings
-from ledger.wire.records import KEYRING_RECORD, open_keyring_record
+from ledger.wire.records import KEYRING_RECORD
 from ledger.workers import EntryFailure, check_entries, check_entries_in_worker, spawn_pool
 
 if TYPE_CHECKING:
@@ -206,6 +210,8 @@ class LedgerReport:
     signatures_verified: int = 0
     keyrings_recorded: int = 0
     keyring_file_matches: bool | None = None  # the keyring given vs the one recorded last
+    compromised: list[tuple[Revocation, int, int]] = field(default_factory=list)
+    """Per revoked key: its revocation, how many entries it signed after it, the first."""
     timings: dict[str, float] = field(default_factory=dict)
     failure: ChainBrokenError | CheckpointError | None = None
 
@@ -316,10 +322,11 @@ def _verify(
     if not failures:  # the index is derived from the entries: judged once they are sound
         failures += stage("index", lambda: _index_failures(reader.con))
     failures += stage("keyrings", lambda: _keyring_failures(reader.con))
-    recorded, latest = _recorded_keyrings(reader.con)
+    in_order = recorded_keyrings(reader.con)
+    recorded = {ring.digest().hex(): ring for _, ring in in_order}
     report.keyrings_recorded = len(recorded)
-    if latest is not None and keyring is not None:  # the file given: a cross-check
-        report.keyring_file_matches = keyring.digest().hex() == latest
+    if in_order and keyring is not None:  # the file given: a cross-check
+        report.keyring_file_matches = keyring.digest() == in_order[-1][1].digest()
     if signatures and (recorded or keyring is not None):
         start = perf_counter()
         keyrings = Keyrings(recorded=recorded, default=keyring)
@@ -334,6 +341,7 @@ def _verify(
     if failures:
         report.failure = min(failures, key=lambda f: (f.seq, CHECKS.index(f.check)))
         return report
+    report.compromised = compromised_counts(reader.con, revocations(in_order, keyring), bound)
     report.root = root_at(reader.tree(), size)
     try:
         stage("checkpoints", lambda: _checkpoints(reader, report, trusted, external))
@@ -502,25 +510,6 @@ def _events_below(con: duckdb.DuckDBPyConnection, bound: int) -> tuple[int, int]
         {"bound": bound, "none": NO_KEYRING, "ledger": int(Origin.LEDGER)},
     ).fetchall()[0]
     return int(row[0]), int(row[1])
-
-
-def _recorded_keyrings(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, Keyring], str | None]:
-    """Every keyring the ledger recorded, by digest (hex), and the digest of the one
-    recorded last. One that does not decode is left out: check 6 names it at its entry."""
-    rows = con.execute(
-        "SELECT envelope FROM entries WHERE type = $type AND origin = $origin ORDER BY seq",
-        {"type": KEYRING_RECORD, "origin": int(Origin.LEDGER)},
-    ).fetchall()
-    found: dict[str, Keyring] = {}
-    latest = None
-    for (envelope,) in rows:
-        try:
-            keyring = open_keyring_record(Envelope.from_bytes(bytes(envelope))).keyring
-        except LedgerError:
-            continue
-        latest = keyring.digest().hex()
-        found[latest] = keyring
-    return found, latest
 
 
 # 8: each entry of format 2 (and each keyring record) commits to the keyring recorded last

@@ -21,6 +21,7 @@ from typing import Any
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry, changes
 from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
 from ledger.rules.questions import SearchTerms, check_window
+from ledger.store.keyrings import compromised, recorded_keyrings, revocations
 from ledger.store.reader import LedgerReader
 from ledger.wire.records import LEDGER_ENVIRONMENT
 
@@ -237,11 +238,16 @@ def asof(
     environment: str,
     at: datetime,
     known_at: datetime | None = None,
+    *,
+    marks: bool = True,
 ) -> AsOf:
-    """What was live for one service in one environment at ``at``."""
+    """What was live for one service in one environment at ``at``; with ``marks``, which
+    of its evidence a key reported compromised since signed (not a rule: bundles, which
+    re-derive the answer from the rules alone, ask without)."""
     size = _ledger_size(reader, known_at)
     facts = candidates(reader, service, environment, at, known_at)
-    return reconstruct(service, environment, at, facts, size, known_at)
+    answer = reconstruct(service, environment, at, facts, size, known_at)
+    return _marked(reader, [answer], known_at)[0] if marks else answer
 
 
 def snapshot(
@@ -253,8 +259,23 @@ def snapshot(
         environment=environment,
         at=at,
         known_at=known_at,
-        services=_answers(reader, environment, at, known_at, size),
+        services=_marked(reader, _answers(reader, environment, at, known_at, size), known_at),
     )
+
+
+def _marked(reader: LedgerReader, answers: list[AsOf], known_at: datetime | None) -> list[AsOf]:
+    """The answers, each with the entries of its evidence a revoked key signed after its
+    revocation, by the keyrings the ledger had recorded (by ``known_at``)."""
+    revoked = revocations(recorded_keyrings(reader.con, known_at))
+    seqs = [seq for answer in answers for seq in answer.evidence.entries]
+    found = compromised(reader.con, revoked, seqs)
+    if not found:
+        return answers
+    by_seq = {c.seq: c for c in found}
+    return [
+        a.model_copy(update={"compromised": [by_seq[s] for s in a.evidence.entries if s in by_seq]})
+        for a in answers
+    ]
 
 
 def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime) -> Diff:
@@ -284,8 +305,11 @@ def timeline(
     environment: str,
     start: datetime | None = None,
     end: datetime | None = None,
+    *,
+    marks: bool = True,
 ) -> list[TimelineEntry]:
-    """The ordered history of one service/environment (by valid time, then seq)."""
+    """The ordered history of one service/environment (by valid time, then seq); with
+    ``marks``, each entry a key reported compromised since signed says since when."""
     check_window(start, end)
     rows = reader.rows(
         "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data, "
@@ -295,7 +319,17 @@ def timeline(
         "ORDER BY time, seq",
         {"service": service, "env": environment, "start": start, "end": end},
     )
-    return [TimelineEntry(**row | {"data": json.loads(row["data"])}) for row in rows]
+    entries = [TimelineEntry(**row | {"data": json.loads(row["data"])}) for row in rows]
+    if not marks:
+        return entries
+    revoked = revocations(recorded_keyrings(reader.con))
+    found = {
+        c.seq: c.revoked_at for c in compromised(reader.con, revoked, (e.seq for e in entries))
+    }
+    return [
+        e.model_copy(update={"compromised_since": found[e.seq]}) if e.seq in found else e
+        for e in entries
+    ]
 
 
 # An image column matches when its digest starts with $digest (with the algorithm when

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.store.index import RUNS, run_last
 from ledger.store.integrity import Progress, verify_ledger
 from ledger.store.reader import LedgerReader
+from ledger.wire.keyring import iso_utc
 
 if TYPE_CHECKING:
     from ledger.log.checkpoint import TrustedKey
@@ -60,6 +61,16 @@ def verification_report(
             "recorded": report.keyrings_recorded,
             "given_matches_latest": report.keyring_file_matches,
         },
+        "compromised": [
+            {
+                "key_id": revocation.key_id,
+                "revoked_at": iso_utc(revocation.revoked_at),
+                "recorded_seq": revocation.recorded_seq,
+                "entries": count,
+                "first_seq": first,
+            }
+            for revocation, count, first in report.compromised
+        ],
         "first_bad_seq": report.first_bad_seq,
         "check": failure.check if failure is not None else None,
         "reason": failure.message if failure is not None else None,

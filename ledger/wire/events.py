@@ -10,8 +10,10 @@ what the consumer would otherwise quarantine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NewType, TypeAlias
@@ -51,9 +53,11 @@ __all__ = [
     "MutationEvent",
     "RollbackData",
     "RollbackEvent",
+    "derived_event_id",
     "event_from_json",
     "event_from_mapping",
     "new_event_id",
+    "with_derived_id",
 ]
 
 ImageRef = NewType("ImageRef", str)
@@ -288,6 +292,24 @@ _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 def new_event_id() -> str:
     """A UUIDv7: unique and ordered by creation time."""
     return str(uuid6.uuid7())
+
+
+def derived_event_id(at: datetime, material: bytes) -> str:
+    """A UUIDv7-shaped id that the same input always gets: the millisecond of ``at`` (the
+    time the event claims) and 74 bits of SHA-256 of ``material``. The same event sent
+    again is then a duplicate, chained once, and ids still grow with time, as the
+    consumer's duplicate check relies on."""
+    millis = int(at.timestamp() * 1000) & (1 << 48) - 1
+    digest = int.from_bytes(hashlib.sha256(material).digest()[:10], "big")
+    rand_a, rand_b = digest >> 68, digest & (1 << 62) - 1
+    return str(uuid.UUID(int=millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b))
+
+
+def with_derived_id(event: Event) -> Event:
+    """``event`` with the id :func:`derived_event_id` gives its content (all but its id)."""
+    content = {k: v for k, v in event.to_json_dict().items() if k != "id"}
+    material = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return event.model_copy(update={"id": derived_event_id(event.time, material)})
 
 
 def event_from_mapping(raw: Mapping[str, Any]) -> Event:

@@ -12,6 +12,12 @@ Keyring file (JSON, ``version`` 1)::
                           "types": ["deployment.*"], "sources": ["ci/*"],
                           "not_before": null, "not_after": "2027-01-01T00:00:00Z",
                           "revoked_at": null, "added_at": "2026-11-20T09:00:00Z"}}}
+
+Two ways to stop trusting a key. *Retiring* it (rotation: its owner moved to a new key)
+leaves its events still in flight a bounded grace: one it signed before the retirement
+(claimed time) that the ledger witnesses within :data:`RETIRED_KEY_GRACE` after it is
+accepted. *Revoking* it (compromise) leaves none: nothing witnessed from the revocation
+on is accepted, whatever it claims.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import hashlib
 import json
 import os
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -40,11 +46,13 @@ from ledger.errors import (
     KeyNotAllowedForSourceError,
     KeyNotAllowedForTypeError,
     KeyNotYetValidError,
+    KeyRetiredError,
     KeyRevokedError,
     UnknownKeyError,
 )
 
 __all__ = [
+    "RETIRED_KEY_GRACE",
     "KeyId",
     "Keyring",
     "KeyringEntry",
@@ -55,6 +63,11 @@ __all__ = [
     "iso_utc",
     "load_public_key",
 ]
+
+RETIRED_KEY_GRACE = timedelta(hours=72)
+"""How long after a key's retirement the ledger still accepts what it signed before it: a
+spool drained or a backlog consumed after an outage. A constant of the rules, so that two
+readers of one ledger never judge an entry differently."""
 
 KeyId = NewType("KeyId", str)
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -192,6 +205,9 @@ class KeyringEntry(BaseModel):
     not_after: AwareDatetime | None = None
     revoked_at: AwareDatetime | None = None
     added_at: AwareDatetime | None = None
+    retired_at: AwareDatetime | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Absent until retired, so a keyring that retires nothing keeps the bytes (and the
+    digest, which recorded entries commit to) it had before retirement existed."""
 
     @property
     def public_raw(self) -> bytes:
@@ -283,6 +299,8 @@ class Keyring(BaseModel):
             )
         if existing is not None and existing.revoked_at is not None:
             raise ConfigurationError(f"key {key_id!r} was revoked; a revoked key stays revoked")
+        if existing is not None and existing.retired_at is not None:
+            raise ConfigurationError(f"key {key_id!r} was retired; trust its successor instead")
         entry = KeyringEntry(
             public_key=base64.b64encode(public_raw).decode("ascii"),
             types=types,
@@ -304,6 +322,20 @@ class Keyring(BaseModel):
         self.keys[key_id] = revoked
         return revoked
 
+    def retire(self, key_id: str, at: datetime) -> KeyringEntry:
+        """Stop trusting a key that was not compromised (its owner moved to a new one): what
+        it signed before ``at`` is still accepted for :data:`RETIRED_KEY_GRACE` after."""
+        entry = self.keys.get(key_id)
+        if entry is None:
+            raise ConfigurationError(f"key {key_id!r} is not in the keyring")
+        if entry.revoked_at is not None:
+            raise ConfigurationError(f"key {key_id!r} was revoked; a revoked key stays revoked")
+        if entry.retired_at is not None and entry.retired_at <= at:
+            return entry
+        retired = entry.model_copy(update={"retired_at": at})
+        self.keys[key_id] = retired
+        return retired
+
     # --- verification (pure) ----------------------------------------------------------------
 
     def check_signature(self, key_id: str, message: bytes, sig: bytes) -> None:
@@ -315,9 +347,12 @@ class Keyring(BaseModel):
                 f"signature by key {key_id!r} does not match the payload", key_id=key_id
             )
 
-    def authorize(self, key_id: str, event_type: str, source: str, at: datetime) -> None:
+    def authorize(
+        self, key_id: str, event_type: str, source: str, at: datetime, claimed: datetime
+    ) -> None:
         """May ``key_id`` vouch for an event of this type and source, judged at ``at`` (the
-        time the ledger witnessed it; ledger.wire.verify)?"""
+        time the ledger witnessed it; ledger.wire.verify)? ``claimed``, the time the event
+        claims, only ever narrows: it decides nothing but a retired key's grace."""
         entry = self.keys[key_id]
         if entry.revoked_at is not None and at >= entry.revoked_at:
             raise KeyRevokedError(
@@ -325,6 +360,8 @@ class Keyring(BaseModel):
                 f"the event is judged at {iso_utc(at)}",
                 key_id=key_id,
             )
+        if entry.retired_at is not None and at >= entry.retired_at:
+            _check_grace(key_id, entry.retired_at, at, claimed)
         if entry.not_before is not None and at < entry.not_before:
             raise KeyNotYetValidError(
                 f"key {key_id!r} is valid from {iso_utc(entry.not_before)}; "
@@ -347,6 +384,24 @@ class Keyring(BaseModel):
                 f"key {key_id!r} may sign for sources {', '.join(entry.sources)}, not {source!r}",
                 key_id=key_id,
             )
+
+
+def _check_grace(key_id: str, retired_at: datetime, at: datetime, claimed: datetime) -> None:
+    """A retired key's grace: signed before its retirement (by the time the event claims),
+    and witnessed within :data:`RETIRED_KEY_GRACE` of it."""
+    when = f"retired at {iso_utc(retired_at)}"
+    if claimed >= retired_at:
+        raise KeyRetiredError(
+            f"key {key_id!r} was {when}; the event claims {iso_utc(claimed)}, not before it",
+            key_id=key_id,
+        )
+    if at >= retired_at + RETIRED_KEY_GRACE:
+        raise KeyRetiredError(
+            f"key {key_id!r} was {when}; what it signed before then is accepted until "
+            f"{iso_utc(retired_at + RETIRED_KEY_GRACE)}, and the ledger witnessed this event "
+            f"at {iso_utc(at)}",
+            key_id=key_id,
+        )
 
 
 class Keyrings(BaseModel):

@@ -39,7 +39,7 @@ from ledger.wire.codec import decode_event
 from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
 from ledger.wire.events import Event
-from ledger.wire.keyring import Keyring, iso_utc
+from ledger.wire.keyring import Keyring
 from ledger.wire.records import KEYRING_PAYLOAD_TYPE, open_keyring_record, record_columns
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "VerifiedEvent",
     "authorized_signer",
     "check_not_future",
-    "revoked_since",
     "verified_signers",
     "verify_entry",
     "verify_message",
@@ -144,7 +143,7 @@ def authorized_signer(event: Event, key_ids: list[str], keyring: Keyring, at: da
     denials: list[AuthorizationError] = []
     for key_id in key_ids:
         try:
-            keyring.authorize(key_id, event.type, event.source, at)
+            keyring.authorize(key_id, event.type, event.source, at, event.time)
         except AuthorizationError as exc:
             denials.append(exc)
         else:
@@ -178,22 +177,6 @@ def verify_record_entry(
                 f"entry {seq}: column {name} is {got!r} but the ledger's record says {want!r}"
             )
     return None
-
-
-def revoked_since(
-    seq: int, key_id: str, keyring: Keyring, witnessed_at: datetime
-) -> EntryFailure | None:
-    """An entry accepted under the keyring the ledger recorded, whose key ``keyring`` (the
-    one given to verify) revokes at or before the entry was witnessed: a key reported
-    compromised since, which taints what it signed after (check 8)."""
-    entry = keyring.keys.get(key_id)
-    if entry is None or entry.revoked_at is None or witnessed_at < entry.revoked_at:
-        return None
-    return "authorization", (
-        f"entry {seq}: key {key_id!r} was revoked at {iso_utc(entry.revoked_at)} (keyring "
-        f"given), before the ledger witnessed the event at {iso_utc(witnessed_at)}; it was "
-        "accepted under the keyring recorded then (key_revoked)"
-    )
 
 
 def verify_entry(
