@@ -249,6 +249,15 @@ def _print_verification(report: dict[str, Any]) -> None:
             "are judged under the keyrings recorded in the chain, not the file",
             style="yellow",
         )
+    keys = report["ledger_keys"]
+    if len(keys) > 1:
+        console.print(
+            "ledger keys: "
+            + ", ".join(
+                f"{k['key']} ({k['fingerprint'][:19]}…) from entry {k['since']}" for k in keys
+            )
+            + "; each named by a rotation the key before it signed"
+        )
     cps = report["checkpoints"]
     if not cps["stored"] and not cps["external"]:
         console.print(

@@ -9,9 +9,12 @@ from typing import Annotated
 import typer
 
 from ledger.cli._common import (
+    DEFAULT_DB,
     DEFAULT_KEYRING,
+    DbPath,
     JsonFlag,
     KeyringPath,
+    LedgerKeyPath,
     console,
     fail,
     new_app,
@@ -172,6 +175,62 @@ def retire(
             f"retired {key_id} from {iso_utc(retired)} in {keyring}; what it signed before "
             f"then is accepted until {iso_utc(retired + RETIRED_KEY_GRACE)}"
         )
+
+
+@app.command("rotate-ledger")
+def rotate_ledger(
+    new_key: Annotated[
+        Path,
+        typer.Option("--new-key", help="The successor's private key (PEM), e.g. ledger-2027.key."),
+    ],
+    ledger_key: LedgerKeyPath = None,
+    db: DbPath = DEFAULT_DB,
+    witness: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append the new checkpoint to this witness file (as `consume --witness`)."
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Hand the ledger key to a successor: a rotation record signed by the key in force
+    (--ledger-key), then a checkpoint signed by the new one. Stop the consumer first.
+
+    Verification follows the rotation: `ledger verify --trusted-key OLD.pub` accepts the
+    checkpoints the new key signs after it. Restart the consumer with --ledger-key NEW."""
+    if ledger_key is None:
+        fail("--ledger-key (LEDGER_LEDGER_KEY): the key in force signs the rotation")
+    if not db.exists():
+        fail(f"{db} does not exist")
+    from ledger.log.checkpoint import verifier_key
+    from ledger.store.reader import LedgerReader
+    from ledger.store.writer import LedgerWriter
+    from ledger.transport.witness import append_note
+    from ledger.wire.keyring import Signer
+
+    with reporting_errors():
+        old, new = Signer.from_file(ledger_key), Signer.from_file(new_key)
+        with LedgerReader(db) as reader:
+            if reader.ledger_key() is None:
+                fail("no ledger key has signed for this ledger yet: there is nothing to rotate "
+                     "(start the consumer with --ledger-key NEW instead)")  # fmt: skip
+        writer = LedgerWriter(db, checkpoint_signer=old)
+        try:
+            seq, note = writer.record_key_rotation(new)
+        finally:
+            writer.close()
+        if witness is not None:
+            append_note(witness, note)
+    old_print = f"{old.key_id} ({key_fingerprint(old.public_raw)})"
+    new_print = f"{new.key_id} ({key_fingerprint(new.public_raw)})"
+    if json_out:
+        old_key, new_key_v = (verifier_key(k.key_id, k.public_raw) for k in (old, new))
+        print_json({"seq": seq, "old_key": old_key, "new_key": new_key_v, "checkpoint": note})
+        return
+    console.print(
+        f"the ledger key of {db} is now {new_print}, named at entry {seq} by {old_print}, "
+        f"which signs nothing more; restart the consumer with --ledger-key {new_key}"
+    )
 
 
 @app.command("list")

@@ -38,10 +38,12 @@ by 6, its cause):
 
 Against signed checkpoints (C2SP notes; ledger/checkpoint.py):
 
-10. ``checkpoint``: each stored checkpoint opens under the trusted key (without one, under
-   the key stored beside it), names this ledger's origin, signs the size and root stored
-   with it, which is the tree's root at that size, and none is smaller than one signed
-   before it; each external checkpoint (a witness file) opens under the trusted key;
+10. ``checkpoint``: each stored checkpoint is signed by the ledger key in force at its size
+   (the pinned key, or the successor a rotation signed by its predecessor named;
+   ledger.store.identity), the trusted key being one of them; it names this ledger's
+   origin, signs the size and root stored with it, which is the tree's root at that size,
+   and none is smaller than one signed before it; each external checkpoint (a witness
+   file) opens under the trusted key or the key in force at its size;
 11. ``truncated``: no external checkpoint is larger than the ledger;
 12. ``consistency``: the tree's root at each external checkpoint's size is the one it
     signs: the ledger is a consistent extension of it.
@@ -68,12 +70,13 @@ from ledger.errors import (
     InconsistentCheckpointError,
 )
 from ledger.log.chain import DOMAIN, DOMAIN_V2, GENESIS, NO_KEYRING, Origin
-from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key, verifier_key
 from ledger.log.merkle import Tree, root_at
+from ledger.store.identity import LedgerKey, key_in_force, ledger_keys
 from ledger.store.index import DERIVE
 from ledger.store.keyrings import Revocation, compromised_counts, recorded_keyrings, revocations
 from ledger.wire.columns import DecodedColumns
-from ledger.wire.keyring import Keyring, Keyrings
+from ledger.wire.keyring import Keyring, Keyrings, key_fingerprint
 from ledger.wire.records import KEYRING_RECORD
 from ledger.workers import EntryFailure, check_entries, check_entries_in_worker, spawn_pool
 
@@ -210,6 +213,7 @@ class LedgerReport:
     signatures_verified: int = 0
     keyrings_recorded: int = 0
     keyring_file_matches: bool | None = None  # the keyring given vs the one recorded last
+    ledger_keys: list[LedgerKey] = field(default_factory=list)
     compromised: list[tuple[Revocation, int, int]] = field(default_factory=list)
     """Per revoked key: its revocation, how many entries it signed after it, the first."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -586,18 +590,20 @@ def _checkpoints(
     if (stored or kept or published) and origin is None:
         raise ConfigurationError("the ledger has no origin: no checkpoint can name it")
     tree, size = reader.tree(), report.size
-    pinned = reader.ledger_key()
+    keys = ledger_keys(reader.con)
+    report.ledger_keys = keys
+    _check_trust_root(keys, trusted)
     largest = 0
-    # 10. Stored checkpoints, in signing order, each by the ledger's pinned key.
+    # 10. Stored checkpoints, in signing order, each by the ledger key in force at its size.
     for i, (cp_size, cp_root, note, vkey) in enumerate(stored, 1):
         where = f"stored checkpoint {i} (size {cp_size})"
-        if pinned is not None and vkey != pinned:
+        in_force = key_in_force(keys, cp_size)
+        if in_force is not None and vkey != in_force.vkey:
             raise CheckpointError(
-                f"{where} is signed by {vkey.split('+')[0]!r}, not by the ledger's pinned key "
-                f"{pinned.split('+')[0]!r}",
+                f"{where} is signed by {_named(vkey)}, not by " + _in_force(in_force),
                 check="checkpoint",
             )
-        name, key = (trusted.name, trusted.public_raw) if trusted else parse_verifier_key(vkey)
+        name, key = parse_verifier_key(in_force.vkey if in_force is not None else vkey)
         try:
             signed = open_checkpoint(note, name, key, origin)
         except CheckpointError as exc:
@@ -623,7 +629,7 @@ def _checkpoints(
     for (where, note), lenient in [*((k, False) for k in kept), *((p, True) for p in published)]:
         assert trusted is not None
         try:
-            signed = open_checkpoint(note, trusted.name, trusted.public_raw, origin)
+            signed = _open_external(note, keys, trusted, origin)
         except CheckpointError as exc:
             if lenient:
                 report.checkpoints_skipped.append((where, f"{exc.message} ({exc.check})"))
@@ -633,6 +639,64 @@ def _checkpoints(
             ) from None
         _extends(tree, size, f"checkpoint {where}", signed, "truncated", "consistency")
         report.checkpoints_external += 1
+
+
+def _named(vkey: str) -> str:
+    """A verifier key as a person can tell two apart: its name and fingerprint."""
+    try:
+        name, raw = parse_verifier_key(vkey)
+    except CheckpointError:
+        return repr(vkey[:40])
+    return f"{name!r} ({key_fingerprint(raw)[:19]}…)"
+
+
+def _in_force(key: LedgerKey) -> str:
+    if key.since == 1:
+        return f"the ledger's pinned key {_named(key.vkey)}"
+    return (
+        f"the ledger key in force at that size, {_named(key.vkey)}, named by the rotation at "
+        f"entry {key.since}"
+    )
+
+
+def _check_trust_root(keys: list[LedgerKey], trusted: TrustedKey | None) -> None:
+    """The trusted key is one of the ledger's keys: each vouches for the next by the rotation
+    it signed, and every checkpoint after a rotation covers the rotations before it."""
+    if trusted is None or not keys:
+        return
+    root = verifier_key(trusted.name, trusted.public_raw)
+    if root not in {k.vkey for k in keys}:
+        names = ", ".join(_named(k.vkey) for k in keys)
+        raise CheckpointError(
+            f"the trusted key {_named(root)} is none of the keys this ledger was signed "
+            f"with ({names}): its checkpoints are someone else's, or the wrong key was given",
+            check="checkpoint",
+        )
+
+
+def _open_external(
+    note: str, keys: list[LedgerKey], trusted: TrustedKey, origin: str | None
+) -> Checkpoint:
+    """A checkpoint kept outside the ledger, opened under the trusted key or, after a
+    rotation, the ledger key in force at the size it signs (never any other)."""
+    try:
+        return open_checkpoint(note, trusted.name, trusted.public_raw, origin)
+    except CheckpointError as first:
+        for key in keys:
+            name, raw = parse_verifier_key(key.vkey)
+            try:
+                signed = open_checkpoint(note, name, raw, origin)
+            except CheckpointError:
+                continue
+            in_force = key_in_force(keys, signed.size)
+            if in_force is None or in_force.vkey != key.vkey:
+                raise CheckpointError(
+                    f"signed by {name!r}, which was not the ledger key in force at size "
+                    f"{signed.size}",
+                    check="checkpoint",
+                ) from None
+            return signed
+        raise first from None
 
 
 def _extends(

@@ -6,10 +6,11 @@ import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ledger.log.checkpoint import parse_verifier_key
 from ledger.store.index import RUNS, run_last
 from ledger.store.integrity import Progress, verify_ledger
 from ledger.store.reader import LedgerReader
-from ledger.wire.keyring import iso_utc
+from ledger.wire.keyring import iso_utc, key_fingerprint
 
 if TYPE_CHECKING:
     from ledger.log.checkpoint import TrustedKey
@@ -61,6 +62,10 @@ def verification_report(
             "recorded": report.keyrings_recorded,
             "given_matches_latest": report.keyring_file_matches,
         },
+        "ledger_keys": [
+            {"since": key.since, "key": key.name, "fingerprint": _fingerprint(key.vkey)}
+            for key in report.ledger_keys
+        ],
         "compromised": [
             {
                 "key_id": revocation.key_id,
@@ -76,6 +81,10 @@ def verification_report(
         "reason": failure.message if failure is not None else None,
         "timings": report.timings,
     }
+
+
+def _fingerprint(vkey: str) -> str:
+    return key_fingerprint(parse_verifier_key(vkey)[1])
 
 
 def quarantine_report(

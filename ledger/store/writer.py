@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ledger.errors import ConflictingDuplicateError, DamagedLedgerError
+from ledger.errors import ConfigurationError, ConflictingDuplicateError, DamagedLedgerError
 from ledger.log.chain import GENESIS, NO_KEYRING, Origin, Witness, Witnessed, entry_hash_v2, micros
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.merkle import CompactRange, leaf_hash
@@ -35,7 +35,13 @@ from ledger.store.schema import ENTRY_COLUMNS, connect, create_or_upgrade, refus
 from ledger.store.tree import Node, completed, insert_nodes, load_tree
 from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import Keyring, Signer
-from ledger.wire.records import KEYRING_RECORD, keyring_record, open_keyring_record, record_columns
+from ledger.wire.records import (
+    KEYRING_RECORD,
+    key_rotation_record,
+    keyring_record,
+    open_record,
+    record_columns,
+)
 
 __all__ = ["LedgerWriter"]
 
@@ -113,16 +119,43 @@ class LedgerWriter:
         digest = keyring.digest()
         if digest == self.keyring_digest:
             return None
+        self._append_record(lambda at: keyring_record(keyring, at, source))
+        self.keyring_digest = digest
+        return self.head_seq
+
+    def _append_record(
+        self, make: Callable[[datetime], bytes], checkpoint: bool = False
+    ) -> str | None:
+        """Append one of the ledger's own records, made for the time it is witnessed."""
         witnessed_us = self.clock.now_us()
-        at = _EPOCH + timedelta(microseconds=witnessed_us)
-        envelope = keyring_record(keyring, at, source)
-        columns = record_columns(open_keyring_record(Envelope.from_bytes(envelope)))
+        envelope = make(_EPOCH + timedelta(microseconds=witnessed_us))
+        columns = record_columns(open_record(Envelope.from_bytes(envelope)))
         plan = Plan(entries=[(Recorded(envelope, columns, witnessed_us, self.keyring_digest),
                               self.head_seq + 1)])  # fmt: skip
         plan.ingested_us = self.clock.now_us(floor_us=self.head_ingested_us)
-        self.commit(plan)
-        self.keyring_digest = digest
-        return self.head_seq
+        return self.commit(plan, checkpoint)
+
+    def record_key_rotation(self, new: Signer) -> tuple[int, str]:
+        """Hand the ledger key to ``new``: a rotation record signed by the key in force (this
+        writer's checkpoint signer), and a checkpoint covering it signed by ``new``, in one
+        transaction. The record's seq and the new checkpoint."""
+        old = self.checkpoint_signer
+        if old is None:
+            raise ConfigurationError("a rotation is signed by the ledger key in force: give it")
+        if new.public_raw == old.public_raw:
+            raise ConfigurationError(f"{new.key_id!r} is already the ledger key")
+        successor = verifier_key(new.key_id, new.public_raw)
+        self.checkpoint_signer = new
+        try:
+            note = self._append_record(
+                lambda at: key_rotation_record(self.origin, old, successor, at), checkpoint=True
+            )
+        except BaseException:
+            self.checkpoint_signer = old
+            raise
+        if note is None:
+            raise RuntimeError("a rotation adds an entry, so its checkpoint is always signed")
+        return self.head_seq, note
 
     def stored_topic_ids(self) -> dict[str, str]:
         """Kafka topic ids the stored offsets refer to (a recreated topic gets a new id)."""

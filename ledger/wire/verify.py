@@ -26,7 +26,6 @@ from ledger.errors import (
     BadSignatureError,
     FutureEventError,
     LedgerError,
-    MalformedPayloadError,
     NullValueError,
     OversizeError,
     SignatureError,
@@ -40,7 +39,7 @@ from ledger.wire.columns import DecodedColumns, decoded_columns
 from ledger.wire.envelope import PAYLOAD_TYPE, Envelope, pae
 from ledger.wire.events import Event
 from ledger.wire.keyring import Keyring
-from ledger.wire.records import KEYRING_PAYLOAD_TYPE, open_keyring_record, record_columns
+from ledger.wire.records import open_record, record_columns
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -158,14 +157,12 @@ EntryFailure = tuple[str, str]
 def verify_record_entry(
     seq: int, envelope_bytes: bytes, stored: DecodedColumns
 ) -> EntryFailure | None:
-    """Check 6 for a record the ledger wrote itself (ledger.wire.records): it decodes, and
-    the stored columns are what it says. It carries no signature: the chain, and the signed
-    checkpoints over it, are its authority."""
+    """Check 6 for a record the ledger wrote itself (ledger.wire.records): it decodes (a key
+    rotation: signed by the key it rotates from), and the stored columns are what it says.
+    A keyring record carries no signature: the chain, and the signed checkpoints over it,
+    are its authority."""
     try:
-        envelope = Envelope.from_bytes(envelope_bytes)
-        if envelope.payload_type != KEYRING_PAYLOAD_TYPE:
-            raise MalformedPayloadError(f"payloadType {envelope.payload_type!r}")
-        fresh = record_columns(open_keyring_record(envelope))
+        fresh = record_columns(open_record(Envelope.from_bytes(envelope_bytes)))
     except LedgerError as exc:
         return (
             "decoded_columns",
