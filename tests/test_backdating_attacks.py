@@ -84,6 +84,30 @@ def test_attack_back_dated_grant_recorded_after_the_change(
     assert deployment.approval is None
 
 
+def test_grants_synced_in_a_batch_after_fast_deploys_are_recorded_late_not_missing(
+    keys: tuple[Signer, Signer, Keyring], tmp_path: Path
+) -> None:
+    """An honest flow: an approval system that syncs its grants every few minutes, after
+    two quick deployments. The same verdict as the attack (the ledger cannot tell them
+    apart), and visible as such: `recorded_late`, with each grant among the evidence."""
+    ci, cab, ring = keys
+    history = [
+        (ci, _deploy(T, "CHG-1")),
+        (ci, _deploy(T + timedelta(minutes=2), "CHG-2")),
+        (cab, _grant(T - timedelta(minutes=5), "CHG-1")),  # the batch: approved before,
+        (cab, _grant(T - timedelta(minutes=4), "CHG-2")),  # recorded after
+    ]
+    db = _ledger(tmp_path, ring, history)
+    early = _asked(db, ring, T + timedelta(minutes=1))
+    late = _asked(db, ring, T + timedelta(hours=1))
+    for answer, grant in ((early, 3), (late, 4)):
+        assert answer.deployment is not None
+        assert (answer.deployment.approved, answer.deployment.unapproved_reason) == (
+            False, "recorded_late"
+        )  # fmt: skip
+        assert grant in answer.evidence.entries
+
+
 def test_a_grant_recorded_before_the_change_approves_it(
     keys: tuple[Signer, Signer, Keyring], tmp_path: Path
 ) -> None:
