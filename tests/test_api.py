@@ -18,6 +18,7 @@ from consumer_helpers import cli_json, ledger_cli
 from helpers import make_event
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
+from ledger.api import client
 from ledger.evidence.bundle import verify_bundle
 from ledger.log.checkpoint import TrustedKey
 from ledger.transport.broker import free_port
@@ -102,6 +103,10 @@ def test_second_process_reads_while_the_consumer_writes(
     assert report.pop("timings").keys() == served.pop("timings").keys()
     assert report == served  # CLI and API print the same JSON (timings aside)
     assert (report["signatures_checked"], report["signatures_verified"]) == (False, 0)
+
+    timeline = ledger_cli("timeline", "--api", url, "--service", "checkout", "--env", "prod",
+                          "--json", LEDGER_API_TOKEN=TOKEN)  # fmt: skip
+    assert [e["data"]["target"] for e in cli_json(timeline)] == [f"conf-{n}" for n in range(20)]
 
     # Opening the file directly fails with a message that says what to do instead.
     direct = subprocess.run(
@@ -220,3 +225,32 @@ def test_evidence_needs_a_consumer_with_the_ledger_key(
     finally:
         consumer.stop.set()
         thread.join(30)
+
+
+def test_the_client_reads_every_page_of_a_timeline(
+    running: tuple[LedgerConsumer, str, Path],
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages of 7 (the API's cap made small): 20 entries in three pages, none lost or
+    repeated, in the timeline's order."""
+    _, url, _ = running
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(20):
+            producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
+    _wait_for_size(url, 1 + 20)
+    monkeypatch.setenv("LEDGER_API_TOKEN", TOKEN)
+    monkeypatch.setattr(client, "MAX_PAGE", 7)
+    path = "/v1/timeline?service=checkout&env=prod"
+    asked: list[str] = []
+    fetch = client.fetch
+
+    def counted(base: str, page: str) -> object:
+        asked.append(page)
+        return fetch(base, page)
+
+    monkeypatch.setattr(client, "fetch", counted)
+    rows = client.fetch_pages(url, path, key="seq")
+    assert len(asked) == 3
+    assert rows == _get(url, path).json() and len(rows) == 20

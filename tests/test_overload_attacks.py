@@ -142,6 +142,48 @@ def test_the_quarantine_comes_in_pages(served: Path) -> None:
     assert [row["id"] for row in cli_json(local)] == [3, 4]
 
 
+def _pages(client: TestClient, path: str, params: dict[str, str]) -> list[list[int]]:
+    """The seqs of each page of a list answer, two at a time, as the CLI asks for them."""
+    pages, after = [], 0
+    while True:
+        page = client.get(path, params=params | {"after": str(after), "limit": "2"}, headers=AUTH)
+        assert page.status_code == 200, page.text
+        pages.append([row["seq"] for row in page.json()])
+        if len(pages[-1]) < 2:
+            return pages
+        after = pages[-1][-1]
+
+
+def test_timelines_and_searches_come_in_pages_in_their_order(tmp_path: Path) -> None:
+    """Five deployments chained in the reverse of the times they claim (a backfill): pages
+    follow (time, seq), the order of the answer, so none is skipped or repeated; the CLI
+    reads them all through --api."""
+    ci, ring = Signer.generate("ci"), Keyring()
+    ring.trust("ci", ci.public_raw, types=["deployment.*"], sources=["ci/*"])
+    db = tmp_path / "ledger.duckdb"
+    times = [f"2026-11-20T1{4 - n}:00:00Z" for n in range(5)]
+    writer = LedgerWriter(db)
+    try:
+        values = [seal(make_event(time=t, change_ref="CHG-7"), ci) for t in times]
+        append(writer, ring, values, 0)
+    finally:
+        writer.close()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        client = TestClient(create_app(con.cursor, TOKEN))
+        timeline = _pages(client, "/v1/timeline", {"service": "checkout", "env": "prod"})
+        search = _pages(client, "/v1/search", {"change_ref": "CHG-7"})
+        too_many = client.get("/v1/timeline", params={"service": "checkout", "env": "prod",
+                                                      "limit": "1001"}, headers=AUTH)  # fmt: skip
+    finally:
+        con.close()
+    assert timeline == search == [[5, 4], [3, 2], [1]]
+    assert too_many.status_code == 422
+    whole = ledger_cli("timeline", "--db", str(db), "--service", "checkout", "--env", "prod",
+                       "--json")  # fmt: skip
+    assert [e["seq"] for e in cli_json(whole)] == [5, 4, 3, 2, 1]
+
+
 @pytest.mark.slow
 def test_the_writer_keeps_chaining_under_read_load(
     kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path

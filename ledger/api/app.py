@@ -84,6 +84,8 @@ From = Annotated[datetime, Query(alias="from", description=f"The earlier instant
 To = Annotated[datetime, Query(alias="to", description=f"The later instant: {_INSTANT}.")]
 MaybeFrom = Annotated[datetime | None, Query(alias="from", description="From this instant.")]
 MaybeTo = Annotated[datetime | None, Query(alias="to", description="Up to this instant.")]
+After = Annotated[int, Query(ge=0, description="Only what comes after the entry of this seq.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"At most this many (≤ {MAX_PAGE}).")]
 _REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"description": "A question that cannot be asked, named in `detail`."}
 }
@@ -163,9 +165,7 @@ def create_app(
     def get_quarantine(
         reader: Reader,
         after: Annotated[int, Query(ge=0, description="Only ids above this one.")] = 0,
-        limit: Annotated[
-            int, Query(ge=1, le=MAX_PAGE, description=f"At most this many (≤ {MAX_PAGE}).")
-        ] = 100,
+        limit: Limit = 100,
     ) -> list[dict[str, Any]]:
         """Refused messages with raw bytes and reasons (as `ledger quarantine --json`), a
         page at a time: ask again with `after` set to the last id until a page is short."""
@@ -190,10 +190,17 @@ def create_app(
 
     @app.get("/v1/timeline", responses=_REFUSED)
     def get_timeline(
-        reader: Reader, service: Service, env: Env, start: MaybeFrom = None, end: MaybeTo = None
+        reader: Reader,
+        service: Service,
+        env: Env,
+        start: MaybeFrom = None,
+        end: MaybeTo = None,
+        after: After = 0,
+        limit: Limit = MAX_PAGE,
     ) -> list[TimelineEntry]:
-        """The ordered history of a service (as `ledger timeline --json`)."""
-        return timeline(reader, service, env, _opt(start), _opt(end))
+        """The ordered history of a service (as `ledger timeline --json`), a page at a time:
+        ask again with `after` set to the last entry's `seq` until a page is short."""
+        return timeline(reader, service, env, _opt(start), _opt(end), after=after, limit=limit)
 
     @app.get("/v1/search", responses=_REFUSED)
     def get_search(
@@ -209,9 +216,12 @@ def create_app(
         ] = None,
         commit: Annotated[str | None, Query(description="A commit SHA or its prefix.")] = None,
         change_ref: Annotated[str | None, Query(description="A change ref, e.g. CHG-1042.")] = None,
+        after: After = 0,
+        limit: Limit = MAX_PAGE,
     ) -> list[SearchHit]:
-        """Where an image ran, a commit was deployed or a change ref used."""
-        return search(reader, search_terms(image, commit, change_ref))
+        """Where an image ran, a commit was deployed or a change ref used, a page at a time
+        (as the timeline)."""
+        return search(reader, search_terms(image, commit, change_ref), after, limit)
 
     @app.get(
         "/v1/evidence",

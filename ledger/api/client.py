@@ -28,17 +28,20 @@ def fetch_bytes(base_url: str, path: str, token: str | None = None) -> bytes:
     return _get(base_url, path, token).content
 
 
-def fetch_pages(base_url: str, path: str, limit: int | None, after: int = 0) -> list[Any]:
-    """Every row of a paged list answer (rows with an ``id``, ``after``/``limit`` asked
-    for page by page), with ids above ``after``, at most ``limit``."""
+def fetch_pages(
+    base_url: str, path: str, limit: int | None = None, after: int = 0, key: str = "id"
+) -> list[Any]:
+    """Every row of a paged list answer (``after``/``limit`` asked for page by page, each
+    page after the row whose ``key`` is ``after``), at most ``limit``."""
     rows: list[Any] = []
+    joiner = "&" if "?" in path else "?"
     while limit is None or len(rows) < limit:
         want = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(rows))
-        page = fetch(base_url, f"{path}?{urlencode({'after': after, 'limit': want})}")
+        page = fetch(base_url, f"{path}{joiner}{urlencode({'after': after, 'limit': want})}")
         rows += page
         if len(page) < want:
             break
-        after = page[-1]["id"]
+        after = page[-1][key]
     return rows
 
 

@@ -151,13 +151,15 @@ def trusted_key(path: Path | None) -> TrustedKey | None:
 
 
 def local_or_remote(
-    db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any]
-) -> Any:
-    """Answer from the file, or from a running consumer's API when --api is given."""
+    db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any], *,
+    paged: bool = False,
+) -> Any:  # fmt: skip
+    """Answer from the file, or from a running consumer's API when --api is given (a list
+    of entries, ``paged``: every page of it, each after the last ``seq`` of the one before)."""
     if api:
-        from ledger.api.client import fetch  # HTTP only when asked for
+        from ledger.api.client import fetch, fetch_pages  # HTTP only when asked for
 
-        return fetch(api, path)
+        return fetch_pages(api, path, key="seq") if paged else fetch(api, path)
     from ledger.store.reader import LedgerReader  # DuckDB only when asked for
 
     with LedgerReader(db) as reader:

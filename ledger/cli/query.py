@@ -127,9 +127,12 @@ def _ask(
     empty: Callable[[Any], bool],
     env: str,
     service: str | None = None,
+    *,
+    paged: bool = False,
 ) -> tuple[Any, str | None]:
-    """The JSON answer, from the file or the API, and, for an empty one read from the file,
-    a note naming what no entry carries (printed after the answer by :func:`_note`)."""
+    """The JSON answer, from the file or the API (``paged``: a list the API pages), and,
+    for an empty one read from the file, a note naming what no entry carries (printed
+    after the answer by :func:`_note`)."""
     note: str | None = None
 
     def local(reader: LedgerReader) -> Any:
@@ -140,7 +143,7 @@ def _ask(
         return answer
 
     with reporting_errors():
-        answer = local_or_remote(db, api, path, local)
+        answer = local_or_remote(db, api, path, local, paged=paged)
     return answer, note
 
 
@@ -330,7 +333,7 @@ def timeline(
     answer, note = _ask(
         db, api, "/v1/timeline?" + urlencode(query),
         lambda r: [e.model_dump(mode="json") for e in timeline_query(r, service, env, t1, t2)],
-        lambda a: not a, env, service,
+        lambda a: not a, env, service, paged=True,
     )  # fmt: skip
     if json_out:
         print_json(answer)
@@ -406,6 +409,7 @@ def search(
             api,
             "/v1/search?" + urlencode(given),
             lambda reader: [h.model_dump(mode="json") for h in search_query(reader, terms)],
+            paged=True,
         )
     if json_out:
         print_json(hits)

@@ -299,6 +299,10 @@ def streams(reader: LedgerReader) -> list[tuple[str, str]]:
     return [(str(environment), str(service)) for environment, service in rows]
 
 
+_AFTER = "AND ($after = 0 OR (time, seq) > (SELECT (time, seq) FROM entries WHERE seq = $after))"
+"""Paging by (time, seq), the order lists are in: after the entry whose seq is $after."""
+
+
 def timeline(
     reader: LedgerReader,
     service: str,
@@ -307,18 +311,22 @@ def timeline(
     end: datetime | None = None,
     *,
     marks: bool = True,
+    after: int = 0,
+    limit: int | None = None,
 ) -> list[TimelineEntry]:
     """The ordered history of one service/environment (by valid time, then seq); with
-    ``marks``, each entry a key reported compromised since signed says since when."""
+    ``marks``, each entry a key reported compromised since signed says since when. A page:
+    the entries after entry ``after`` in that order, at most ``limit``."""
     check_window(start, end)
     rows = reader.rows(
         "SELECT seq, event_id, type, time, ingested_at, actor, source, key_id, data, "
         "CASE WHEN format = 2 THEN witnessed_at END AS witnessed_at "
         "FROM entries WHERE service = $service AND environment = $env "
-        "AND ($start IS NULL OR time >= $start) AND ($end IS NULL OR time <= $end) "
-        "ORDER BY time, seq",
-        {"service": service, "env": environment, "start": start, "end": end},
-    )
+        f"AND ($start IS NULL OR time >= $start) AND ($end IS NULL OR time <= $end) {_AFTER} "
+        "ORDER BY time, seq LIMIT $limit",
+        {"service": service, "env": environment, "start": start, "end": end, "after": after,
+         "limit": limit},
+    )  # fmt: skip
     entries = [TimelineEntry(**row | {"data": json.loads(row["data"])}) for row in rows]
     if not marks:
         return entries
@@ -342,8 +350,11 @@ _IMAGE_MATCHES = """(
          OR (NOT contains($repo, '/') AND ends_with(split_part({col}, '@', 1), '/' || $repo))))"""
 
 
-def search(reader: LedgerReader, terms: SearchTerms) -> list[SearchHit]:
-    """Where and when an image ran, a commit was deployed, or a change ref was used."""
+def search(
+    reader: LedgerReader, terms: SearchTerms, after: int = 0, limit: int | None = None
+) -> list[SearchHit]:
+    """Where and when an image ran, a commit was deployed, or a change ref was used (a
+    page: the hits after entry ``after`` in (time, seq) order, at most ``limit``)."""
     params: dict[str, Any]
     if terms.image is not None:  # the image run, approved, or rolled back away from
         where = " OR ".join(
@@ -357,7 +368,7 @@ def search(reader: LedgerReader, terms: SearchTerms) -> list[SearchHit]:
         where, params = "change_ref = $v", {"v": str(terms.change_ref)}
     rows = reader.rows(
         "SELECT seq, event_id, type, time, service, environment, actor, change_ref, image "
-        f"FROM entries WHERE {where} ORDER BY time, seq",
-        params,
+        f"FROM entries WHERE ({where}) {_AFTER} ORDER BY time, seq LIMIT $limit",
+        params | {"after": after, "limit": limit},
     )
     return [SearchHit(**row) for row in rows]
