@@ -44,6 +44,25 @@ def test_every_command_answers_in_json_too() -> None:
     assert not missing, f"no --json: {missing}"
 
 
+def test_every_command_shows_an_example_of_itself() -> None:
+    """A newcomer reads `--help` before any document: each command shows one way to run it."""
+    missing = [
+        path for path, command in _leaves()
+        if f"Example: `{path}" not in " ".join((command.help or "").split())
+    ]  # fmt: skip
+    assert not missing, f"no example in --help: {missing}"
+
+
+def test_no_flag_reads_as_if_it_took_a_value() -> None:
+    """Typer's help once printed `<bool>` beside every flag, --help included."""
+    runner = CliRunner()
+    for path in ["ledger", *cli_paths()]:
+        result = runner.invoke(app, [*path.split()[1:], "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        assert "--help  " in " ".join(result.output.split("│")), path
+
+
 def test_a_command_that_signs_as_a_producer_takes_the_whole_producer_set() -> None:
     """--key names a producer's key, and comes with --bootstrap, --topic, TLS/SASL, --source
     and --actor: one set, spelled the same everywhere."""
@@ -61,7 +80,7 @@ def test_the_ledger_key_is_named_apart_from_a_producer_key() -> None:
         if "--key" in options:  # a producer's key: its help says so
             assert "producer" in (options["--key"].help or ""), path
     signers = {path for path, command in _leaves() if "--ledger-key" in _options(command)}
-    assert signers == {"ledger consume", "ledger evidence"}
+    assert signers == {"ledger consume", "ledger evidence", "ledger keys rotate-ledger"}
 
 
 def test_a_file_a_command_works_on_is_an_argument_and_stdin_is_dash() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import typer
 
@@ -53,6 +53,22 @@ COMMANDS = (
     Command("verify-bundle", "ledger.cli.evidence:verify_bundle",
             "Check an evidence bundle offline: no ledger, no Kafka, no network."),
 )  # fmt: skip
+
+
+def _flags_take_no_value() -> None:
+    """Typer's rich help (0.29) prints a type beside every option, ``<bool>`` beside a flag
+    too (``--help`` included), which reads as if the flag took a value: none for flags."""
+    from typer.core import TyperOption
+
+    typed = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else typed(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 class _Ledger(LazyGroup):

@@ -140,7 +140,10 @@ def consume(
 
     With --ledger-key, signed checkpoints of the Merkle tree go to the ledger, the
     checkpoint topic and the witness file (keep a copy of it away from the ledger).
-    """
+
+
+    Example: `ledger consume --bootstrap localhost:9092 --keyring keyring.json --ledger-key
+    ledger.key --witness ledger.witness`"""
     from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
     from ledger.wire.keyring import Keyring, Signer
 

@@ -112,7 +112,9 @@ def from_file(
     """Events from a file: one per line, as the event contract's JSON (docs/formats.md §1).
 
     Every line is checked before any event is sent.
-    """
+
+
+    Example: `ledger emit file events.jsonl --key keys/ci-github.key`"""
     if options.time is not None or options.event_id is not None:
         fail("--time and --id name one event; a file's lines carry their own")
     _send(options, _read_file(file, _producer_fields(options, _ci())))
@@ -309,7 +311,10 @@ def deployment(
         str | None, typer.Option(help="rolled_back: the image that was replaced.")
     ] = None,
 ) -> None:
-    """A deployment started, succeeded, failed (maybe partly) or was rolled back."""
+    """A deployment started, succeeded, failed (maybe partly) or was rolled back.
+
+    Example: `ledger emit deployment --service checkout --env prod --image
+    registry.example/checkout@sha256:<64 hex> --change-ref CHG-1042 --key keys/ci-github.key`"""
     kinds = {"started", "succeeded", "failed", "rolled_back", "rolled-back"}
     if status not in kinds:
         fail(f"--status {status!r}: expected started, succeeded, failed or rolled_back")
@@ -352,7 +357,10 @@ def mutation(
     ] = None,
     change_ref: ChangeRefOpt = None,
 ) -> None:
-    """An in-place change to a running system (config, flag, secret, file, package, …)."""
+    """An in-place change to a running system (config, flag, secret, file, package, …).
+
+    Example: `ledger emit mutation --service payments --env prod --target-kind config --target
+    payments.yml --content-file payments.yml --tool ansible --key keys/config.key`"""
     given = [content_hash is not None, content_file is not None, removed]
     if sum(given) != 1:
         fail("give exactly one of --hash, --content-file or --removed")
@@ -391,7 +399,10 @@ def approval(
     revoke: Annotated[bool, typer.Option(help="Revoke the approval of --change-ref.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why it was revoked.")] = None,
 ) -> None:
-    """A change approval granted (or, with --revoke, withdrawn)."""
+    """A change approval granted (or, with --revoke, withdrawn).
+
+    Example: `ledger emit approval --service checkout --env prod --change-ref CHG-1042 --approver
+    carol --image registry.example/checkout@sha256:<64 hex> --key keys/change-board.key`"""
     if revoke:
         event = _build(
             options, "approval.revoked", service, env, {"change_ref": change_ref, "reason": reason}
@@ -424,6 +435,9 @@ def classify(
     criticality: Annotated[str, typer.Option(help="low | medium | high.")],
     model: Annotated[str, typer.Option(help="immutable | mutable.")],
 ) -> None:
-    """Record the service's deployment model, as the team decided it."""
+    """Record the service's deployment model, as the team decided it.
+
+    Example: `ledger emit classify --service checkout --env prod --state stateless --criticality
+    high --model immutable --key keys/ci-github.key`"""
     data = {"state": state, "criticality": criticality, "model": model}
     _send(options, [_build(options, "service.classified", service, env, data)])

@@ -90,7 +90,10 @@ def verify(
     """Re-check everything stored: hashes, links, tree, checkpoints, every signature.
 
     Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10).
-    """
+
+
+    Example: `ledger verify --db ledger.duckdb --trusted-key ledger.pub --checkpoint
+    ledger.witness`"""
     from ledger.store.reports import verification_report
 
     with reporting_errors():
@@ -294,7 +297,9 @@ def quarantine(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """List quarantined messages: where they came from, why, and their raw bytes."""
+    """List quarantined messages: where they came from, why, and their raw bytes.
+
+    Example: `ledger quarantine --db ledger.duckdb --limit 20`"""
     with reporting_errors():
         if api:
             from ledger.api.client import fetch_pages
@@ -323,7 +328,9 @@ def quarantine(
 
 
 def status(db: DbPath = DEFAULT_DB, api: ApiUrl = None, json_out: JsonFlag = False) -> None:
-    """Size, head hash, last ingestion time and quarantine count of the ledger."""
+    """Size, head hash, last ingestion time and quarantine count of the ledger.
+
+    Example: `ledger status --db ledger.duckdb`"""
     from ledger.store.reports import status_report
 
     with reporting_errors():

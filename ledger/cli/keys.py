@@ -57,7 +57,9 @@ def generate(
     ),
     json_out: JsonFlag = False,
 ) -> None:
-    """Write a new Ed25519 key pair: OUT/ID.key (private, mode 0600) and OUT/ID.pub."""
+    """Write a new Ed25519 key pair: OUT/ID.key (private, mode 0600) and OUT/ID.pub.
+
+    Example: `ledger keys generate --id ci-github --out keys`"""
     _check_id(key_id)
     with reporting_errors():
         key_path, pub_path = generate_key_files(key_id, out)
@@ -92,7 +94,10 @@ def trust(
     not_after: Annotated[str | None, typer.Option(help="Valid until (RFC 3339).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Trust a public key for the event types and sources it may sign."""
+    """Trust a public key for the event types and sources it may sign.
+
+    Example: `ledger keys trust --pub keys/ci-github.pub --types 'deployment.*' --sources
+    'ci/github/*'`"""
     kid = key_id or pub.stem
     _check_id(kid)
     type_patterns = _patterns(types, "--types")
@@ -138,7 +143,9 @@ def revoke(
 
     An --at in the past (when the compromise began) accepts nothing more and marks what
     the key signed since as signed by a compromised key, in answers and in verify. A key
-    that was not compromised is retired instead (`ledger keys retire`)."""
+    that was not compromised is retired instead (`ledger keys retire`).
+
+    Example: `ledger keys revoke --id ci-github --at 2026-11-20T09:00:00Z`"""
     moment = parse_time(at, "--at")
     with reporting_errors():
         ring = Keyring.load(keyring)
@@ -161,7 +168,9 @@ def retire(
     grace for its events in flight.
 
     What it signed before --at and the ledger witnesses within 72 hours of --at is still
-    accepted (a spool draining); nothing else. A compromised key is revoked instead."""
+    accepted (a spool draining); nothing else. A compromised key is revoked instead.
+
+    Example: `ledger keys retire --id ci-github`"""
     moment = parse_time(at, "--at")
     with reporting_errors():
         ring = Keyring.load(keyring)
@@ -197,7 +206,9 @@ def rotate_ledger(
     (--ledger-key), then a checkpoint signed by the new one. Stop the consumer first.
 
     Verification follows the rotation: `ledger verify --trusted-key OLD.pub` accepts the
-    checkpoints the new key signs after it. Restart the consumer with --ledger-key NEW."""
+    checkpoints the new key signs after it. Restart the consumer with --ledger-key NEW.
+
+    Example: `ledger keys rotate-ledger --ledger-key ledger.key --new-key ledger-2027.key`"""
     if ledger_key is None:
         fail("--ledger-key (LEDGER_LEDGER_KEY): the key in force signs the rotation")
     if not db.exists():
@@ -235,7 +246,9 @@ def rotate_ledger(
 
 @app.command("list")
 def list_keys(keyring: KeyringPath = DEFAULT_KEYRING, json_out: JsonFlag = False) -> None:
-    """Show the keyring: each key, what it may sign, and its validity."""
+    """Show the keyring: each key, what it may sign, and its validity.
+
+    Example: `ledger keys list --keyring keyring.json`"""
     with reporting_errors():
         ring = Keyring.load(keyring)
     if json_out:

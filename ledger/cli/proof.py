@@ -124,7 +124,9 @@ def inclusion(
     out_path: Out = None,
     as_json: ProofJson = False,
 ) -> None:
-    """Prove that entry SEQ is in the tree of SIZE entries, with the signed checkpoint."""
+    """Prove that entry SEQ is in the tree of SIZE entries, with the signed checkpoint.
+
+    Example: `ledger proof inclusion --seq 42 --out proof-42.json`"""
     from ledger.store.prove import build_inclusion
 
     _prove(db, lambda reader: build_inclusion(reader, seq, size), out_path, as_json)
@@ -141,7 +143,9 @@ def consistency(
     out_path: Out = None,
     as_json: ProofJson = False,
 ) -> None:
-    """Prove that the tree of --to entries extends the tree of --from entries."""
+    """Prove that the tree of --to entries extends the tree of --from entries.
+
+    Example: `ledger proof consistency --from 1000 --out consistency.json`"""
     from ledger.store.prove import build_consistency
 
     _prove(db, lambda reader: build_consistency(reader, first, second), out_path, as_json)
@@ -159,7 +163,9 @@ def verify(
 
     Exit 0 when it holds under the trusted key, 1 when a check fails (named), 2 when the
     file cannot be read, 4 when it holds but no --trusted-key vouches for its root.
-    """
+
+
+    Example: `ledger proof verify proof-42.json --trusted-key ledger.pub`"""
     with reporting_errors():
         key = trusted_key(trusted)
         data = read_input(file)

@@ -184,7 +184,9 @@ def asof(
     api: ApiUrl = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Exactly what was live for a service at an instant, with the entries that prove it."""
+    """Exactly what was live for a service at an instant, with the entries that prove it.
+
+    Example: `ledger asof --service checkout --env prod --at '2 hours ago'`"""
     from ledger.store.query import asof as asof_query
 
     moment, known, query = _instants(at, known_at, service=service, env=env)
@@ -205,7 +207,9 @@ def snapshot(
     api: ApiUrl = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Every service of an environment at an instant: the whole estate, one row each."""
+    """Every service of an environment at an instant: the whole estate, one row each.
+
+    Example: `ledger snapshot --env prod --at 2026-11-24T14:03:00Z`"""
     from ledger.store.query import snapshot as snapshot_query
 
     moment, known, query = _instants(at, known_at, env=env)
@@ -255,7 +259,9 @@ def diff(
     api: ApiUrl = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """What changed in an environment between two instants: images, mutations, approvals."""
+    """What changed in an environment between two instants: images, mutations, approvals.
+
+    Example: `ledger diff --env prod --from '1 day ago' --to now`"""
     from ledger.store.query import diff as diff_query
 
     t1, t2 = parse_time(start, "--from"), parse_time(end, "--to")
@@ -318,7 +324,9 @@ def timeline(
     api: ApiUrl = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """The ordered history of a service in an environment."""
+    """The ordered history of a service in an environment.
+
+    Example: `ledger timeline --service checkout --env prod --from '1 week ago'`"""
     from ledger.store.query import timeline as timeline_query
 
     t1 = parse_time(start, "--from") if start else None
@@ -394,7 +402,9 @@ def search(
     api: ApiUrl = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Where and when an image ran, a commit was deployed, or a change ref was used."""
+    """Where and when an image ran, a commit was deployed, or a change ref was used.
+
+    Example: `ledger search --change-ref CHG-1042`"""
     from ledger.store.query import search as search_query
 
     given = {
