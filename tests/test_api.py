@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from consumer_helpers import cli_json, ledger_cli
-from helpers import make_event
+from helpers import IMAGE_A, make_event
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.api import client
@@ -254,3 +254,35 @@ def test_the_client_reads_every_page_of_a_timeline(
     rows = client.fetch_pages(url, path, key="seq")
     assert len(asked) == 3
     assert rows == _get(url, path).json() and len(rows) == 20
+
+
+def test_emit_checks_under_the_keyring_the_running_consumer_recorded(
+    running: tuple[LedgerConsumer, str, Path],
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    tmp_path: Path,
+) -> None:
+    """`emit --api URL` asks the consumer which keyring it judges under (the one it recorded
+    last) and checks each event under it before sending: an approval signed with the CI
+    key is named and nothing is sent; a deployment goes."""
+    _, url, _ = running
+    _wait_for_size(url, 1)  # the keyring's record
+    key = tmp_path / "ci-main.key"
+    ci_signer.save(key)
+    common = ("--key", str(key), "--source", "ci/github/acme", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
+              "--api", url)  # fmt: skip
+    refused = ledger_cli("emit", "approval", "--service", "checkout", "--env", "prod",
+                         "--change-ref", "CHG-1", "--approver", "carol", "--image", IMAGE_A,
+                         *common, LEDGER_API_TOKEN=TOKEN)  # fmt: skip
+    assert refused.returncode == 2
+    assert f"the keyring {url} recorded at entry 1" in refused.stderr
+    assert "key_not_allowed_type" in refused.stderr and "nothing was sent" in refused.stderr
+    sent = ledger_cli("emit", "deployment", "--service", "checkout", "--env", "prod",
+                      "--image", IMAGE_A, *common, LEDGER_API_TOKEN=TOKEN)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert f"checked under the keyring {url} recorded at entry 1 as of now: authorized" in (
+        " ".join(sent.stderr.split())
+    )
+    assert _wait_for_size(url, 2)["size"] == 2
+    served = _get(url, "/v1/keyring").json()
+    assert served["seq"] == 1 and "ci-main" in served["keyring"]["keys"]

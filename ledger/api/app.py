@@ -27,6 +27,7 @@ from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
 from ledger.rules.questions import instant, search_terms
+from ledger.store.keyrings import recorded_keyrings
 from ledger.store.query import (
     asof,
     diff,
@@ -170,6 +171,17 @@ def create_app(
         """Refused messages with raw bytes and reasons (as `ledger quarantine --json`), a
         page at a time: ask again with `after` set to the last id until a page is short."""
         return quarantine_report(reader, after, limit)
+
+    @app.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
+    def get_keyring(reader: Reader) -> dict[str, Any]:
+        """The keyring the ledger recorded last, which it judges new events under (as
+        `ledger emit --api` checks them before sending): its record's seq, digest, keys."""
+        recorded = recorded_keyrings(reader.con)
+        if not recorded:
+            raise HTTPException(404, "the ledger has recorded no keyring yet")
+        seq, keyring = recorded[-1]
+        return {"seq": seq, "digest": keyring.digest().hex(),
+                "keyring": keyring.model_dump(mode="json")}  # fmt: skip
 
     @app.get("/v1/asof")
     def get_asof(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ledger.integrations.ci_env import CiContext
     from ledger.transport.producer import Delivery
     from ledger.wire.events import Event
-    from ledger.wire.keyring import Signer
+    from ledger.wire.keyring import Keyring, Signer
 
 app = new_app(
     "Sign events and put them on the Kafka topic (delivery confirmed, or exit 3).\n\n"
@@ -44,6 +44,7 @@ class Emit:
     time: str | None
     event_id: str | None
     keyring: Path | None
+    api: str | None
     timeout: float
     json_out: bool
 
@@ -52,11 +53,14 @@ def _emit(
     time: str | None,
     event_id: str | None,
     keyring: Path | None,
+    api: str | None,
     timeout: float,
     json_out: bool,
     **producer: Any,
 ) -> Emit:
-    return Emit(PRODUCER.build(**producer), time, event_id, keyring, timeout, json_out)
+    if keyring is not None and api is not None:
+        fail("--keyring and --api name two keyrings to check under: give one")
+    return Emit(PRODUCER.build(**producer), time, event_id, keyring, api, timeout, json_out)
 
 
 EMIT: OptionSet[Emit] = OptionSet(
@@ -70,6 +74,9 @@ EMIT: OptionSet[Emit] = OptionSet(
             "--keyring", envvar="LEDGER_KEYRING", show_envvar=True,
             help="Check each event as the consumer would under this keyring, now, before "
                  "sending any (the consumer's keyring and time still decide).")], None),
+        ("api", Annotated[str | None, typer.Option(
+            "--api", help="Check as --keyring does, under the keyring this running consumer "
+                          "(its API's URL) recorded last.")], None),
         ("timeout", Annotated[float, typer.Option(
             "--timeout", min=1, envvar="LEDGER_EMIT_TIMEOUT",
             help="Seconds to wait for the broker to acknowledge every event.")], 120.0),
@@ -235,7 +242,9 @@ def _send(options: Emit, events: list[Event]) -> None:
     with reporting_errors():
         signer = options.producer.signer()
         if options.keyring is not None:
-            _precheck(events, signer, options.keyring)
+            _precheck(events, signer, *_file_keyring(options.keyring))
+        elif options.api is not None:
+            _precheck(events, signer, *_recorded_keyring(options.api))
         try:
             with LedgerProducer(signer, options.producer.settings()) as producer:
                 for event in events:
@@ -247,18 +256,33 @@ def _send(options: Emit, events: list[Event]) -> None:
     _report(options, deliveries, [])
 
 
-def _precheck(events: list[Event], signer: Signer, path: Path) -> None:
-    """Run the consumer's checklist (ledger.wire.verify) over each event as signed here,
-    under the keyring at ``path`` and the time now: a refusal is named before anything is
-    sent. The consumer has the last word: its keyring, at the time it witnesses each."""
+def _file_keyring(path: Path) -> tuple[Keyring, str]:
+    from ledger.wire.keyring import Keyring
+
+    return Keyring.load(path), f"keyring {path}"
+
+
+def _recorded_keyring(api: str) -> tuple[Keyring, str]:
+    """The keyring a running consumer recorded last, as its API serves it."""
+    from ledger.api.client import fetch
+    from ledger.wire.keyring import Keyring
+
+    recorded = fetch(api, "/v1/keyring")
+    keyring = Keyring.from_json(json.dumps(recorded["keyring"]).encode(), f"{api}/v1/keyring")
+    return keyring, f"the keyring {api} recorded at entry {recorded['seq']}"
+
+
+def _precheck(events: list[Event], signer: Signer, keyring: Keyring, name: str) -> None:
+    """Refuse to send unless every event would pass the consumer's checklist under
+    ``keyring`` and the time now: a refusal is named before anything is sent. The consumer
+    has the last word: its keyring, at the time it witnesses each."""
     from datetime import UTC, datetime
 
     from ledger.errors import RejectedMessage
     from ledger.transport.producer import seal
-    from ledger.wire.keyring import Keyring
     from ledger.wire.verify import verify_message
 
-    keyring, now = Keyring.load(path), datetime.now(UTC)
+    now = datetime.now(UTC)
     refused = []
     for number, event in enumerate(events, start=1):
         try:
@@ -268,9 +292,9 @@ def _precheck(events: list[Event], signer: Signer, path: Path) -> None:
                 f"event {number} ({event.type}, {event.id}): {exc.reason}: {exc.message}"
             )
     if refused:
-        fail(f"{len(refused)} event(s) would be refused under keyring {path} as of now; "
+        fail(f"{len(refused)} event(s) would be refused under {name} as of now; "
              "nothing was sent:\n" + "\n".join(refused[:_MAX_PROBLEMS]))  # fmt: skip
-    console.print(f"checked under keyring {path} as of now: authorized (the consumer has the "
+    console.print(f"checked under {name} as of now: authorized (the consumer has the "
                   "last word: its keyring, at the time it witnesses each event)")  # fmt: skip
 
 
