@@ -269,8 +269,8 @@ def test_emit_checks_under_the_keyring_the_running_consumer_recorded(
     _wait_for_size(url, 1)  # the keyring's record
     key = tmp_path / "ci-main.key"
     ci_signer.save(key)
-    common = ("--key", str(key), "--source", "ci/github/acme", "--bootstrap", kafka.bootstrap, "--topic", kafka.topic,
-              "--api", url)  # fmt: skip
+    common = ("--key", str(key), "--source", "ci/github/acme", "--bootstrap", kafka.bootstrap,
+              "--topic", kafka.topic, "--api", url)  # fmt: skip
     refused = ledger_cli("emit", "approval", "--service", "checkout", "--env", "prod",
                          "--change-ref", "CHG-1", "--approver", "carol", "--image", IMAGE_A,
                          *common, LEDGER_API_TOKEN=TOKEN)  # fmt: skip
