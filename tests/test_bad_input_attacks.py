@@ -67,6 +67,31 @@ def test_the_api_refuses_a_time_off_the_calendar_with_400(
         assert "outside the times a question can name" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("value", ["yesterday", "2026-11-20T14:03:00", "99999999 days ago"])
+def test_the_api_reads_a_time_as_the_cli_does_and_refuses_it_in_the_same_words(
+    ledger: Path, value: str
+) -> None:
+    """`at` defaults to now and takes 'now' and 'N units ago', as `--at` does; a time it
+    refuses is refused in the CLI's sentence, naming the parameter instead of the option."""
+    cli = ledger_cli("asof", "--service", "checkout", "--env", "prod", "--at", value,
+                     "--db", str(ledger))  # fmt: skip
+    con = duckdb.connect(str(ledger), read_only=True)
+    try:
+        client = TestClient(create_app(con.cursor, "t0ken"))
+        auth = {"Authorization": "Bearer t0ken"}
+        asked = {"service": "checkout", "env": "prod"}
+        by_default = client.get("/v1/asof", params=asked, headers=auth)
+        relative = client.get("/v1/asof", params=asked | {"at": "2 hours ago"}, headers=auth)
+        now = client.get("/v1/snapshot", params={"env": "prod", "at": "now"}, headers=auth)
+        refused = client.get("/v1/asof", params=asked | {"at": value}, headers=auth)
+    finally:
+        con.close()
+    assert (by_default.status_code, relative.status_code, now.status_code) == (200, 200, 200)
+    assert refused.status_code == 400
+    sentence = cli.stderr.split("error: --at: ", 1)[1].strip()
+    assert refused.json()["detail"] == f"at: {sentence}"
+
+
 def test_an_event_time_off_the_calendar_is_an_invalid_event() -> None:
     with pytest.raises(InvalidEventError) as caught:
         make_event(time="0001-01-01T00:00:00+01:00")

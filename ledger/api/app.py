@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import duckdb
@@ -26,7 +26,7 @@ from ledger.errors import ConfigurationError, EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
-from ledger.rules.questions import instant, search_terms
+from ledger.rules.questions import parse_instant, search_terms
 from ledger.store.keyrings import recorded_keyrings
 from ledger.store.query import (
     asof,
@@ -70,21 +70,19 @@ def _reader(request: Request) -> Iterator[LedgerReader]:
 Reader = Annotated[LedgerReader, Depends(_reader)]
 
 # Query parameters, named and described as the CLI's options (OpenAPI carries the text).
-_INSTANT = "RFC 3339 with an offset, e.g. 2026-11-24T14:03:00Z"
+_INSTANT = "RFC 3339 with an offset (2026-11-24T14:03:00Z), 'now' or '3 weeks ago'"
 Service = Annotated[str, Query(description="Service name, e.g. checkout.")]
 Env = Annotated[str, Query(description="Environment, e.g. prod.")]
-At = Annotated[datetime, Query(description=f"The instant asked about (valid time): {_INSTANT}.")]
-MaybeAt = Annotated[
-    datetime | None, Query(description=f"What was live at this instant: {_INSTANT}.")
-]
+At = Annotated[str, Query(description=f"The instant asked about (valid time): {_INSTANT}.")]
+MaybeAt = Annotated[str | None, Query(description=f"What was live at this instant: {_INSTANT}.")]
 KnownAt = Annotated[
-    datetime | None,
+    str | None,
     Query(description="Answer with only what the ledger had ingested by then (transaction time)."),
 ]
-From = Annotated[datetime, Query(alias="from", description=f"The earlier instant: {_INSTANT}.")]
-To = Annotated[datetime, Query(alias="to", description=f"The later instant: {_INSTANT}.")]
-MaybeFrom = Annotated[datetime | None, Query(alias="from", description="From this instant.")]
-MaybeTo = Annotated[datetime | None, Query(alias="to", description="Up to this instant.")]
+From = Annotated[str, Query(alias="from", description=f"The earlier instant: {_INSTANT}.")]
+To = Annotated[str, Query(alias="to", description=f"The later instant: {_INSTANT}.")]
+MaybeFrom = Annotated[str | None, Query(alias="from", description="From this instant.")]
+MaybeTo = Annotated[str | None, Query(alias="to", description="Up to this instant.")]
 After = Annotated[int, Query(ge=0, description="Only what comes after the entry of this seq.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"At most this many (≤ {MAX_PAGE}).")]
 _REFUSED: dict[int | str, dict[str, Any]] = {
@@ -185,20 +183,22 @@ def create_app(
 
     @app.get("/v1/asof")
     def get_asof(
-        reader: Reader, service: Service, env: Env, at: At, known_at: KnownAt = None
+        reader: Reader, service: Service, env: Env, at: At = "now", known_at: KnownAt = None
     ) -> AsOf:
         """What was live for one service at an instant (as `ledger asof --json`)."""
-        return asof(reader, service, env, _utc(at), _opt(known_at))
+        return asof(reader, service, env, _when(at, "at"), _maybe(known_at, "known_at"))
 
     @app.get("/v1/snapshot")
-    def get_snapshot(reader: Reader, env: Env, at: At, known_at: KnownAt = None) -> Snapshot:
+    def get_snapshot(
+        reader: Reader, env: Env, at: At = "now", known_at: KnownAt = None
+    ) -> Snapshot:
         """Every service of an environment at an instant (as `ledger snapshot --json`)."""
-        return snapshot(reader, env, _utc(at), _opt(known_at))
+        return snapshot(reader, env, _when(at, "at"), _maybe(known_at, "known_at"))
 
     @app.get("/v1/diff", responses=_REFUSED)
     def get_diff(reader: Reader, env: Env, start: From, end: To) -> Diff:
         """What changed between two instants (as `ledger diff --json`)."""
-        return diff(reader, env, _utc(start), _utc(end))
+        return diff(reader, env, _when(start, "from"), _when(end, "to"))
 
     @app.get("/v1/timeline", responses=_REFUSED)
     def get_timeline(
@@ -212,7 +212,15 @@ def create_app(
     ) -> list[TimelineEntry]:
         """The ordered history of a service (as `ledger timeline --json`), a page at a time:
         ask again with `after` set to the last entry's `seq` until a page is short."""
-        return timeline(reader, service, env, _opt(start), _opt(end), after=after, limit=limit)
+        return timeline(
+            reader,
+            service,
+            env,
+            _maybe(start, "from"),
+            _maybe(end, "to"),
+            after=after,
+            limit=limit,
+        )
 
     @app.get("/v1/search", responses=_REFUSED)
     def get_search(
@@ -257,7 +265,9 @@ def create_app(
         if bundles is None:
             raise HTTPException(404, "this consumer signs no bundles: start it with "
                                      "--ledger-key (the ledger key)")  # fmt: skip
-        query = evidence_query(service, env, _opt(at), _opt(start), _opt(end))
+        query = evidence_query(
+            service, env, _maybe(at, "at"), _maybe(start, "from"), _maybe(end, "to")
+        )
         try:
             data, _ = build_bundle(reader, query, *bundles)
         except EvidenceError as exc:
@@ -267,10 +277,10 @@ def create_app(
     return app
 
 
-def _opt(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _utc(moment)
+def _when(value: str, name: str) -> datetime:
+    """A time as the CLI reads it, with the same defaults and refusals (400)."""
+    return parse_instant(value, name, datetime.now(UTC))
 
 
-def _utc(moment: datetime) -> datetime:
-    """Query times carry an offset and lie in the calendar; they are compared in UTC."""
-    return instant(moment, "a time")
+def _maybe(value: str | None, name: str) -> datetime | None:
+    return None if value is None else _when(value, name)

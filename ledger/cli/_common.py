@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -188,34 +187,12 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
-_RELATIVE = re.compile(r"^(\d+)\s*(second|minute|hour|day|week)s?\s+ago$")
-
-
 def parse_time(value: str, option: str) -> datetime:
-    """RFC 3339 with an explicit offset, 'now', or 'N seconds|minutes|hours|days|weeks ago'."""
-    from ledger.rules.questions import EARLIEST, instant
+    """RFC 3339 with an explicit offset, 'now', or 'N seconds|minutes|hours|days|weeks ago'
+    (ledger.rules.questions.parse_instant, as the API reads them)."""
+    from ledger.rules.questions import parse_instant
 
-    text = value.strip().lower()
-    if text == "now":
-        return datetime.now(UTC)
-    relative = _RELATIVE.match(text)
-    if relative:
-        amount, unit = int(relative[1]), relative[2]
-        try:
-            return instant(datetime.now(UTC) - timedelta(**{unit + "s": amount}), option)
-        except (OverflowError, QueryError):
-            fail(f"{option}: {value!r} is before {EARLIEST.date()}, the earliest time a "
-                 "question can name")  # fmt: skip
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        fail(
-            f"{option}: {value!r} is not a time: use RFC 3339 (2026-11-20T14:03:00Z), "
-            "'now' or '3 weeks ago'"
-        )
-    if moment.tzinfo is None:
-        fail(f"{option}: {value!r} needs an explicit UTC offset, e.g. 2026-11-20T14:03:00Z")
-    try:
-        return instant(moment, option)
+        return parse_instant(value, option, datetime.now(UTC))
     except QueryError as exc:
         fail(exc.message)

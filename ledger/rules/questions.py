@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ledger.errors import QueryError
 
@@ -37,6 +37,40 @@ def instant(moment: datetime, name: str) -> datetime:
             f"({EARLIEST.date()} to {LATEST.date()}, UTC)"
         )
     return utc
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*(second|minute|hour|day|week)s?\s+ago$")
+
+
+def parse_instant(value: str, name: str, now: datetime) -> datetime:
+    """What a question's time may be, on the command line and over HTTP alike: RFC 3339
+    with an explicit offset, ``now``, or ``N seconds|minutes|hours|days|weeks ago`` (from
+    ``now``). ``name`` is the option or parameter that gave it, named in every refusal."""
+    text = value.strip().lower()
+    if text == "now":
+        return now
+    relative = _RELATIVE.match(text)
+    if relative:
+        amount, unit = int(relative[1]), relative[2]
+        try:
+            return instant(now - timedelta(**{unit + "s": amount}), name)
+        except (OverflowError, QueryError):
+            raise QueryError(
+                f"{name}: {value!r} is before {EARLIEST.date()}, the earliest time a question "
+                "can name"
+            ) from None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(
+            f"{name}: {value!r} is not a time: use RFC 3339 (2026-11-20T14:03:00Z), 'now' or "
+            "'3 weeks ago'"
+        ) from None
+    if moment.tzinfo is None:
+        raise QueryError(
+            f"{name}: {value!r} needs an explicit UTC offset, e.g. 2026-11-20T14:03:00Z"
+        )
+    return instant(moment, name)
 
 
 def check_window(start: datetime | None, end: datetime | None) -> None:
