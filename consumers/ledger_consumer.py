@@ -37,6 +37,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
+from consumers.metrics import ConsumerMetrics
 from consumers.verification import Verifier
 from ledger.errors import ConfigurationError, TransportError
 from ledger.log.chain import Witness
@@ -134,6 +135,7 @@ class LedgerConsumer:
         checkpoints: CheckpointPolicy | None = None,
         keyring_source: str = "the keyring given to the consumer",
         connect_timeout: float | None = None,
+        metrics_listen: tuple[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.db_path = db_path
@@ -153,6 +155,8 @@ class LedgerConsumer:
         self._checkpoint_clock = time.monotonic()
         self._positioned_id: str | None = None
         self.stats = ConsumerStats()
+        self.metrics = ConsumerMetrics(self.stats)
+        self.metrics_listen = metrics_listen  # the health routes alone, without the API
         self.stop = threading.Event()
         self.clock = LedgerClock(on_jump=self._clock_jumped)
 
@@ -201,9 +205,10 @@ class LedgerConsumer:
         return writer
 
     def _start_api(self, writer: LedgerWriter) -> ApiServer | None:
-        """Serve reads from this process: the only one DuckDB lets open the file."""
+        """Serve reads from this process: the only one DuckDB lets open the file; or, with
+        only ``metrics_listen``, the health routes alone."""
         if self.serve is None:
-            return None
+            return self._start_health()
         if not self.api_token:
             raise ConfigurationError("serving the HTTP API needs a token (LEDGER_API_TOKEN)")
         # Imported here: FastAPI, uvicorn and the evidence code would add 11 MB to every
@@ -212,11 +217,23 @@ class LedgerConsumer:
         from ledger.api.server import ApiServer
 
         bundles = None if self.checkpoints is None else (self.keyring, self.checkpoints.signer)
-        api = ApiServer(create_app(writer.read_cursor, self.api_token, bundles), *self.serve)
+        app = create_app(writer.read_cursor, self.api_token, bundles, health=self.metrics.health())
+        api = ApiServer(app, *self.serve)
         api.start()
         self.api_url = api.url
         log.info("serving read-only HTTP API on %s", api.url)
         return api
+
+    def _start_health(self) -> ApiServer | None:
+        if self.metrics_listen is None:
+            return None
+        from ledger.api.health import health_app
+        from ledger.api.server import ApiServer
+
+        server = ApiServer(health_app(self.metrics.health()), *self.metrics_listen)
+        server.start()
+        log.info("serving /metrics, /healthz and /readyz on %s", server.url)
+        return server
 
     def _connect(self, limit: float | None) -> tuple[KafkaConsumer, KafkaProducer] | None:
         """Topics and clients, retried with backoff while the broker is unavailable, for
@@ -250,6 +267,7 @@ class LedgerConsumer:
                     delivery_timeout_ms=30_000,
                     max_block_ms=10_000,  # a topic it cannot reach must not hold up chaining
                 )
+                self.metrics.broker_answered = time.monotonic()
                 return consumer, dlq
             except (TransportError, KafkaError) as exc:
                 waited = time.monotonic() - started
@@ -278,7 +296,7 @@ class LedgerConsumer:
         consumer, dlq = clients
         self._unpublished = writer.latest_checkpoint() if self.checkpoints else None
         assigned = self._assign(consumer, writer, set())
-        idle_since = last_refresh = time.monotonic()
+        idle_since, last_refresh = time.monotonic(), float("-inf")  # measure at once
         log.info(
             "ledger %s at seq %d; reading %s (%d partitions)",
             self.db_path,
@@ -306,6 +324,8 @@ class LedgerConsumer:
                     self._commit(pending.popleft(), writer, consumer, dlq)
                 except (TransportError, duckdb.Error) as exc:
                     # Nothing of the batch was stored (one transaction): read it again.
+                    self.metrics.commit_failures.inc()
+                    self.metrics.commit_failing = True
                     why = exc.message if isinstance(exc, TransportError) else str(exc)
                     log.warning("batch not committed (%s); retrying from stored offsets", why)
                     pending.clear()
@@ -318,12 +338,14 @@ class LedgerConsumer:
                 )
                 # Idle: sign what is not covered yet once it is old enough (or on the way out).
                 self._checkpoint_idle(writer, force=stopping)
+                self.metrics.idle()
                 if stopping:
                     self._publish(dlq)
                     break
             self._publish(dlq)
             if now - last_refresh >= 10.0:
                 assigned = self._assign(consumer, writer, assigned)
+                self._measure(consumer, writer, assigned)
                 last_refresh = now
 
     # --- partitions --------------------------------------------------------------------------
@@ -403,6 +425,7 @@ class LedgerConsumer:
         return batch
 
     def _clock_jumped(self, jump_us: int) -> None:
+        self.metrics.clock_jumps.inc()
         log.error(
             "the host's clock jumped %s by %.1f s: witnessed and transaction times are kept "
             "from going back, but check the host's time source (NTP)",
@@ -434,7 +457,9 @@ class LedgerConsumer:
             plan.topic_ids[self.settings.topic] = self._positioned_id
         if plan.quarantined:
             self._dead_letter(dlq, plan.quarantined)
+        started = time.perf_counter()
         self._signed(writer.commit(plan, checkpoint=self._checkpoint_due(writer, plan)))
+        self.metrics.committed(time.perf_counter() - started, writer.head_seq)
         self._cluster(writer)
         self.stats.last_commit = time.monotonic()
         self.stats.batches += 1
@@ -506,6 +531,7 @@ class LedgerConsumer:
             return
         self._checkpoint_clock = time.monotonic()
         self.stats.checkpoints += 1
+        self.metrics.checkpoint(int(note.splitlines()[1]))
         self._unpublished = note
         log.debug("checkpoint signed: %s", note.splitlines()[1])
 
@@ -519,6 +545,7 @@ class LedgerConsumer:
             append_note(policy.witness, note)
             producer.send(policy.topic, value=note.encode()).get(timeout=30)
         except (OSError, KafkaError) as exc:
+            self.metrics.publish_failures.inc()
             log.warning("checkpoint not published yet (%s); will retry", exc)
             return
         self._unpublished = None
@@ -570,6 +597,29 @@ class LedgerConsumer:
             "quarantine table all the same",
             received.topic, received.partition, received.offset, self.settings.dlq_topic, exc,
         )  # fmt: skip
+
+    def _measure(
+        self, consumer: KafkaConsumer, writer: LedgerWriter, assigned: set[TopicPartition]
+    ) -> None:
+        """What the metrics and readiness need from the broker (lag per partition: a round
+        trip that also shows the broker answers) and from the checkpoints (one overdue)."""
+        policy = self.checkpoints
+        self.metrics.checkpoint_overdue = (
+            policy is not None
+            and writer.head_seq > writer.checkpoint_size
+            and time.monotonic() - self._checkpoint_clock > 2 * policy.seconds + 60
+        )
+        if not assigned:
+            return
+        try:
+            ends = consumer.end_offsets(sorted(assigned))
+            lags = {tp.partition: end - consumer.position(tp) for tp, end in ends.items()}
+        except (KafkaError, AssertionError, ValueError) as exc:
+            log.debug("lag not measured: %r", exc)
+            return
+        self.metrics.broker_answered = time.monotonic()
+        for partition, lag in lags.items():
+            self.metrics.lag.labels(str(partition)).set(max(lag, 0))
 
     def _commit_group(self, consumer: KafkaConsumer, offsets: dict[tuple[str, int], int]) -> None:
         """Lag monitoring only; the ledger's own offsets are the ones that count."""

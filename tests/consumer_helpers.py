@@ -224,3 +224,16 @@ def ledger_cli(
 def cli_json(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.stdout.strip(), f"no JSON on stdout; stderr:\n{result.stderr}"
     return json.loads(result.stdout)
+
+
+def metric_samples(exposition: str) -> dict[str, float]:
+    """A Prometheus text exposition as {name{labels}: value}, parsed by the official
+    client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples

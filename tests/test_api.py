@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from consumer_helpers import cli_json, ledger_cli
-from helpers import IMAGE_A, make_event
+from consumer_helpers import cli_json, ledger_cli, metric_samples, produce_raw
+from helpers import IMAGE_A, make_event, wait_for
 
 from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
 from ledger.api import client
@@ -286,3 +286,32 @@ def test_emit_checks_under_the_keyring_the_running_consumer_recorded(
     assert _wait_for_size(url, 2)["size"] == 2
     served = _get(url, "/v1/keyring").json()
     assert served["seq"] == 1 and "ci-main" in served["keyring"]["keys"]
+
+
+def test_metrics_and_health_need_no_token_and_count_what_happened(
+    running: tuple[LedgerConsumer, str, Path], kafka: KafkaSettings, ci_signer: Signer
+) -> None:
+    """An orchestrator's probes and a Prometheus scrape carry no token: they get counts
+    and states, never an entry; every /v1 route still needs the token."""
+    _, url, _ = running
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(5):
+            producer.emit(make_event("mutation.applied", target=f"conf-{n}"))
+    _wait_for_size(url, 1 + 5)
+    produce_raw(kafka, [b"\x00 not an envelope"])
+    wait_for(lambda: _get(url, "/v1/status").json()["quarantined"] == 1, "the quarantine")
+    assert httpx.get(url + "/v1/status", timeout=30).status_code == 401
+    assert httpx.get(url + "/healthz", timeout=30).json() == {"status": "alive"}
+    ready = httpx.get(url + "/readyz", timeout=30)
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "checks": {"broker": True, "writer": True,
+                                                       "checkpoint": True}}  # fmt: skip
+    scraped = httpx.get(url + "/metrics", timeout=30)
+    assert scraped.status_code == 200
+    samples = metric_samples(scraped.text)
+    assert samples["ledger_entries_chained_total"] == 5
+    assert samples['ledger_quarantined_total{reason="malformed_envelope"}'] == 1
+    assert samples["ledger_size"] == 1 + 5
+    assert samples["ledger_batch_commit_seconds_count"] >= 1
+    assert samples['ledger_api_requests_total{outcome="ok"}'] >= 1
+    assert samples['ledger_api_requests_total{outcome="unauthorized"}'] == 1

@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import duckdb
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.api.client import MAX_PAGE
+from ledger.api.health import HEALTH_PATHS, Health, add_health
 from ledger.errors import ConfigurationError, EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
@@ -95,17 +96,20 @@ def create_app(
     token: str,
     bundles: tuple[Keyring, Signer] | None = None,
     max_queries: int | None = None,
+    health: Health | None = None,
 ) -> FastAPI:
     """An app reading through ``cursor()`` (one per request), guarded by ``token``; with
     ``bundles`` (the producers' keyring and the ledger key), it also signs evidence. At most
-    ``max_queries`` requests are answered at once (default ``LEDGER_API_QUERIES``, else 8)."""
+    ``max_queries`` requests are answered at once (default ``LEDGER_API_QUERIES``, else 8).
+    With ``health``, it serves the health routes too (ledger.api.health), and counts its
+    requests by outcome."""
     if not token:
         raise ValueError("the HTTP API needs a token")
+    router = APIRouter(dependencies=[Depends(_authorized)])
     app = FastAPI(
         title="deploy-ledger",
         summary="Read-only access to a signed, hash-chained deployment ledger.",
         version="1",
-        dependencies=[Depends(_authorized)],
         responses={401: {"description": "Missing or wrong bearer token."}},
         # The schema is served below, behind the token like every other path; no /docs or
         # /redoc pages, which would load their scripts from a CDN.
@@ -124,16 +128,21 @@ def create_app(
         """A bounded number of questions at once: DuckDB gives the reader connections no
         memory limit of their own, and readers beyond it could starve the writer (once,
         out of memory in its COMMIT). Beyond it: 503, ask again in a second."""
+        if request.url.path in HEALTH_PATHS:
+            return await call_next(request)
         if not admitted.acquire(blocking=False):
+            _count(health, 503)
             return JSONResponse(
                 {"detail": "busy: too many questions at once; ask again shortly"},
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
         try:
-            return await call_next(request)
+            response = await call_next(request)
         finally:
             admitted.release()
+        _count(health, response.status_code)
+        return response
 
     @app.exception_handler(ConfigurationError)
     def refused(request: Request, exc: ConfigurationError) -> JSONResponse:
@@ -141,17 +150,17 @@ def create_app(
         `from`): 400, with the reason the CLI would print."""
         return JSONResponse({"detail": exc.message}, status_code=400)
 
-    @app.get("/openapi.json", include_in_schema=False)
+    @router.get("/openapi.json", include_in_schema=False)
     def get_openapi() -> dict[str, Any]:
         """The OpenAPI schema of this API (it needs the token too)."""
         return app.openapi()
 
-    @app.get("/v1/status")
+    @router.get("/v1/status")
     def get_status(reader: Reader) -> dict[str, Any]:
         """Size, head hash and quarantine count of the ledger as of now."""
         return status_report(reader)
 
-    @app.get("/v1/verify")
+    @router.get("/v1/verify")
     def get_verify(reader: Reader) -> dict[str, Any]:
         """Hashes, links, tree and stored checkpoints (as `ledger verify --json`).
 
@@ -160,7 +169,7 @@ def create_app(
         """
         return verification_report(reader, signatures=False)
 
-    @app.get("/v1/quarantine")
+    @router.get("/v1/quarantine")
     def get_quarantine(
         reader: Reader,
         after: Annotated[int, Query(ge=0, description="Only ids above this one.")] = 0,
@@ -170,7 +179,7 @@ def create_app(
         page at a time: ask again with `after` set to the last id until a page is short."""
         return quarantine_report(reader, after, limit)
 
-    @app.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
+    @router.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
     def get_keyring(reader: Reader) -> dict[str, Any]:
         """The keyring the ledger recorded last, which it judges new events under (as
         `ledger emit --api` checks them before sending): its record's seq, digest, keys."""
@@ -181,26 +190,26 @@ def create_app(
         return {"seq": seq, "digest": keyring.digest().hex(),
                 "keyring": keyring.model_dump(mode="json")}  # fmt: skip
 
-    @app.get("/v1/asof")
+    @router.get("/v1/asof")
     def get_asof(
         reader: Reader, service: Service, env: Env, at: At = "now", known_at: KnownAt = None
     ) -> AsOf:
         """What was live for one service at an instant (as `ledger asof --json`)."""
         return asof(reader, service, env, _when(at, "at"), _maybe(known_at, "known_at"))
 
-    @app.get("/v1/snapshot")
+    @router.get("/v1/snapshot")
     def get_snapshot(
         reader: Reader, env: Env, at: At = "now", known_at: KnownAt = None
     ) -> Snapshot:
         """Every service of an environment at an instant (as `ledger snapshot --json`)."""
         return snapshot(reader, env, _when(at, "at"), _maybe(known_at, "known_at"))
 
-    @app.get("/v1/diff", responses=_REFUSED)
+    @router.get("/v1/diff", responses=_REFUSED)
     def get_diff(reader: Reader, env: Env, start: From, end: To) -> Diff:
         """What changed between two instants (as `ledger diff --json`)."""
         return diff(reader, env, _when(start, "from"), _when(end, "to"))
 
-    @app.get("/v1/timeline", responses=_REFUSED)
+    @router.get("/v1/timeline", responses=_REFUSED)
     def get_timeline(
         reader: Reader,
         service: Service,
@@ -222,7 +231,7 @@ def create_app(
             limit=limit,
         )
 
-    @app.get("/v1/search", responses=_REFUSED)
+    @router.get("/v1/search", responses=_REFUSED)
     def get_search(
         reader: Reader,
         image: Annotated[
@@ -243,7 +252,7 @@ def create_app(
         (as the timeline)."""
         return search(reader, search_terms(image, commit, change_ref), after, limit)
 
-    @app.get(
+    @router.get(
         "/v1/evidence",
         response_class=Response,
         responses={200: {"content": {"application/json": {}},
@@ -274,7 +283,22 @@ def create_app(
             raise HTTPException(409, f"{exc.check}: {exc.message}") from None
         return Response(data, media_type="application/json")
 
+    app.include_router(router)
+    if health is not None:
+        add_health(app, health)
     return app
+
+
+def _count(health: Health | None, status_code: int) -> None:
+    """A request's outcome, as the API's metric counts it."""
+    if health is None:
+        return
+    outcome = {2: "ok", 4: "refused", 5: "failed"}.get(status_code // 100, "other")
+    if status_code in (401, 403):
+        outcome = "unauthorized"
+    elif status_code == 503:
+        outcome = "busy"
+    health.api_requests.labels(outcome).inc()
 
 
 def _when(value: str, name: str) -> datetime:

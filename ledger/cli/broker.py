@@ -30,7 +30,6 @@ def broker(
     Then, in another terminal: `export LEDGER_BOOTSTRAP=127.0.0.1:9092`. With --json, one
     line says where it listens once it answers.
 
-
     Example: `ledger broker --port 9092`"""
     from ledger.transport.broker import LocalBroker
 

@@ -105,6 +105,15 @@ def consume(
             help="Bearer token the HTTP API requires.",
         ),
     ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LEDGER_METRICS",
+            show_envvar=True,
+            help="Serve /metrics, /healthz and /readyz on HOST:PORT without the API (with "
+            "--serve they are on its listener).",
+        ),
+    ] = None,
     ledger_key: LedgerKeyPath = None,
     checkpoint_every: Annotated[
         int,
@@ -141,7 +150,6 @@ def consume(
     With --ledger-key, signed checkpoints of the Merkle tree go to the ledger, the
     checkpoint topic and the witness file (keep a copy of it away from the ledger).
 
-
     Example: `ledger consume --bootstrap localhost:9092 --keyring keyring.json --ledger-key
     ledger.key --witness ledger.witness`"""
     from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
@@ -154,6 +162,10 @@ def consume(
         listen = parse_listen(serve) if serve else None
         if listen and not api_token:
             fail("--serve needs a token: set LEDGER_API_TOKEN (or --api-token)")
+        if listen and metrics:
+            fail("--metrics serves the health routes alone: with --serve they are on its "
+                 "listener already")  # fmt: skip
+        metrics_listen = parse_listen(metrics) if metrics else None
         settings = connection.settings(topic)
         ring = Keyring.load(keyring)
         policy = None
@@ -190,6 +202,7 @@ def consume(
             checkpoints=policy,
             keyring_source=f"file {keyring}",
             connect_timeout=connect_timeout,
+            metrics_listen=metrics_listen,
         )
 
         def _stop(signum: int, frame: FrameType | None) -> None:

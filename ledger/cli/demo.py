@@ -63,7 +63,6 @@ def demo(
     Without --bootstrap (or LEDGER_BOOTSTRAP) it starts the bundled local broker on a free
     loopback port and stops it at the end.
 
-
     Example: `ledger demo`"""
     with reporting_errors():
         if connection.bootstrap:

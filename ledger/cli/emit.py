@@ -120,7 +120,6 @@ def from_file(
 
     Every line is checked before any event is sent.
 
-
     Example: `ledger emit file events.jsonl --key keys/ci-github.key`"""
     if options.time is not None or options.event_id is not None:
         fail("--time and --id name one event; a file's lines carry their own")

@@ -120,7 +120,6 @@ def evidence(
     and the keys, as a signed in-toto statement (DSSE). Signed with --ledger-key, or by the
     consumer that serves --api (which signs with its own).
 
-
     Example: `ledger evidence --service checkout --env prod --at 2026-11-24T14:03:00Z --ledger-key
     ledger.key --out evidence.json`"""
     from ledger.evidence.build import evidence_query
@@ -203,7 +202,6 @@ def verify_bundle(
     Exit 1 naming the failed check: signature, checkpoint, inclusion, producer signature,
     answer, subjects. Exit 4 when every check passes but no --trusted-key vouches for the
     key that signed it: anyone can sign a bundle.
-
 
     Example: `ledger verify-bundle evidence.json --trusted-key ledger.pub`"""
     with reporting_errors():

@@ -91,7 +91,6 @@ def verify(
 
     Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10).
 
-
     Example: `ledger verify --db ledger.duckdb --trusted-key ledger.pub --checkpoint
     ledger.witness`"""
     from ledger.store.reports import verification_report

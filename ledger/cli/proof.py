@@ -164,7 +164,6 @@ def verify(
     Exit 0 when it holds under the trusted key, 1 when a check fails (named), 2 when the
     file cannot be read, 4 when it holds but no --trusted-key vouches for its root.
 
-
     Example: `ledger proof verify proof-42.json --trusted-key ledger.pub`"""
     with reporting_errors():
         key = trusted_key(trusted)
