@@ -105,6 +105,15 @@ _LOG_APPEND_TIME = 1
 of the topic sees the same."""
 
 
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """When the keyring file last changed, and its size (None: no file, or none to watch)."""
+    try:
+        stat = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if stat is None else (stat.st_mtime_ns, stat.st_size)
+
+
 def _received(record: Any, fetched_us: int) -> Received:
     """A fetched record, witnessed by the broker's append time when it carries one, else
     by the consumer's clock when it was fetched."""
@@ -136,6 +145,7 @@ class LedgerConsumer:
         keyring_source: str = "the keyring given to the consumer",
         connect_timeout: float | None = None,
         metrics_listen: tuple[str, int] | None = None,
+        keyring_path: Path | None = None,
     ) -> None:
         self.settings = settings
         self.db_path = db_path
@@ -158,6 +168,11 @@ class LedgerConsumer:
         self.metrics = ConsumerMetrics(self.stats)
         self.metrics_listen = metrics_listen  # the health routes alone, without the API
         self.stop = threading.Event()
+        self.reload = threading.Event()
+        """Set (SIGHUP, or the keyring file changed): judge what comes next under the
+        keyring file as it is now, once it is recorded in the chain."""
+        self.keyring_path = keyring_path
+        self._keyring_stamp = _stamp(keyring_path)
         self.clock = LedgerClock(on_jump=self._clock_jumped)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -308,7 +323,11 @@ class LedgerConsumer:
         # the main process commits the previous one, so neither side waits on the other.
         pending: deque[_Pending] = deque()
         while True:
-            batch = [] if self.stop.is_set() else self._collect(consumer)
+            if self.reload.is_set() and not pending:  # what was judged before is chained
+                self.reload.clear()
+                self._reload_keyring(writer, verifier)
+            reloading = self.reload.is_set()  # read nothing more until then
+            batch = [] if self.stop.is_set() or reloading else self._collect(consumer)
             now = time.monotonic()
             if self._recreated(consumer):
                 # Positions from the old incarnation are meaningless: start it over.
@@ -344,6 +363,8 @@ class LedgerConsumer:
                     break
             self._publish(dlq)
             if now - last_refresh >= 10.0:
+                if _stamp(self.keyring_path) != self._keyring_stamp:
+                    self.reload.set()
                 assigned = self._assign(consumer, writer, assigned)
                 self._measure(consumer, writer, assigned)
                 last_refresh = now
@@ -423,6 +444,28 @@ class LedgerConsumer:
             if not records and batch:
                 break
         return batch
+
+    def _reload_keyring(self, writer: LedgerWriter, verifier: Verifier) -> None:
+        """Judge from now on under the keyring file as it is, recorded in the chain first; a
+        file that does not load leaves the keyring in force as it was, said loudly."""
+        path = self.keyring_path
+        if path is None:
+            return
+        self._keyring_stamp = _stamp(path)
+        try:
+            new = Keyring.load(path)
+        except ConfigurationError as exc:
+            log.error("keyring not reloaded, still judging under the one in force: %s", exc)
+            return
+        changes = new.changes_from(self.keyring)
+        if new.digest() == verifier.keyring_digest:
+            log.info("keyring %s reloaded: unchanged", path)
+            return
+        seq = writer.record_keyring(new, self.keyring_source)
+        verifier.reload(new)
+        self.keyring = new
+        log.info("keyring reloaded from %s and recorded as entry %s: %s", path, seq,
+                 "; ".join(changes) or "same keys")  # fmt: skip
 
     def _clock_jumped(self, jump_us: int) -> None:
         self.metrics.clock_jumps.inc()

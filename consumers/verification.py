@@ -7,6 +7,7 @@ costs ~57 µs a core, so the workers verify batch N+1 while the consumer commits
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 from ledger.wire.keyring import Keyring, Keyrings
 from ledger.workers import Outcome, Received, spawn_pool, verify_values, verify_values_in_worker
@@ -18,10 +19,18 @@ class Verifier:
     """Verifies batches inline (one worker) or across a pool of processes."""
 
     def __init__(self, keyring: Keyring, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self.reload(keyring)
+
+    def reload(self, keyring: Keyring) -> None:
+        """Judge what is submitted from now on under ``keyring`` (workers hold a copy: a new
+        pool). Batches submitted before are judged under the keyring they were submitted
+        under, whose digest their entries commit to."""
+        self.close()
         self.keyrings = Keyrings(default=keyring)
         self.keyring_digest = keyring.digest()  # what each entry verified here commits to
-        self.workers = workers
-        self._pool = spawn_pool(self.keyrings, workers) if workers > 1 else None
+        self._pool = spawn_pool(self.keyrings, self.workers) if self.workers > 1 else None
 
     def submit(self, values: Sequence[Received]) -> Callable[[], list[Outcome]]:
         """Start verifying a batch; the returned call waits for the outcomes, in order.
@@ -41,3 +50,4 @@ class Verifier:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

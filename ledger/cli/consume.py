@@ -150,6 +150,9 @@ def consume(
     With --ledger-key, signed checkpoints of the Merkle tree go to the ledger, the
     checkpoint topic and the witness file (keep a copy of it away from the ledger).
 
+    SIGHUP, or a change of the keyring file, reloads the keyring (recorded in the chain
+    first); SIGTERM finishes the current batch and exits.
+
     Example: `ledger consume --bootstrap localhost:9092 --keyring keyring.json --ledger-key
     ledger.key --witness ledger.witness`"""
     from consumers.ledger_consumer import CheckpointPolicy, LedgerConsumer
@@ -203,14 +206,20 @@ def consume(
             keyring_source=f"file {keyring}",
             connect_timeout=connect_timeout,
             metrics_listen=metrics_listen,
+            keyring_path=keyring,
         )
 
         def _stop(signum: int, frame: FrameType | None) -> None:
             log.info("%s: finishing the current batch", signal.Signals(signum).name)
             consumer.stop.set()
 
+        def _reload(signum: int, frame: FrameType | None) -> None:
+            log.info("SIGHUP: reloading the keyring once the batches in hand are chained")
+            consumer.reload.set()
+
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, _reload)
         stats = consumer.run(until_idle=until_idle)
     if json_out:
         print_json(stats.as_dict())

@@ -336,6 +336,27 @@ class Keyring(BaseModel):
         self.keys[key_id] = retired
         return retired
 
+    def changes_from(self, old: Keyring) -> list[str]:
+        """What differs from ``old``, key by key, in words: for the log of a reload."""
+        said = []
+        for key_id in sorted(old.keys.keys() | self.keys.keys()):
+            was, now = old.keys.get(key_id), self.keys.get(key_id)
+            if was == now:
+                continue
+            if now is None:
+                said.append(f"no longer lists {key_id}")
+            elif was is None:
+                said.append(f"trusts {key_id} for {', '.join(now.types)} from "
+                            f"{', '.join(now.sources)}")  # fmt: skip
+            elif now.revoked_at is not None and was.revoked_at != now.revoked_at:
+                said.append(f"revokes {key_id} from {iso_utc(now.revoked_at)}")
+            elif now.retired_at is not None and was.retired_at != now.retired_at:
+                said.append(f"retires {key_id} from {iso_utc(now.retired_at)}")
+            else:
+                fields = [f for f in type(now).model_fields if getattr(was, f) != getattr(now, f)]
+                said.append(f"changes {key_id}: {', '.join(fields)}")
+        return said
+
     # --- verification (pure) ----------------------------------------------------------------
 
     def check_signature(self, key_id: str, message: bytes, sig: bytes) -> None:
