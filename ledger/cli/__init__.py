@@ -32,6 +32,8 @@ COMMANDS = (
             "Re-check everything stored: hashes, links, tree, checkpoints, every signature."),
     Command("quarantine", "ledger.cli.inspect:quarantine",
             "List quarantined messages: where they came from, why, and their raw bytes."),
+    Command("replay", "ledger.cli.replay:replay",
+            "Judge quarantined messages again under the keyring; chain those that now pass."),
     Command("status", "ledger.cli.inspect:status",
             "Size, head hash, last ingestion time and quarantine count of the ledger."),
     Command("asof", "ledger.cli.query:asof",

@@ -314,13 +314,14 @@ def quarantine(
     grid = table("id", "received", "from", "bytes", "reason", "detail")
     for row in rows:
         size = row["value_size"]
+        replayed = row.get("replayed_seq")
         grid.add_row(
             str(row["id"]),
             short_time(row["received_at"]),
             f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
             "none" if size is None else f"{size:,}" + (" (cut)" if row["truncated"] else ""),
             row["reason"],
-            row["detail"],
+            row["detail"] + (f"\nreplayed: chained as entry {replayed}" if replayed else ""),
         )
     out.print(grid)
     console.print(f"{len(rows)} quarantined message(s)")

@@ -36,11 +36,13 @@ class Received:
 
 @dataclass(frozen=True)
 class Accepted:
-    """A verified message, with the digest of the keyring it was judged under."""
+    """A verified message, with the digest of the keyring it was judged under; one judged
+    again from the quarantine names its row (``replayed_from``: chained as replayed)."""
 
     received: Received
     columns: DecodedColumns
     keyring: bytes
+    replayed_from: int | None = None
 
     @property
     def envelope(self) -> bytes:

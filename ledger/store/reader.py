@@ -107,7 +107,7 @@ class LedgerReader:
             "value, reason, detail, event_id, "
             "coalesce(value_size, octet_length(value)) AS value_size, "
             "coalesce(lower(hex(value_sha256)), sha256(value)) AS value_sha256, "
-            "coalesce(key_size, octet_length(kafka_key)) AS key_size "
+            "coalesce(key_size, octet_length(kafka_key)) AS key_size, replayed_seq "
             "FROM quarantine WHERE id > $after ORDER BY id LIMIT $limit",
             {"after": after, "limit": limit},
         )

@@ -115,9 +115,13 @@ _FORMAT_2 = (
 )  # fmt: skip
 """The columns entry format 2 added: a ledger begun in format 1 gets them, its old rows
 marked format 1 (their hash covers none of them)."""
-_QUARANTINE_ADDED = (("value_size", "BIGINT"), ("value_sha256", "BLOB"), ("key_size", "BIGINT"))
-"""The columns that say what was kept of a refused message: rows stored before them kept
-it whole (readers compute the same from the bytes)."""
+_QUARANTINE_ADDED = (
+    ("value_size", "BIGINT"), ("value_sha256", "BLOB"), ("key_size", "BIGINT"),
+    ("replayed_seq", "BIGINT"),
+)  # fmt: skip
+"""The columns that say what was kept of a refused message (rows stored before them kept
+it whole: readers compute the same from the bytes), and the entry it was chained as when a
+replay judged it again and it passed (``ledger replay``)."""
 
 
 _HEADERS = 3 * 4096

@@ -244,6 +244,13 @@ class LedgerWriter:
                 )
                 con.unregister("new_entries")
                 insert_nodes(con, nodes)
+                replayed = [
+                    [seq, item.replayed_from]
+                    for item, seq in plan.entries
+                    if isinstance(item, Accepted) and item.replayed_from is not None
+                ]
+                if replayed:  # fmt: skip
+                    con.executemany("UPDATE quarantine SET replayed_seq = ? WHERE id = ?", replayed)
             if note is not None:
                 con.execute(
                     "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)",
@@ -306,7 +313,8 @@ class LedgerWriter:
             c = item.columns
             if isinstance(item, Accepted):
                 r = item.received
-                witnessed = Witnessed(r.witnessed_us, r.witness, Origin.LIVE, item.keyring,
+                origin = Origin.LIVE if item.replayed_from is None else Origin.REPLAYED
+                witnessed = Witnessed(r.witnessed_us, r.witness, origin, item.keyring,
                                       r.topic, r.partition, r.offset)  # fmt: skip
                 envelope = item.envelope
             else:
