@@ -33,7 +33,8 @@ COMMANDS = (
     Command("quarantine", "ledger.cli.inspect:quarantine",
             "List quarantined messages: where they came from, why, and their raw bytes."),
     Command("replay", "ledger.cli.replay:replay",
-            "Judge quarantined messages again under the keyring; chain those that now pass."),
+            "Judge quarantined messages again under the keyring, and chain those that now "
+            "pass."),
     Command("status", "ledger.cli.inspect:status",
             "Size, head hash, last ingestion time and quarantine count of the ledger."),
     Command("asof", "ledger.cli.query:asof",
