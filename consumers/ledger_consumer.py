@@ -165,7 +165,7 @@ class LedgerConsumer:
         self._checkpoint_clock = time.monotonic()
         self._positioned_id: str | None = None
         self.stats = ConsumerStats()
-        self.metrics = ConsumerMetrics(self.stats)
+        self.metrics = ConsumerMetrics(self.stats, db_path)
         self.metrics_listen = metrics_listen  # the health routes alone, without the API
         self.stop = threading.Event()
         self.reload = threading.Event()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ledger.api.health import Health
+from ledger.store.verified import read_record
 
 if TYPE_CHECKING:
     from consumers.ledger_consumer import ConsumerStats
@@ -56,13 +58,36 @@ class _Stats(Collector):
         )
 
 
+class _Verified(Collector):
+    """The last recorded verification of the ledger (`ledger verify --record`)."""
+
+    def __init__(self, db: Path) -> None:
+        self._db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        record = read_record(self._db)
+        families = (
+            GaugeMetricFamily("ledger_verify_ok", "1 if the last recorded verification passed."),
+            GaugeMetricFamily(
+                "ledger_verify_timestamp_seconds", "When the last verification ran (Unix time)."
+            ),
+            GaugeMetricFamily("ledger_verify_size", "Entries the last verification covered."),
+        )
+        if record is not None:
+            values = (float(record.ok), record.at.timestamp(), float(record.size))
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([], value)
+        yield from families
+
+
 class ConsumerMetrics:
     """Instruments the consumer updates, and what its health routes read."""
 
-    def __init__(self, stats: ConsumerStats) -> None:
+    def __init__(self, stats: ConsumerStats, db: Path) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         r.register(_Stats(stats))
+        r.register(_Verified(db))
         self.commit_seconds = Histogram(
             "ledger_batch_commit_seconds", "Time to chain one batch (one DuckDB transaction).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,

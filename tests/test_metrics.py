@@ -22,13 +22,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from consumer_helpers import REPO, cli_env, metric_samples
+from consumer_helpers import REPO, cli_env, ledger_cli, metric_samples
 from helpers import make_event, wait_for
+from ledger_builders import signers, write_ledger
+from prometheus_client import generate_latest
 
 from consumers.ledger_consumer import ConsumerStats
 from consumers.metrics import BROKER_SILENCE, ConsumerMetrics
+from ledger.store.verified import record_path
 from ledger.transport.broker import free_port
-from ledger.transport.producer import LedgerProducer
+from ledger.transport.producer import LedgerProducer, seal
 from ledger.transport.settings import KafkaSettings
 from ledger.wire.keyring import Signer
 
@@ -83,7 +86,10 @@ FIRING: dict[str, tuple[dict[str, str], str]] = {
                                     "15m"),
     "LedgerLagGrowing": ({'ledger_consumer_lag{partition="0"}': "20000x30"}, "20m"),
     "LedgerClockJumped": ({"ledger_clock_jumps_total": "0 0 1 1 1 1"}, "4m"),
+    "LedgerVerificationFailing": ({"ledger_verify_ok": "0x5"}, "2m"),
+    "LedgerVerificationStale": ({"ledger_verify_timestamp_seconds": "0x60"}, "50h"),
 }  # fmt: skip
+INTERVAL = {"LedgerVerificationStale": "1h"}  # the others: a sample a minute
 
 QUIET = {  # a healthy consumer: none fires
     "ledger_last_commit_timestamp_seconds": "0+60x90",
@@ -95,6 +101,8 @@ QUIET = {  # a healthy consumer: none fires
     'ledger_quarantined_total{reason="invalid_event"}': "0x90",
     'ledger_consumer_lag{partition="0"}': "10x90",
     "ledger_clock_jumps_total": "0x90",
+    "ledger_verify_ok": "1x90",
+    "ledger_verify_timestamp_seconds": "0+60x90",
 }
 
 
@@ -110,7 +118,7 @@ def test_the_alert_rules_parse_and_each_fires_on_its_fault(promtool: Path, tmp_p
         series, at = FIRING[rule["alert"]]
         fired = {"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}
         cases.append({
-            "interval": "1m",
+            "interval": INTERVAL.get(rule["alert"], "1m"),
             "input_series": [{"series": s, "values": v} for s, v in series.items()],
             "alert_rule_test": [{"eval_time": at, "alertname": rule["alert"],
                                  "exp_alerts": [fired]}],
@@ -173,7 +181,7 @@ def _chained(url: str) -> float:
 
 
 def test_readiness_names_the_part_that_is_not_keeping_up() -> None:
-    metrics = ConsumerMetrics(ConsumerStats())
+    metrics = ConsumerMetrics(ConsumerStats(), Path("no-ledger.duckdb"))
     assert metrics.ready() == {"broker": False, "writer": True, "checkpoint": True}
     metrics.broker_answered = time.monotonic()
     assert all(metrics.ready().values())
@@ -182,3 +190,22 @@ def test_readiness_names_the_part_that_is_not_keeping_up() -> None:
     assert metrics.ready() == {"broker": False, "writer": False, "checkpoint": False}
     metrics.committed(0.01, 10)
     assert metrics.ready()["writer"] is True
+
+
+def test_a_recorded_verification_is_what_the_metrics_say(tmp_path: Path) -> None:
+    """`verify --record` writes the result beside the ledger; the gauges read it at each
+    scrape. A record someone damaged gives no reading (and no crash), not a false one."""
+    ci, _, ring = signers()
+    db = tmp_path / "ledger.duckdb"
+    write_ledger(
+        db, [seal(make_event(), ci) for _ in range(3)], ring, None, [], record_keyring=True
+    )
+    metrics = ConsumerMetrics(ConsumerStats(), db)
+    assert "ledger_verify_ok" not in metric_samples(generate_latest(metrics.registry).decode())
+    result = ledger_cli("verify", "--db", str(db), "--record", "--json")
+    assert result.returncode == 0, result.stderr
+    samples = metric_samples(generate_latest(metrics.registry).decode())
+    assert (samples["ledger_verify_ok"], samples["ledger_verify_size"]) == (1, 4)
+    assert abs(samples["ledger_verify_timestamp_seconds"] - time.time()) < 3600
+    record_path(db).write_text("{ not json")
+    assert "ledger_verify_ok" not in metric_samples(generate_latest(metrics.registry).decode())

@@ -85,11 +85,20 @@ def verify(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Signature-checking processes; default: cores.")
     ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="Write the result beside the ledger (DB.verified.json), where the consumer's "
+            "metrics and alerts read it.",
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Re-check everything stored: hashes, links, tree, checkpoints, every signature.
 
-    Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10).
+    Exit 1 naming the first bad entry and the check it failed (docs/formats.md §10). Run it
+    on a schedule with --record, and alert on the result (docs/operations.md).
 
     Example: `ledger verify --db ledger.duckdb --trusted-key ledger.pub --checkpoint
     ledger.witness`"""
@@ -153,6 +162,10 @@ def verify(
                 )
 
         report = local_or_remote(db, api, "/v1/verify", local)
+        if record:
+            from ledger.store.verified import write_record
+
+            write_record(db, report)
     if json_out:
         print_json(report)
     else:
