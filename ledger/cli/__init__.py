@@ -35,6 +35,9 @@ COMMANDS = (
     Command("replay", "ledger.cli.replay:replay",
             "Judge quarantined messages again under the keyring, and chain those that now "
             "pass."),
+    Command("doctor", "ledger.cli.doctor:doctor",
+            "Check a deployment end to end: broker, topics and their retention, keyring, "
+            "ledger, witness file, ledger key, last recorded verification."),
     Command("status", "ledger.cli.inspect:status",
             "Size, head hash, last ingestion time and quarantine count of the ledger."),
     Command("asof", "ledger.cli.query:asof",
