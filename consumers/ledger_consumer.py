@@ -39,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.metrics import ConsumerMetrics
 from consumers.verification import Verifier
+from ledger.api.access import ApiTokens
 from ledger.errors import ConfigurationError, TransportError
 from ledger.log.chain import Witness
 from ledger.store.batch import Accepted, Plan, Received, Rejected
@@ -140,7 +141,7 @@ class LedgerConsumer:
         workers: int | None = None,
         partitions: int = 3,
         serve: tuple[str, int] | None = None,
-        api_token: str | None = None,
+        api_token: str | ApiTokens | None = None,
         checkpoints: CheckpointPolicy | None = None,
         keyring_source: str = "the keyring given to the consumer",
         connect_timeout: float | None = None,
@@ -225,7 +226,10 @@ class LedgerConsumer:
         if self.serve is None:
             return self._start_health()
         if not self.api_token:
-            raise ConfigurationError("serving the HTTP API needs a token (LEDGER_API_TOKEN)")
+            raise ConfigurationError(
+                "serving the HTTP API needs a token (LEDGER_API_TOKEN) or a token file "
+                "(LEDGER_API_TOKENS)"
+            )
         # Imported here: FastAPI, uvicorn and the evidence code would add 11 MB to every
         # consumer, serving or not (measured at import: 91 -> 102 MB).
         from ledger.api.app import create_app

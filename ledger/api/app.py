@@ -9,9 +9,10 @@ JSON is the same as the CLI's ``--json`` output.
 
 from __future__ import annotations
 
+import logging
 import os
-import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.api.access import ApiTokens, Forbidden
 from ledger.api.client import MAX_PAGE
 from ledger.api.health import HEALTH_PATHS, Health, add_health
 from ledger.errors import ConfigurationError, EvidenceError
@@ -42,6 +44,10 @@ from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["create_app"]
 
+access = logging.getLogger("ledger.access")
+"""One line per request: client, token name, method, path and query, status, time taken.
+Never the token (docs/operations.md "Who read what")."""
+
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -49,15 +55,18 @@ def _authorized(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    token: str = request.app.state.token
-    if credentials is None or not secrets.compare_digest(
-        credentials.credentials.encode(), token.encode()
-    ):
+    tokens: ApiTokens = request.app.state.tokens
+    try:
+        who = None if credentials is None else tokens.who(credentials.credentials, request.url.path)
+    except Forbidden as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    if who is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    request.state.who = who
 
 
 def _reader(request: Request) -> Iterator[LedgerReader]:
@@ -93,18 +102,19 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 
 def create_app(
     cursor: Callable[[], duckdb.DuckDBPyConnection],
-    token: str,
+    tokens: ApiTokens | str,
     bundles: tuple[Keyring, Signer] | None = None,
     max_queries: int | None = None,
     health: Health | None = None,
 ) -> FastAPI:
-    """An app reading through ``cursor()`` (one per request), guarded by ``token``; with
+    """An app reading through ``cursor()`` (one per request), guarded by ``tokens`` (a
+    string: the one shared token); with
     ``bundles`` (the producers' keyring and the ledger key), it also signs evidence. At most
     ``max_queries`` requests are answered at once (default ``LEDGER_API_QUERIES``, else 8).
     With ``health``, it serves the health routes too (ledger.api.health), and counts its
     requests by outcome."""
-    if not token:
-        raise ValueError("the HTTP API needs a token")
+    if isinstance(tokens, str):
+        tokens = ApiTokens.shared(tokens)
     router = APIRouter(dependencies=[Depends(_authorized)])
     app = FastAPI(
         title="deploy-ledger",
@@ -118,7 +128,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.cursor = cursor
-    app.state.token = token
+    app.state.tokens = tokens
     admitted = threading.BoundedSemaphore(
         max_queries or int(os.environ.get("LEDGER_API_QUERIES", "8"))
     )
@@ -130,18 +140,25 @@ def create_app(
         out of memory in its COMMIT). Beyond it: 503, ask again in a second."""
         if request.url.path in HEALTH_PATHS:
             return await call_next(request)
+        started = time.perf_counter()
         if not admitted.acquire(blocking=False):
-            _count(health, 503)
-            return JSONResponse(
+            response: Any = JSONResponse(
                 {"detail": "busy: too many questions at once; ask again shortly"},
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
-        try:
-            response = await call_next(request)
-        finally:
-            admitted.release()
+        else:
+            try:
+                response = await call_next(request)
+            finally:
+                admitted.release()
         _count(health, response.status_code)
+        access.info(
+            "%s %s %s %s %d %.0fms", request.client.host if request.client else "-",
+            getattr(request.state, "who", "-"), request.method,
+            request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            response.status_code, (time.perf_counter() - started) * 1000,
+        )  # fmt: skip
         return response
 
     @app.exception_handler(ConfigurationError)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from ledger.api.access import ApiTokens
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
@@ -58,6 +59,20 @@ def _log_handler() -> logging.Handler:
     formatter.converter = time.gmtime
     plain.setFormatter(formatter)
     return plain
+
+
+def _log_access_to(path: Path) -> None:
+    """The API's access log to its own file, rotated; not to the consumer's log too."""
+    from logging.handlers import RotatingFileHandler
+
+    handler = RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=10)
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    access = logging.getLogger("ledger.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 @shared("connection", CONNECTION)
@@ -114,6 +129,24 @@ def consume(
             "--serve they are on its listener).",
         ),
     ] = None,
+    api_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-tokens",
+            envvar="LEDGER_API_TOKENS",
+            show_envvar=True,
+            help="Named API tokens and the routes each may ask (TOML; docs/operations.md), "
+            "instead of the one shared token.",
+        ),
+    ] = None,
+    access_log: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LEDGER_ACCESS_LOG",
+            help="Write the API's access log (who asked what, and the outcome) to this file, "
+            "rotated at 10 MiB, ten kept; default: the consumer's log.",
+        ),
+    ] = None,
     ledger_key: LedgerKeyPath = None,
     checkpoint_every: Annotated[
         int,
@@ -163,8 +196,14 @@ def consume(
     logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     with reporting_errors():
         listen = parse_listen(serve) if serve else None
-        if listen and not api_token:
-            fail("--serve needs a token: set LEDGER_API_TOKEN (or --api-token)")
+        if api_token and api_tokens:
+            fail("--api-token and --api-tokens both name who may read: give one")
+        tokens = ApiTokens.load(api_tokens) if api_tokens else api_token
+        if listen and not tokens:
+            fail("--serve needs a token: set LEDGER_API_TOKEN (or --api-token), or give named "
+                 "tokens with --api-tokens")  # fmt: skip
+        if access_log is not None:
+            _log_access_to(access_log)
         if listen and metrics:
             fail("--metrics serves the health routes alone: with --serve they are on its "
                  "listener already")  # fmt: skip
@@ -201,7 +240,7 @@ def consume(
             batch_size=batch_size,
             workers=workers,
             serve=listen,
-            api_token=api_token,
+            api_token=tokens,
             checkpoints=policy,
             keyring_source=f"file {keyring}",
             connect_timeout=connect_timeout,
