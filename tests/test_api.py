@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -315,3 +316,22 @@ def test_metrics_and_health_need_no_token_and_count_what_happened(
     assert samples["ledger_batch_commit_seconds_count"] >= 1
     assert samples['ledger_api_requests_total{outcome="ok"}'] >= 1
     assert samples['ledger_api_requests_total{outcome="unauthorized"}'] == 1
+
+
+def test_the_client_joins_every_page_of_a_snapshot(
+    running: tuple[LedgerConsumer, str, Path],
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, url, _ = running
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(7):
+            producer.emit(make_event(service=f"svc-{n}"))
+    _wait_for_size(url, 1 + 7)
+    monkeypatch.setenv("LEDGER_API_TOKEN", TOKEN)
+    monkeypatch.setattr(client, "MAX_PAGE", 3)
+    path = "/v1/snapshot?" + urlencode({"env": "prod", "at": datetime.now(UTC).isoformat()})
+    whole = client.fetch_whole(url, path, "services")  # pages of one instant, as the CLI asks
+    one_page = _get(url, path).json()
+    assert whole == one_page and len(whole["services"]) == 7 and "next_after" not in whole

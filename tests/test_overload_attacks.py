@@ -184,6 +184,40 @@ def test_timelines_and_searches_come_in_pages_in_their_order(tmp_path: Path) -> 
     assert [e["seq"] for e in cli_json(whole)] == [5, 4, 3, 2, 1]
 
 
+def test_snapshots_and_diffs_come_in_pages_of_services(tmp_path: Path) -> None:
+    """Five services: pages of two, by name, each naming where the next begins; the
+    last names none. No service is skipped or repeated, and the diff pages likewise."""
+    ci, ring = Signer.generate("ci"), Keyring()
+    ring.trust("ci", ci.public_raw, types=["deployment.*"], sources=["ci/*"])
+    db = tmp_path / "ledger.duckdb"
+    writer = LedgerWriter(db)
+    try:
+        names = ["svc-e", "svc-a", "svc-d", "svc-b", "svc-c"]
+        append(writer, ring, [seal(make_event(service=n, time="2026-11-20T10:00:00Z"), ci)
+                              for n in names], 0)  # fmt: skip
+    finally:
+        writer.close()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        client = TestClient(create_app(con.cursor, TOKEN))
+        pages: dict[str, list[list[str]]] = {"/v1/snapshot": [], "/v1/diff": []}
+        asked = {"/v1/snapshot": {"env": "prod", "at": "2026-11-21T00:00:00Z"},
+                 "/v1/diff": {"env": "prod", "from": "2026-11-19T00:00:00Z",
+                              "to": "2026-11-21T00:00:00Z"}}  # fmt: skip
+        for path, field, key in (("/v1/snapshot", "services", "service"),
+                                 ("/v1/diff", "changes", "service")):  # fmt: skip
+            after: str | None = ""
+            while after is not None:
+                page = client.get(path, params=asked[path] | {"after": after, "limit": "2"},
+                                  headers=AUTH).json()  # fmt: skip
+                pages[path].append(sorted({row[key] for row in page[field]}))
+                after = page.get("next_after")
+    finally:
+        con.close()
+    expected = [["svc-a", "svc-b"], ["svc-c", "svc-d"], ["svc-e"]]
+    assert pages == {"/v1/snapshot": expected, "/v1/diff": expected}
+
+
 @pytest.mark.slow
 def test_the_writer_keeps_chaining_under_read_load(
     kafka: KafkaSettings, ci_signer: Signer, keyring: Keyring, tmp_path: Path

@@ -94,6 +94,9 @@ To = Annotated[str, Query(alias="to", description=f"The later instant: {_INSTANT
 MaybeFrom = Annotated[str | None, Query(alias="from", description="From this instant.")]
 MaybeTo = Annotated[str | None, Query(alias="to", description="Up to this instant.")]
 After = Annotated[int, Query(ge=0, description="Only what comes after the entry of this seq.")]
+AfterService = Annotated[
+    str, Query(description="Only the services after this one (by name): `next_after` of a page.")
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"At most this many (≤ {MAX_PAGE}).")]
 _REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"description": "A question that cannot be asked, named in `detail`."}
@@ -216,15 +219,28 @@ def create_app(
 
     @router.get("/v1/snapshot")
     def get_snapshot(
-        reader: Reader, env: Env, at: At = "now", known_at: KnownAt = None
+        reader: Reader,
+        env: Env,
+        at: At = "now",
+        known_at: KnownAt = None,
+        after: AfterService = "",
+        limit: Limit = MAX_PAGE,
     ) -> Snapshot:
         """Every service of an environment at an instant (as `ledger snapshot --json`)."""
-        return snapshot(reader, env, _when(at, "at"), _maybe(known_at, "known_at"))
+        return snapshot(reader, env, _when(at, "at"), _maybe(known_at, "known_at"), after=after,
+                        limit=limit)  # fmt: skip
 
     @router.get("/v1/diff", responses=_REFUSED)
-    def get_diff(reader: Reader, env: Env, start: From, end: To) -> Diff:
+    def get_diff(
+        reader: Reader,
+        env: Env,
+        start: From,
+        end: To,
+        after: AfterService = "",
+        limit: Limit = MAX_PAGE,
+    ) -> Diff:
         """What changed between two instants (as `ledger diff --json`)."""
-        return diff(reader, env, _when(start, "from"), _when(end, "to"))
+        return diff(reader, env, _when(start, "from"), _when(end, "to"), after=after, limit=limit)
 
     @router.get("/v1/timeline", responses=_REFUSED)
     def get_timeline(

@@ -11,7 +11,7 @@ import httpx
 
 from ledger.errors import ConfigurationError, TransportError
 
-__all__ = ["MAX_PAGE", "fetch", "fetch_bytes", "fetch_pages"]
+__all__ = ["MAX_PAGE", "fetch", "fetch_bytes", "fetch_pages", "fetch_whole"]
 
 MAX_PAGE = 1000
 """The most rows one list answer of the API holds."""
@@ -43,6 +43,23 @@ def fetch_pages(
             break
         after = page[-1][key]
     return rows
+
+
+def fetch_whole(base_url: str, path: str, field: str) -> Any:
+    """An answer whose ``field`` list the API pages by service (a snapshot, a diff): every
+    page asked for in turn, after the ``next_after`` of the one before, and joined."""
+    joiner = "&" if "?" in path else "?"
+    whole: dict[str, Any] | None = None
+    after = ""
+    while True:
+        page = fetch(base_url, f"{path}{joiner}{urlencode({'after': after, 'limit': MAX_PAGE})}")
+        after = page.pop("next_after", None)
+        if whole is None:
+            whole = page
+        else:
+            whole[field] += page[field]
+        if after is None:
+            return whole
 
 
 def _get(base_url: str, path: str, token: str | None) -> httpx.Response:

@@ -151,14 +151,17 @@ def trusted_key(path: Path | None) -> TrustedKey | None:
 
 def local_or_remote(
     db: Path, api: str | None, path: str, local: Callable[[LedgerReader], Any], *,
-    paged: bool = False,
+    paged: str | None = None,
 ) -> Any:  # fmt: skip
-    """Answer from the file, or from a running consumer's API when --api is given (a list
-    of entries, ``paged``: every page of it, each after the last ``seq`` of the one before)."""
+    """Answer from the file, or from a running consumer's API when --api is given, whole:
+    ``paged`` ``"seq"``: a list of entries the API pages; another name: the list in that
+    field of an answer it pages by service (``services``, ``changes``)."""
     if api:
-        from ledger.api.client import fetch, fetch_pages  # HTTP only when asked for
+        from ledger.api.client import fetch, fetch_pages, fetch_whole  # HTTP only when asked
 
-        return fetch_pages(api, path, key="seq") if paged else fetch(api, path)
+        if paged == "seq":
+            return fetch_pages(api, path, key="seq")
+        return fetch_whole(api, path, paged) if paged else fetch(api, path)
     from ledger.store.reader import LedgerReader  # DuckDB only when asked for
 
     with LedgerReader(db) as reader:

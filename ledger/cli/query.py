@@ -128,7 +128,7 @@ def _ask(
     env: str,
     service: str | None = None,
     *,
-    paged: bool = False,
+    paged: str | None = None,
 ) -> tuple[Any, str | None]:
     """The JSON answer, from the file or the API (``paged``: a list the API pages), and,
     for an empty one read from the file, a note naming what no entry carries (printed
@@ -216,7 +216,7 @@ def snapshot(
     answer, note = _ask(
         db, api, "/v1/snapshot?" + query,
         lambda r: snapshot_query(r, env, moment, known).model_dump(mode="json"),
-        lambda a: not a["services"], env,
+        lambda a: not a["services"], env, paged="services",
     )  # fmt: skip
     notes = ([note] if note else []) + _time_notes(answer, moment, known)
     _answer(answer, notes, json_out, _print_snapshot)
@@ -273,6 +273,7 @@ def diff(
             api,
             "/v1/diff?" + urlencode(query),
             lambda r: diff_query(r, env, t1, t2).model_dump(mode="json"),
+            paged="changes",
         )
     if json_out:
         print_json(answer)
@@ -341,7 +342,7 @@ def timeline(
     answer, note = _ask(
         db, api, "/v1/timeline?" + urlencode(query),
         lambda r: [e.model_dump(mode="json") for e in timeline_query(r, service, env, t1, t2)],
-        lambda a: not a, env, service, paged=True,
+        lambda a: not a, env, service, paged="seq",
     )  # fmt: skip
     if json_out:
         print_json(answer)
@@ -419,7 +420,7 @@ def search(
             api,
             "/v1/search?" + urlencode(given),
             lambda reader: [h.model_dump(mode="json") for h in search_query(reader, terms)],
-            paged=True,
+            paged="seq",
         )
     if json_out:
         print_json(hits)

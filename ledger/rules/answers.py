@@ -26,6 +26,8 @@ class Snapshot(_Model):
     at: datetime
     known_at: datetime | None
     services: list[AsOf]
+    next_after: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """A page of the estate (the API's): ask again with ``after`` set to this service."""
 
 
 class Change(_Model):
@@ -43,6 +45,8 @@ class Diff(_Model):
     from_: datetime = Field(alias="from")
     to: datetime
     changes: list[Change]
+    next_after: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """A page (the API's): ask again with ``after`` set to this service."""
 
 
 def _aspects(answer: AsOf) -> dict[tuple[str, str], Any]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from operator import itemgetter
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, TypeVar
 
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry, changes
 from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, AsOf, Fact, reconstruct
@@ -26,6 +26,8 @@ from ledger.store.reader import LedgerReader
 from ledger.wire.records import LEDGER_ENVIRONMENT
 
 __all__ = ["asof", "candidates", "diff", "search", "snapshot", "streams", "timeline"]
+
+_T = TypeVar("_T")
 
 _LOCAL_KINDS = ", ".join(f"'{kind}'" for kind in sorted(INSTANCE_LOCAL_KINDS))
 
@@ -106,7 +108,8 @@ _SERVICE_CANDIDATES = _CANDIDATES.format(
     order="",
 )
 _ENVIRONMENT_CANDIDATES = _CANDIDATES.format(
-    stream="", late_stream="", materialized="NOT MATERIALIZED",
+    stream="AND service COLLATE C > $after", late_stream="AND f.service COLLATE C > $after",
+    materialized="NOT MATERIALIZED",
     columns="seq, type, time, service, change_ref, target_kind, target, instance",
     wide="facts WHERE environment = $env AND",
     # byte order, as Python sorts str (groupby needs it), whatever default_collation
@@ -144,14 +147,17 @@ def _answers(
     at: datetime,
     known_at: datetime | None,
     ledger_size: int,
+    after: str = "",
 ) -> list[AsOf]:
-    """An answer for each service with candidate entries, in service order.
+    """An answer for each service with candidate entries whose name sorts after ``after``
+    (byte order), in service order.
 
     Facts are built and judged one service at a time, so each service's facts are garbage
     once its answer exists.
     """
     rows = reader.con.execute(
-        _ENVIRONMENT_CANDIDATES, {"env": environment, "at": at, "known_at": known_at}
+        _ENVIRONMENT_CANDIDATES,
+        {"env": environment, "at": at, "known_at": known_at, "after": after},
     ).fetchall()
     with _without_cyclic_gc():
         return [
@@ -251,16 +257,36 @@ def asof(
 
 
 def snapshot(
-    reader: LedgerReader, environment: str, at: datetime, known_at: datetime | None = None
+    reader: LedgerReader,
+    environment: str,
+    at: datetime,
+    known_at: datetime | None = None,
+    *,
+    after: str = "",
+    limit: int | None = None,
 ) -> Snapshot:
-    """Every service of an environment at ``at``: the whole estate, one answer each."""
+    """Every service of an environment at ``at``: the whole estate, one answer each; a
+    page: the services after ``after`` (by name), at most ``limit``, with ``next_after``
+    when more follow."""
     size = _ledger_size(reader, known_at)
+    answers = _answers(reader, environment, at, known_at, size, after)
+    page, next_after = _page(answers, limit, attrgetter("service"))
     return Snapshot(
         environment=environment,
         at=at,
         known_at=known_at,
-        services=_marked(reader, _answers(reader, environment, at, known_at, size), known_at),
+        services=_marked(reader, page, known_at),
+        next_after=next_after,
     )
+
+
+def _page(
+    items: list[_T], limit: int | None, name: Callable[[_T], str]
+) -> tuple[list[_T], str | None]:
+    """The first ``limit`` items, and the name to ask after for the next page (None: none)."""
+    if limit is None or len(items) <= limit:
+        return items, None
+    return items[:limit], name(items[limit - 1])
 
 
 def _marked(reader: LedgerReader, answers: list[AsOf], known_at: datetime | None) -> list[AsOf]:
@@ -278,13 +304,25 @@ def _marked(reader: LedgerReader, answers: list[AsOf], known_at: datetime | None
     ]
 
 
-def diff(reader: LedgerReader, environment: str, start: datetime, end: datetime) -> Diff:
-    """What changed between two moments: like comparing two snapshots."""
+def diff(
+    reader: LedgerReader,
+    environment: str,
+    start: datetime,
+    end: datetime,
+    *,
+    after: str = "",
+    limit: int | None = None,
+) -> Diff:
+    """What changed between two moments: like comparing two snapshots; a page: the changes
+    of the services after ``after`` (by name), at most ``limit`` services, with
+    ``next_after`` when more follow."""
     check_window(start, end)
-    found = changes(
-        snapshot(reader, environment, start).services, snapshot(reader, environment, end).services
-    )
-    return Diff(environment=environment, from_=start, to=end, changes=found)
+    before = snapshot(reader, environment, start, after=after).services
+    now = snapshot(reader, environment, end, after=after).services
+    names, next_after = _page(sorted({a.service for a in before + now}), limit, str)
+    kept = set(names)
+    found = changes([a for a in before if a.service in kept], [a for a in now if a.service in kept])
+    return Diff(environment=environment, from_=start, to=end, changes=found, next_after=next_after)
 
 
 def streams(reader: LedgerReader) -> list[tuple[str, str]]:
