@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import typer
@@ -17,6 +18,8 @@ from ledger.cli._lazy import Command, LazyGroup
 __all__ = ["COMMANDS", "app", "main"]
 
 COMMANDS = (
+    Command("config", "ledger.cli.config:app",
+            "Show the settings a command would use, and where each comes from."),
     Command("demo", "ledger.cli.demo:demo",
             "Run the whole flow end to end, on a local broker unless one is given."),
     Command("broker", "ledger.cli.broker:broker",
@@ -101,14 +104,34 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def ledger(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", is_eager=True, callback=_version, help="Print the version and exit."
         ),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="LEDGER_CONFIG",
+            show_envvar=True,
+            help="Defaults for every command's options (TOML), below flags and environment "
+            "variables.",
+        ),
+    ] = None,
 ) -> None:
     """Signed, hash-chained audit ledger of deployments, in-place mutations and approvals."""
+    ctx.obj = {"config": config}
+    name = ctx.invoked_subcommand
+    if config is not None and name in _Ledger.registry:
+        from ledger.cli._common import reporting_errors
+        from ledger.cli._config import command_defaults, load_config
+
+        with reporting_errors():
+            command = _Ledger.registry[name].load()
+            ctx.default_map = {name: command_defaults(load_config(config), name, command, config)}
 
 
 def main() -> None:
