@@ -335,3 +335,35 @@ def test_the_client_joins_every_page_of_a_snapshot(
     whole = client.fetch_whole(url, path, "services")  # pages of one instant, as the CLI asks
     one_page = _get(url, path).json()
     assert whole == one_page and len(whole["services"]) == 7 and "next_after" not in whole
+
+
+def test_a_backup_through_the_running_consumer_is_consistent_and_verified(
+    running: tuple[LedgerConsumer, str, Path],
+    kafka: KafkaSettings,
+    ci_signer: Signer,
+    keyring: Keyring,
+    tmp_path: Path,
+) -> None:
+    """While the consumer keeps chaining, `ledger backup --api` writes one snapshot of the
+    ledger and verifies it (signatures too, with the keyring; checkpoints under the ledger's
+    public key) before calling it a backup."""
+    _, url, _ = running
+    with LedgerProducer(ci_signer, kafka) as producer:
+        for n in range(10):
+            producer.emit(make_event(service=f"svc-{n}"))
+        _wait_for_size(url, 1 + 10)
+        for n in range(10):  # still arriving while the copy is taken
+            producer.emit(make_event(service=f"late-{n}"))
+        ring, pub, out = tmp_path / "keyring.json", tmp_path / "ledger.pub", tmp_path / "b.duckdb"
+        keyring.save(ring)
+        pub.write_bytes(LEDGER_KEY.public_pem())
+        result = ledger_cli("backup", "--api", url, "--out", str(out), "--keyring", str(ring),
+                            "--trusted-key", str(pub), "--json",
+                            LEDGER_API_TOKEN=TOKEN)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = cli_json(result)
+    assert report["ok"] and report["signatures_checked"] and report["checkpoints"]["trusted_key"]
+    assert 1 + 10 <= report["size"] <= 1 + 20
+    assert report["bytes"] == out.stat().st_size
+    again = ledger_cli("backup", "--api", url, "--out", str(out), LEDGER_API_TOKEN=TOKEN)
+    assert again.returncode == 2 and "already exists" in again.stderr

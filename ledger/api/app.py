@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
 
 from ledger.api.access import ApiTokens, Forbidden
 from ledger.api.client import MAX_PAGE
@@ -30,6 +34,7 @@ from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
 from ledger.rules.questions import parse_instant, search_terms
+from ledger.store.backup import backup_to
 from ledger.store.keyrings import recorded_keyrings
 from ledger.store.query import (
     asof,
@@ -198,6 +203,28 @@ def create_app(
         """Refused messages with raw bytes and reasons (as `ledger quarantine --json`), a
         page at a time: ask again with `after` set to the last id until a page is short."""
         return quarantine_report(reader, after, limit)
+
+    @router.get(
+        "/v1/backup",
+        response_class=FileResponse,
+        responses={200: {"content": {"application/octet-stream": {}},
+                         "description": "A consistent copy of the ledger file (DuckDB)."}},
+    )  # fmt: skip
+    def get_backup() -> FileResponse:
+        """A consistent copy of the ledger, taken while the consumer goes on (as `ledger
+        backup --api`, which verifies it once written)."""
+        con = cursor()
+        try:
+            [(where,)] = con.execute(
+                "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+            ).fetchall()
+            folder = Path(tempfile.mkdtemp(prefix=".backup-", dir=Path(where).parent))
+            copy = folder / "ledger.duckdb"
+            backup_to(con, copy)
+        finally:
+            con.close()
+        return FileResponse(copy, media_type="application/octet-stream",
+                            background=BackgroundTask(shutil.rmtree, folder))  # fmt: skip
 
     @router.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
     def get_keyring(reader: Reader) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,7 +12,7 @@ import httpx
 
 from ledger.errors import ConfigurationError, TransportError
 
-__all__ = ["MAX_PAGE", "fetch", "fetch_bytes", "fetch_pages", "fetch_whole"]
+__all__ = ["MAX_PAGE", "fetch", "fetch_bytes", "fetch_pages", "fetch_to_file", "fetch_whole"]
 
 MAX_PAGE = 1000
 """The most rows one list answer of the API holds."""
@@ -43,6 +44,30 @@ def fetch_pages(
             break
         after = page[-1][key]
     return rows
+
+
+def fetch_to_file(base_url: str, path: str, out: Path, token: str | None = None) -> int:
+    """GET an answer streamed into ``out`` (a new file): its size in bytes."""
+    token = token or os.environ.get("LEDGER_API_TOKEN")
+    if not token:
+        raise ConfigurationError("--api needs the API token: set LEDGER_API_TOKEN")
+    url = base_url.rstrip("/") + path
+    try:
+        with httpx.stream("GET", url, headers={"Authorization": f"Bearer {token}"},
+                          timeout=3600) as response:  # fmt: skip
+            if response.status_code != 200:
+                response.read()
+                raise TransportError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+            with out.open("xb") as written:
+                for chunk in response.iter_bytes():
+                    written.write(chunk)
+    except httpx.HTTPError as exc:
+        raise TransportError(f"cannot reach the ledger API at {url}: {exc}") from None
+    except FileExistsError:
+        raise ConfigurationError(
+            f"{out} already exists; a backup is written to a new file"
+        ) from None
+    return out.stat().st_size
 
 
 def fetch_whole(base_url: str, path: str, field: str) -> Any:

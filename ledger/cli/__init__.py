@@ -18,6 +18,9 @@ from ledger.cli._lazy import Command, LazyGroup
 __all__ = ["COMMANDS", "app", "main"]
 
 COMMANDS = (
+    Command("backup", "ledger.cli.backup:backup",
+            "Copy the ledger consistently, while the consumer runs or from the file, then "
+            "verify the copy."),
     Command("config", "ledger.cli.config:app",
             "Show the settings a command would use, and where each comes from."),
     Command("demo", "ledger.cli.demo:demo",

@@ -24,6 +24,7 @@ from ledger.errors import LedgerError, QueryError, TransportError
 if TYPE_CHECKING:
     from ledger.log.checkpoint import TrustedKey
     from ledger.store.reader import LedgerReader
+    from ledger.wire.keyring import Keyring
 
 
 class Exit(IntEnum):
@@ -78,6 +79,16 @@ TrustedKeyPath = Annotated[
         show_envvar=True,
         help="The ledger's public key (PEM), kept apart from the ledger; its name is the "
         "file's stem.",
+    ),
+]
+OptionalKeyring = Annotated[
+    Path | None,
+    typer.Option(
+        "--keyring",
+        envvar="LEDGER_KEYRING",
+        show_envvar=True,
+        help="Keyring to re-verify every signature with (default: keyring.json "
+        "when present; without one, signatures are not re-verified).",
     ),
 ]
 LedgerKeyPath = Annotated[
@@ -199,3 +210,14 @@ def parse_time(value: str, option: str) -> datetime:
         return parse_instant(value, option, datetime.now(UTC))
     except QueryError as exc:
         fail(exc.message)
+
+
+def keyring_or_default(path: Path | None) -> Keyring | None:
+    """The keyring given, else keyring.json when present; None: signatures not re-checked."""
+    from ledger.wire.keyring import Keyring
+
+    if path is None:
+        if not DEFAULT_KEYRING.exists():
+            return None
+        path = DEFAULT_KEYRING
+    return Keyring.load(path)

@@ -17,14 +17,15 @@ from rich.progress import (
 
 from ledger.cli._common import (
     DEFAULT_DB,
-    DEFAULT_KEYRING,
     ApiUrl,
     DbPath,
     Exit,
     JsonFlag,
+    OptionalKeyring,
     TrustedKeyPath,
     console,
     fail,
+    keyring_or_default,
     local_or_remote,
     out,
     print_json,
@@ -39,18 +40,7 @@ from ledger.errors import ConfigurationError
 if TYPE_CHECKING:
     from ledger.store.reader import LedgerReader
     from ledger.transport.settings import KafkaSettings
-    from ledger.wire.keyring import Keyring
 
-OptionalKeyring = Annotated[
-    Path | None,
-    typer.Option(
-        "--keyring",
-        envvar="LEDGER_KEYRING",
-        show_envvar=True,
-        help="Keyring to re-verify every signature with (default: keyring.json "
-        "when present; without one, signatures are not re-verified).",
-    ),
-]
 CheckpointFiles = Annotated[
     list[Path] | None,
     typer.Option(
@@ -122,7 +112,7 @@ def verify(
         trusted = trusted_key_path(trusted_key)
         external = _witnessed(checkpoint or [])
         published = _published(settings) if settings is not None else []
-        ring = _keyring(keyring) if not api else None
+        ring = keyring_or_default(keyring) if not api else None
 
         lines = not json_out and not console.is_terminal  # a CI job's log: a line a tenth
 
@@ -172,17 +162,6 @@ def verify(
         _print_verification(report)
     if not report["ok"]:
         raise typer.Exit(Exit.CHECK_FAILED)
-
-
-def _keyring(path: Path | None) -> Keyring | None:
-    """The keyring given, else keyring.json when present; None: signatures not re-checked."""
-    from ledger.wire.keyring import Keyring
-
-    if path is None:
-        if not DEFAULT_KEYRING.exists():
-            return None
-        path = DEFAULT_KEYRING
-    return Keyring.load(path)
 
 
 def _witnessed(paths: list[Path]) -> list[tuple[str, str]]:

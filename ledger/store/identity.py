@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 
+_PIN = "ledger_key"  # the meta key: the first ledger key, as a signed-note verifier key
+
+
 @dataclass(frozen=True)
 class LedgerKey:
     """A key that signs as the ledger (a verifier key), in force from entry ``since`` (1:
@@ -91,9 +94,6 @@ def _first_key(con: duckdb.DuckDBPyConnection) -> str | None:
         return str(rows[0][0])
     rows = con.execute("SELECT vkey FROM checkpoints ORDER BY signed_at, size LIMIT 1").fetchall()
     return str(rows[0][0]) if rows else None
-
-
-_PIN = "ledger_key"  # the meta key: the pinned key as a signed-note verifier key
 
 
 def pinned_ledger_key(con: duckdb.DuckDBPyConnection) -> str | None:
