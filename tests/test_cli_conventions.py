@@ -80,7 +80,12 @@ def test_the_ledger_key_is_named_apart_from_a_producer_key() -> None:
         if "--key" in options:  # a producer's key: its help says so
             assert "producer" in (options["--key"].help or ""), path
     signers = {path for path, command in _leaves() if "--ledger-key" in _options(command)}
-    assert signers == {"ledger consume", "ledger evidence", "ledger keys rotate-ledger"}
+    assert signers == {
+        "ledger consume",
+        "ledger evidence",
+        "ledger keys rotate-ledger",
+        "ledger restore",
+    }
 
 
 def test_a_file_a_command_works_on_is_an_argument_and_stdin_is_dash() -> None:

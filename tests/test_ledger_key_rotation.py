@@ -89,7 +89,7 @@ def test_verify_follows_the_rotation_from_either_key(rotated: Rotated, trusted: 
         (ROTATION, "ledger-2027"),
     ]
     assert report["checkpoints"] == {"stored": 3, "external": 3, "trusted_key": True,
-                                     "latest_size": 8, "skipped": []}  # fmt: skip
+                                     "latest_size": 8, "skipped": [], "superseded": []}  # fmt: skip
 
 
 def test_the_old_key_signs_nothing_after_its_rotation(rotated: Rotated) -> None:

@@ -35,6 +35,7 @@ def test_intact_ledger_extends_every_witnessed_checkpoint(
     assert code == 0, report
     assert report["checkpoints"] == {
         "stored": 4, "external": 4, "trusted_key": True, "latest_size": 12, "skipped": [],
+        "superseded": [],
     }  # fmt: skip
     assert (report["size"], report["signatures_verified"]) == (12, 12)
     human = ledger_cli("verify", "--db", str(ledger), "--keyring", str(witnessed.keyring),

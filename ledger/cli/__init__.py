@@ -21,6 +21,9 @@ COMMANDS = (
     Command("backup", "ledger.cli.backup:backup",
             "Copy the ledger consistently, while the consumer runs or from the file, then "
             "verify the copy."),
+    Command("restore", "ledger.cli.backup:restore",
+            "Put a backup in place of a lost ledger, and state the restore, signed by the "
+            "ledger key."),
     Command("config", "ledger.cli.config:app",
             "Show the settings a command would use, and where each comes from."),
     Command("demo", "ledger.cli.demo:demo",

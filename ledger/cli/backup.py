@@ -13,6 +13,7 @@ from ledger.cli._common import (
     DbPath,
     Exit,
     JsonFlag,
+    LedgerKeyPath,
     OptionalKeyring,
     TrustedKeyPath,
     console,
@@ -53,10 +54,9 @@ def backup(
         else:
             if not db.exists():
                 fail(f"{db} does not exist")
-            from ledger.store.backup import backup_to
+            from ledger.store.backup import backup_file
 
-            with LedgerReader(db) as reader:
-                backup_to(reader.con, out)
+            backup_file(db, out)
         with LedgerReader(out) as copy:
             report: dict[str, Any] = verification_report(copy, ring, trusted=root)
     report = {"backup": str(out), "bytes": out.stat().st_size} | report
@@ -71,3 +71,65 @@ def backup(
                       style="red")  # fmt: skip
     if not report["ok"]:
         raise typer.Exit(Exit.CHECK_FAILED)
+
+
+def restore(
+    backup_file: Annotated[
+        Path, typer.Option("--backup", help="The backup to put in place (ledger backup).")
+    ],
+    db: Annotated[
+        Path, typer.Option("--db", envvar="LEDGER_DB", help="Where the ledger goes (a new file).")
+    ],
+    ledger_key: LedgerKeyPath = None,
+    witness: Annotated[
+        Path | None, typer.Option(help="Append the new checkpoint to this witness file.")
+    ] = None,
+    keyring: OptionalKeyring = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Put a backup in place of a lost ledger, and state the restore, signed by the ledger key.
+
+    The backup is verified first; the ledger key then states the restore as the next entry,
+    and checkpoints the lost copy signed past it are reported as superseded by verify.
+
+    Then start the consumer: it reads again what the topic holds after the backup's offsets.
+
+    Example: `ledger restore --backup /backups/ledger-2026-12-06.duckdb --db ledger.duckdb
+    --ledger-key ledger.key --witness ledger.witness`"""
+    if ledger_key is None:
+        fail("--ledger-key (LEDGER_LEDGER_KEY): the ledger key states the restore")
+    if db.exists():
+        fail(f"{db} exists: move the lost or damaged ledger away first (keep it as evidence)")
+    import shutil
+
+    from ledger.store.reader import LedgerReader
+    from ledger.store.reports import verification_report
+    from ledger.store.writer import LedgerWriter
+    from ledger.transport.witness import append_note
+    from ledger.wire.keyring import Signer
+
+    with reporting_errors():
+        signer = Signer.from_file(ledger_key)
+        if not backup_file.exists():
+            fail(f"{backup_file} does not exist")
+        with LedgerReader(backup_file) as reader:
+            checked = verification_report(reader, keyring_or_default(keyring))
+        if not checked["ok"]:
+            fail(f"the backup does not verify: {checked['check']}: {checked['reason']}",
+                 Exit.CHECK_FAILED)  # fmt: skip
+        shutil.copyfile(backup_file, db)
+        writer = LedgerWriter(db, checkpoint_signer=signer)
+        try:
+            seq, note = writer.record_restore()
+        finally:
+            writer.close()
+        if witness is not None:
+            append_note(witness, note)
+    if json_out:
+        print_json({"db": str(db), "restored_size": seq - 1, "restore_seq": seq,
+                    "checkpoint": note})  # fmt: skip
+        return
+    console.print(
+        f"restored {db} from {backup_file} at size {seq - 1:,}; entry {seq} states it, signed "
+        f"by {signer.key_id}; start the consumer, which reads again from the backup's offsets"
+    )

@@ -264,6 +264,18 @@ def _print_verification(report: dict[str, Any]) -> None:
         f"checkpoints: {cps['stored']} stored{latest}; {cps['external']} external "
         "consistent with the ledger"
     )
+    for restore in report["restores"]:
+        console.print(
+            f"restored at size {restore['size']:,} (stated at entry {restore['seq']} by the "
+            "ledger key)",
+            style="yellow",
+        )
+    for superseded in cps["superseded"]:
+        console.print(
+            f"superseded: {superseded['where']} (size {superseded['size']:,}) was signed by the "
+            f"copy lost before the restore at entry {superseded['restore_seq']}",
+            style="yellow",
+        )
     for skipped in cps["skipped"]:
         console.print(
             f"skipped {skipped['where']}: not the trusted key's checkpoint of this ledger: "

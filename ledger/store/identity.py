@@ -24,15 +24,17 @@ from ledger.log.chain import Origin
 from ledger.log.checkpoint import parse_verifier_key, verifier_key
 from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import Signer, key_fingerprint
-from ledger.wire.records import KEY_ROTATION_RECORD, open_key_rotation
+from ledger.wire.records import KEY_ROTATION_RECORD, RESTORE_RECORD, open_key_rotation, open_restore
 
 __all__ = [
     "LedgerKey",
+    "Restore",
     "check_ledger_key",
     "key_in_force",
     "ledger_keys",
     "pin_ledger_key",
     "pinned_ledger_key",
+    "restores",
 ]
 
 
@@ -77,6 +79,46 @@ def ledger_keys(con: duckdb.DuckDBPyConnection) -> list[LedgerKey]:
             )
         keys.append(LedgerKey(int(seq), rotation.new_key))
     return keys
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A restore the ledger key stated at entry ``seq``: of a backup of ``size`` entries."""
+
+    seq: int
+    size: int
+
+
+def restores(con: duckdb.DuckDBPyConnection, keys: list[LedgerKey]) -> list[Restore]:
+    """The ledger's restores, in order. Each must be signed by the ledger key in force, come
+    right after the entries it restored, and name the hash of the last of them; one that
+    does not is :class:`CheckpointError` (check ``checkpoint``)."""
+    rows = con.execute(
+        "SELECT r.seq, r.envelope, e.hash FROM entries r LEFT JOIN entries e ON e.seq = r.seq - 1 "
+        "WHERE r.type = $type AND r.origin = $origin ORDER BY r.seq",
+        {"type": RESTORE_RECORD, "origin": int(Origin.LEDGER)},
+    ).fetchall()
+    found = []
+    for seq, envelope, head in rows:
+        try:
+            restore = open_restore(Envelope.from_bytes(bytes(envelope)))
+        except LedgerError as exc:
+            raise CheckpointError(f"entry {seq}: {exc.message}", check="checkpoint") from None
+        in_force = key_in_force(keys, seq)
+        if in_force is None or restore.key != in_force.vkey:
+            raise CheckpointError(
+                f"entry {seq} states a restore signed by {restore.key.split('+')[0]!r}, not by "
+                "the ledger key in force",
+                check="checkpoint",
+            )
+        if restore.size != seq - 1 or head is None or restore.head != bytes(head).hex():
+            raise CheckpointError(
+                f"entry {seq} states a restore at size {restore.size}, which is not the "
+                f"{seq - 1} entries before it",
+                check="checkpoint",
+            )
+        found.append(Restore(int(seq), restore.size))
+    return found
 
 
 def key_in_force(keys: list[LedgerKey], size: int) -> LedgerKey | None:

@@ -72,7 +72,7 @@ from ledger.errors import (
 from ledger.log.chain import DOMAIN, DOMAIN_V2, GENESIS, NO_KEYRING, Origin
 from ledger.log.checkpoint import Checkpoint, open_checkpoint, parse_verifier_key, verifier_key
 from ledger.log.merkle import Tree, root_at
-from ledger.store.identity import LedgerKey, key_in_force, ledger_keys
+from ledger.store.identity import LedgerKey, Restore, key_in_force, ledger_keys, restores
 from ledger.store.index import DERIVE
 from ledger.store.keyrings import Revocation, compromised_counts, recorded_keyrings, revocations
 from ledger.wire.columns import DecodedColumns
@@ -214,6 +214,9 @@ class LedgerReport:
     keyrings_recorded: int = 0
     keyring_file_matches: bool | None = None  # the keyring given vs the one recorded last
     ledger_keys: list[LedgerKey] = field(default_factory=list)
+    restores: list[Restore] = field(default_factory=list)
+    checkpoints_superseded: list[tuple[str, int, int]] = field(default_factory=list)
+    """(where, size, the restore's seq) of each external checkpoint a restore superseded."""
     compromised: list[tuple[Revocation, int, int]] = field(default_factory=list)
     """Per revoked key: its revocation, how many entries it signed after it, the first."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -593,6 +596,7 @@ def _checkpoints(
     keys = ledger_keys(reader.con)
     report.ledger_keys = keys
     _check_trust_root(keys, trusted)
+    report.restores = restores(reader.con, keys)
     largest = 0
     # 10. Stored checkpoints, in signing order, each by the ledger key in force at its size.
     for i, (cp_size, cp_root, note, vkey) in enumerate(stored, 1):
@@ -637,7 +641,15 @@ def _checkpoints(
             raise CheckpointError(
                 f"checkpoint {where}: {exc.message}", check="checkpoint"
             ) from None
-        _extends(tree, size, f"checkpoint {where}", signed, "truncated", "consistency")
+        try:
+            _extends(tree, size, f"checkpoint {where}", signed, "truncated", "consistency")
+        except InconsistentCheckpointError:
+            restored = [r for r in report.restores if r.size < signed.size]
+            if not restored:
+                raise
+            # Signed by the lost copy past the size the ledger was restored at: superseded.
+            report.checkpoints_superseded.append((where, signed.size, restored[-1].seq))
+            continue
         report.checkpoints_external += 1
 
 

@@ -55,6 +55,10 @@ def verification_report(
             "trusted_key": report.trusted_key,
             "latest_size": report.latest_checkpoint_size,
             "skipped": [{"where": w, "reason": r} for w, r in report.checkpoints_skipped],
+            "superseded": [
+                {"where": w, "size": n, "restore_seq": r}
+                for w, n, r in report.checkpoints_superseded
+            ],
         },
         "signatures_checked": report.signatures_checked,
         "signatures_verified": report.signatures_verified,
@@ -62,6 +66,7 @@ def verification_report(
             "recorded": report.keyrings_recorded,
             "given_matches_latest": report.keyring_file_matches,
         },
+        "restores": [{"seq": r.seq, "size": r.size} for r in report.restores],
         "ledger_keys": [
             {"since": key.since, "key": key.name, "fingerprint": _fingerprint(key.vkey)}
             for key in report.ledger_keys

@@ -41,6 +41,7 @@ from ledger.wire.records import (
     keyring_record,
     open_record,
     record_columns,
+    restore_record,
 )
 
 __all__ = ["LedgerWriter"]
@@ -155,6 +156,21 @@ class LedgerWriter:
             raise
         if note is None:
             raise RuntimeError("a rotation adds an entry, so its checkpoint is always signed")
+        return self.head_seq, note
+
+    def record_restore(self) -> tuple[int, str]:
+        """State, right after the entries of a backup put back in place, that the ledger was
+        restored at this size (signed by the ledger key), and sign a checkpoint over it: the
+        record's seq and the checkpoint."""
+        signer = self.checkpoint_signer
+        if signer is None:
+            raise ConfigurationError("a restore is stated by the ledger key: give it")
+        size, head = self.head_seq, self.head_hash
+        note = self._append_record(
+            lambda at: restore_record(self.origin, size, head, signer, at), checkpoint=True
+        )
+        if note is None:
+            raise RuntimeError("a restore adds an entry, so its checkpoint is always signed")
         return self.head_seq, note
 
     def stored_topic_ids(self) -> dict[str, str]:

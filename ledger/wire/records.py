@@ -1,11 +1,14 @@
 """The ledger's own records: entries it writes itself, beside the events it receives (pure).
 
-Two kinds: keyring records (below) and key rotation records. A **key rotation record** is a
-statement by the ledger key in force that another key signs as the ledger from that record
-on (checkpoints of a size that covers it, bundles made after it). It is signed by the key it
-rotates from, over its exact payload bytes (DSSE), so nobody without that key can hand the
-ledger to a key of their own; ``ledger verify`` follows the rotations from the first key
-(ledger.store.identity).
+Three kinds: keyring records (below), key rotation records and restore records. A **key
+rotation record** is a statement by the ledger key in force that another key signs as the
+ledger from that record on (checkpoints of a size that covers it, bundles made after it).
+It is signed by the key it rotates from, over its exact payload bytes (DSSE), so nobody
+without that key can hand the ledger to a key of their own; ``ledger verify`` follows the
+rotations from the first key (ledger.store.identity). A **restore record** is the ledger
+key's statement, right after the entries of a backup put back in place, that the ledger was
+restored at that size: checkpoints of larger sizes signed before it (by the lost copy) are
+superseded, which verification then reports instead of failing on.
 
 A keyring record holds the whole keyring the consumer judges events under, recorded
 before any event is judged under it and again whenever it changes, so that the keyring's
@@ -42,14 +45,20 @@ __all__ = [
     "KEY_ROTATION_PAYLOAD_TYPE",
     "KEY_ROTATION_RECORD",
     "LEDGER_ENVIRONMENT",
+    "RESTORE_PAYLOAD_TYPE",
+    "RESTORE_RECORD",
     "KeyRotationRecord",
     "KeyringRecord",
+    "LedgerRecord",
+    "RestoreRecord",
     "key_rotation_record",
     "keyring_record",
     "open_key_rotation",
     "open_keyring_record",
     "open_record",
+    "open_restore",
     "record_columns",
+    "restore_record",
 ]
 
 KEYRING_PAYLOAD_TYPE = "application/vnd.deploy-ledger.keyring+json"
@@ -58,6 +67,9 @@ KEYRING_RECORD = "ledger.keyring"
 KEY_ROTATION_PAYLOAD_TYPE = "application/vnd.deploy-ledger.key-rotation+json"
 KEY_ROTATION_RECORD = "ledger.key_rotation"
 """The ``type`` column of a key rotation record."""
+RESTORE_PAYLOAD_TYPE = "application/vnd.deploy-ledger.restore+json"
+RESTORE_RECORD = "ledger.restore"
+"""The ``type`` column of a restore record."""
 LEDGER_ENVIRONMENT = "_ledger"
 """The ``environment`` of the ledger's own records: no event can name it (an event's
 environment starts with a letter or digit), so no question about events meets them."""
@@ -121,16 +133,46 @@ class KeyRotationRecord(BaseModel):
     new_key: str
 
 
+class RestoreRecord(BaseModel):
+    """What a restore record's payload says: the ledger ``origin`` was restored from a
+    backup of ``size`` entries whose last entry hashes to ``head``; checkpoints of larger
+    sizes signed before this record are superseded. Signed by ``key``, the ledger key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    type: str
+    id: str
+    time: UtcTime
+    origin: str
+    size: int
+    head: str
+    key: str
+
+
 def key_rotation_record(origin: str, old: Signer, new_key: str, at: datetime) -> bytes:
     """The envelope bytes of a rotation from ``old`` to ``new_key``, signed by ``old``."""
     record = KeyRotationRecord(
         type=KEY_ROTATION_RECORD, id=new_event_id(), time=at, origin=origin,
         old_key=verifier_key(old.key_id, old.public_raw), new_key=new_key,
     )  # fmt: skip
+    return _signed(record, old, KEY_ROTATION_PAYLOAD_TYPE)
+
+
+def restore_record(origin: str, size: int, head: bytes, signer: Signer, at: datetime) -> bytes:
+    """The envelope bytes of a restore at ``size`` entries (last hash ``head``), signed by
+    the ledger key ``signer``."""
+    record = RestoreRecord(
+        type=RESTORE_RECORD, id=new_event_id(), time=at, origin=origin, size=size,
+        head=head.hex(), key=verifier_key(signer.key_id, signer.public_raw),
+    )  # fmt: skip
+    return _signed(record, signer, RESTORE_PAYLOAD_TYPE)
+
+
+def _signed(record: BaseModel, signer: Signer, payload_type: str) -> bytes:
     payload = json.dumps(
         record.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
     ).encode()
-    return Envelope.sign(payload, old, KEY_ROTATION_PAYLOAD_TYPE).to_bytes()
+    return Envelope.sign(payload, signer, payload_type).to_bytes()
 
 
 def open_key_rotation(envelope: Envelope) -> KeyRotationRecord:
@@ -140,32 +182,58 @@ def open_key_rotation(envelope: Envelope) -> KeyRotationRecord:
     record = _parsed(KeyRotationRecord, envelope, "key rotation record")
     if record.type != KEY_ROTATION_RECORD:
         raise MalformedPayloadError(f"key rotation record of type {record.type!r}")
-    try:
-        name, raw = parse_verifier_key(record.old_key)
-        parse_verifier_key(record.new_key)
-    except CheckpointError as exc:
-        raise MalformedPayloadError(f"key rotation record: {exc.message}") from None
-    message = pae(envelope.payload_type, envelope.payload)
-    signatures = envelope.signatures
-    if not any(s.keyid == name and ed25519_verify(raw, message, s.sig) for s in signatures):
-        raise BadSignatureError(
-            f"key rotation record: not signed by the key it rotates from ({name!r})", key_id=name
-        )
+    _check_signed(envelope, record.old_key, "key rotation record", record.new_key)
     return record
 
 
-def open_record(envelope: Envelope) -> KeyringRecord | KeyRotationRecord:
+def open_restore(envelope: Envelope) -> RestoreRecord:
+    """The restore an envelope of :data:`RESTORE_PAYLOAD_TYPE` carries, strictly parsed and
+    signed by the key it names (whether that was the ledger key in force, and whether the
+    size and head are the chain's: ledger.store.identity)."""
+    record = _parsed(RestoreRecord, envelope, "restore record")
+    if record.type != RESTORE_RECORD:
+        raise MalformedPayloadError(f"restore record of type {record.type!r}")
+    _check_signed(envelope, record.key, "restore record")
+    return record
+
+
+def _check_signed(envelope: Envelope, key: str, what: str, *also: str) -> None:
+    """The verifier keys named parse (``key`` and ``also``), and ``key`` signed the exact
+    payload bytes."""
+    try:
+        name, raw = parse_verifier_key(key)
+        for other in also:
+            parse_verifier_key(other)
+    except CheckpointError as exc:
+        raise MalformedPayloadError(f"{what}: {exc.message}") from None
+    message = pae(envelope.payload_type, envelope.payload)
+    signatures = envelope.signatures
+    if not any(s.keyid == name and ed25519_verify(raw, message, s.sig) for s in signatures):
+        raise BadSignatureError(f"{what}: not signed by the key it names ({name!r})", key_id=name)
+
+
+LedgerRecord = KeyringRecord | KeyRotationRecord | RestoreRecord
+
+
+def open_record(envelope: Envelope) -> LedgerRecord:
     """Whichever of the ledger's own records ``envelope`` carries, by its payload type."""
     if envelope.payload_type == KEYRING_PAYLOAD_TYPE:
         return open_keyring_record(envelope)
     if envelope.payload_type == KEY_ROTATION_PAYLOAD_TYPE:
         return open_key_rotation(envelope)
+    if envelope.payload_type == RESTORE_PAYLOAD_TYPE:
+        return open_restore(envelope)
     raise MalformedPayloadError(f"payloadType {envelope.payload_type!r} is no ledger record")
 
 
-def record_columns(record: KeyringRecord | KeyRotationRecord) -> DecodedColumns:
+def record_columns(record: LedgerRecord) -> DecodedColumns:
     """The columns stored beside a ledger record. A keyring record's digest is in ``data``,
-    so that the entries judged under it can be matched to it in SQL; a rotation's keys."""
+    so that the entries judged under it can be matched to it in SQL; a rotation's keys; a
+    restore's size and head."""
+    if isinstance(record, RestoreRecord):
+        restored = {"size": record.size, "head": record.head}
+        return _columns(record.id, RESTORE_RECORD, record.time, "_ledger_restore",
+                        record.origin, record.key.split("+")[0], restored)  # fmt: skip
     if isinstance(record, KeyRotationRecord):
         rotation = {"old_key": record.old_key, "new_key": record.new_key}
         return _columns(record.id, KEY_ROTATION_RECORD, record.time, "_ledger_key",
