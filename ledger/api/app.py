@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
 from ledger.rules.questions import parse_instant, search_terms
 from ledger.store.backup import backup_to
+from ledger.store.gate import ProposedChange, gate
 from ledger.store.keyrings import recorded_keyrings
 from ledger.store.query import (
     asof,
@@ -225,6 +227,24 @@ def create_app(
             con.close()
         return FileResponse(copy, media_type="application/octet-stream",
                             background=BackgroundTask(shutil.rmtree, folder))  # fmt: skip
+
+    @router.get("/v1/gate")
+    def get_gate(
+        reader: Reader,
+        service: Service,
+        env: Env,
+        actor: Annotated[str, Query(description="Who is about to make the change.")],
+        image: Annotated[str | None, Query(description="A deployment: the image.")] = None,
+        target_kind: str | None = None,
+        target: str | None = None,
+        hash: str | None = None,
+        change_ref: str | None = None,
+        preprod: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """Would this change be approved if it were made now (as `ledger gate --json`)?"""
+        proposed = ProposedChange(service, env, actor, change_ref, image, target_kind, target,
+                                  hash)  # fmt: skip
+        return asdict(gate(reader, proposed, preprod))
 
     @router.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
     def get_keyring(reader: Reader) -> dict[str, Any]:

@@ -61,6 +61,9 @@ COMMANDS = (
             "The ordered history of a service in an environment."),
     Command("search", "ledger.cli.query:search",
             "Where and when an image ran, a commit was deployed, or a change ref was used."),
+    Command("gate", "ledger.cli.gate:gate",
+            "Would this change be approved if it were made now? Exit 0 if so, 1 with every "
+            "reason."),
     Command("proof", "ledger.cli.proof:app",
             "Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162)."),
     Command("evidence", "ledger.cli.evidence:evidence",

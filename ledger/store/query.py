@@ -25,7 +25,16 @@ from ledger.store.keyrings import compromised, recorded_keyrings, revocations
 from ledger.store.reader import LedgerReader
 from ledger.wire.records import LEDGER_ENVIRONMENT
 
-__all__ = ["asof", "candidates", "diff", "search", "snapshot", "streams", "timeline"]
+__all__ = [
+    "approvals_for",
+    "asof",
+    "candidates",
+    "diff",
+    "search",
+    "snapshot",
+    "streams",
+    "timeline",
+]
 
 _T = TypeVar("_T")
 
@@ -220,6 +229,19 @@ def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
         facts.append(Fact(seq, event_id, kind, _EPOCH + timedelta(microseconds=micros), actor,
                           data, _EPOCH + timedelta(microseconds=recorded)))  # fmt: skip
     return facts
+
+
+def approvals_for(
+    reader: LedgerReader, service: str, environment: str, change_ref: str
+) -> list[Fact]:
+    """The grants and revocations of one change ref in one service and environment: what
+    decides the approval of a change that names it (``ledger gate``'s question)."""
+    rows = reader.con.execute(
+        f"SELECT {_SELECTED} FROM facts WHERE environment = $env AND service = $service "
+        "AND change_ref = $ref AND type IN ('approval.granted', 'approval.revoked')",
+        {"env": environment, "service": service, "ref": change_ref},
+    ).fetchall()
+    return _facts(rows)
 
 
 def candidates(
