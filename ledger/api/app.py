@@ -235,11 +235,21 @@ def create_app(
         env: Env,
         actor: Annotated[str, Query(description="Who is about to make the change.")],
         image: Annotated[str | None, Query(description="A deployment: the image.")] = None,
-        target_kind: str | None = None,
-        target: str | None = None,
-        hash: str | None = None,
-        change_ref: str | None = None,
-        preprod: Annotated[list[str] | None, Query()] = None,
+        target_kind: Annotated[
+            str | None, Query(description="An in-place change: its kind.")
+        ] = None,
+        target: Annotated[str | None, Query(description="...its target.")] = None,
+        hash: Annotated[str | None, Query(description="...and the new content's hash.")] = None,
+        change_ref: Annotated[
+            str | None, Query(description="Change/ticket reference the approval names.")
+        ] = None,
+        preprod: Annotated[
+            list[str] | None,
+            Query(
+                description="A pre-production environment the image must have succeeded "
+                "in (repeatable)."
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Would this change be approved if it were made now (as `ledger gate --json`)?"""
         proposed = ProposedChange(service, env, actor, change_ref, image, target_kind, target,
