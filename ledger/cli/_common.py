@@ -91,6 +91,12 @@ OptionalKeyring = Annotated[
         "when present; without one, signatures are not re-verified).",
     ),
 ]
+EventTopic = Annotated[
+    str, typer.Option("--topic", envvar="LEDGER_TOPIC", show_envvar=True, help="Event topic.")
+]
+CheckpointTopicOpt = Annotated[
+    str, typer.Option(envvar="LEDGER_CHECKPOINT_TOPIC", help="Topic checkpoints go to.")
+]
 LedgerKeyPath = Annotated[
     Path | None,
     typer.Option(

@@ -16,7 +16,9 @@ from ledger.api.access import ApiTokens
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
+    CheckpointTopicOpt,
     DbPath,
+    EventTopic,
     JsonFlag,
     KeyringPath,
     LedgerKeyPath,
@@ -78,9 +80,7 @@ def _log_access_to(path: Path) -> None:
 @shared("connection", CONNECTION)
 def consume(
     connection: Connection,
-    topic: Annotated[
-        str, typer.Option("--topic", envvar="LEDGER_TOPIC", show_envvar=True, help="Event topic.")
-    ] = DEFAULT_TOPIC,
+    topic: EventTopic = DEFAULT_TOPIC,
     db: DbPath = DEFAULT_DB,
     keyring: KeyringPath = DEFAULT_KEYRING,
     group: Annotated[
@@ -164,9 +164,7 @@ def consume(
             help="...or once the newest entries are this many seconds old.",
         ),
     ] = 30.0,
-    checkpoint_topic: Annotated[
-        str, typer.Option(envvar="LEDGER_CHECKPOINT_TOPIC", help="Topic checkpoints go to.")
-    ] = DEFAULT_CHECKPOINT_TOPIC,
+    checkpoint_topic: CheckpointTopicOpt = DEFAULT_CHECKPOINT_TOPIC,
     witness: Annotated[
         Path | None,
         typer.Option(

@@ -11,7 +11,9 @@ import typer
 from ledger.cli._common import (
     DEFAULT_DB,
     DEFAULT_KEYRING,
+    CheckpointTopicOpt,
     DbPath,
+    EventTopic,
     Exit,
     JsonFlag,
     KeyringPath,
@@ -29,12 +31,8 @@ _STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 @shared("connection", CONNECTION)
 def doctor(
     connection: Connection,
-    topic: Annotated[
-        str, typer.Option("--topic", envvar="LEDGER_TOPIC", show_envvar=True, help="Event topic.")
-    ] = DEFAULT_TOPIC,
-    checkpoint_topic: Annotated[
-        str, typer.Option(envvar="LEDGER_CHECKPOINT_TOPIC", help="Topic checkpoints go to.")
-    ] = DEFAULT_CHECKPOINT_TOPIC,
+    topic: EventTopic = DEFAULT_TOPIC,
+    checkpoint_topic: CheckpointTopicOpt = DEFAULT_CHECKPOINT_TOPIC,
     db: DbPath = DEFAULT_DB,
     keyring: KeyringPath = DEFAULT_KEYRING,
     witness: Annotated[

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +30,7 @@ from ledger.wire.keyring import (
     KEY_ID_PATTERN,
     RETIRED_KEY_GRACE,
     Keyring,
+    KeyringEntry,
     generate_key_files,
     iso_utc,
     key_fingerprint,
@@ -146,15 +149,23 @@ def revoke(
     that was not compromised is retired instead (`ledger keys retire`).
 
     Example: `ledger keys revoke --id ci-github --at 2026-11-20T09:00:00Z`"""
-    moment = parse_time(at, "--at")
-    with reporting_errors():
-        ring = Keyring.load(keyring)
-        entry = ring.revoke(key_id, moment)
-        ring.save(keyring)
+    entry = _stamped(keyring, key_id, at, Keyring.revoke)
     if json_out:
         print_json({"id": key_id, **entry.model_dump(mode="json")})
     else:
         console.print(f"revoked {key_id} from {entry.revoked_at:%Y-%m-%dT%H:%M:%SZ} in {keyring}")
+
+
+def _stamped(
+    keyring: Path, key_id: str, at: str, change: Callable[[Keyring, str, datetime], KeyringEntry]
+) -> KeyringEntry:
+    """Revoke or retire a key in the keyring file, from --at; the key's entry after."""
+    moment = parse_time(at, "--at")
+    with reporting_errors():
+        ring = Keyring.load(keyring)
+        entry = change(ring, key_id, moment)
+        ring.save(keyring)
+    return entry
 
 
 @app.command()
@@ -171,15 +182,11 @@ def retire(
     accepted (a spool draining); nothing else. A compromised key is revoked instead.
 
     Example: `ledger keys retire --id ci-github`"""
-    moment = parse_time(at, "--at")
-    with reporting_errors():
-        ring = Keyring.load(keyring)
-        entry = ring.retire(key_id, moment)
-        ring.save(keyring)
+    entry = _stamped(keyring, key_id, at, Keyring.retire)
     if json_out:
         print_json({"id": key_id, **entry.model_dump(mode="json")})
     else:
-        retired = entry.retired_at or moment
+        retired = entry.retired_at or parse_time(at, "--at")
         console.print(
             f"retired {key_id} from {iso_utc(retired)} in {keyring}; what it signed before "
             f"then is accepted until {iso_utc(retired + RETIRED_KEY_GRACE)}"

@@ -313,28 +313,26 @@ class Keyring(BaseModel):
         return entry
 
     def revoke(self, key_id: str, at: datetime) -> KeyringEntry:
-        entry = self.keys.get(key_id)
-        if entry is None:
-            raise ConfigurationError(f"key {key_id!r} is not in the keyring")
-        if entry.revoked_at is not None and entry.revoked_at <= at:
-            return entry
-        revoked = entry.model_copy(update={"revoked_at": at})
-        self.keys[key_id] = revoked
-        return revoked
+        return self._stamp(key_id, "revoked_at", at)
 
     def retire(self, key_id: str, at: datetime) -> KeyringEntry:
         """Stop trusting a key that was not compromised (its owner moved to a new one): what
         it signed before ``at`` is still accepted for :data:`RETIRED_KEY_GRACE` after."""
+        if (entry := self.keys.get(key_id)) is not None and entry.revoked_at is not None:
+            raise ConfigurationError(f"key {key_id!r} was revoked; a revoked key stays revoked")
+        return self._stamp(key_id, "retired_at", at)
+
+    def _stamp(self, key_id: str, field: str, at: datetime) -> KeyringEntry:
+        """Set a key's ``revoked_at`` or ``retired_at`` to ``at``, unless it is earlier."""
         entry = self.keys.get(key_id)
         if entry is None:
             raise ConfigurationError(f"key {key_id!r} is not in the keyring")
-        if entry.revoked_at is not None:
-            raise ConfigurationError(f"key {key_id!r} was revoked; a revoked key stays revoked")
-        if entry.retired_at is not None and entry.retired_at <= at:
+        earlier = getattr(entry, field)
+        if earlier is not None and earlier <= at:
             return entry
-        retired = entry.model_copy(update={"retired_at": at})
-        self.keys[key_id] = retired
-        return retired
+        stamped = entry.model_copy(update={field: at})
+        self.keys[key_id] = stamped
+        return stamped
 
     def changes_from(self, old: Keyring) -> list[str]:
         """What differs from ``old``, key by key, in words: for the log of a reload."""
