@@ -236,7 +236,8 @@ class LedgerConsumer:
         from ledger.api.server import ApiServer
 
         bundles = None if self.checkpoints is None else (self.keyring, self.checkpoints.signer)
-        app = create_app(writer.read_cursor, self.api_token, bundles, health=self.metrics.health())
+        app = create_app(writer.read_cursor, self.api_token, bundles, health=self.metrics.health(),
+                         db=self.db_path)  # fmt: skip
         api = ApiServer(app, *self.serve)
         api.start()
         self.api_url = api.url

@@ -1,9 +1,12 @@
 """`ledger demo`: a few weeks of realistic history, end to end on a real broker and ledger.
 
-Five services in prod and staging, as teams really run them: immutable services
-deployed by CI with change-board approvals, a failed partial rollout and its rollback,
-mutable services changed in place by Ansible, Puppet and Consul, a manual hotfix nobody
-approved, a self-approved change, and two forged messages that the consumer must refuse.
+Services in prod and staging, as teams really run them, under a horizon policy that says
+where each sits and why (:data:`DEMO_POLICY`): immutable services deployed by CI with
+change-board approvals, a failed partial rollout and its late rollback, mutable services
+changed in place by Ansible (canary first, but once), Puppet and Consul, a manual hotfix
+nobody approved, a file copied into a running container, a flag flipped apart from any
+release, a self-approved change, a service nobody classified, and two forged messages
+that the consumer must refuse: something for each rule of ``ledger check``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from ledger.rules.policy import POLICY_SERVICE, parse_policy, policy_digest
+from ledger.store.gate import ProposedChange
 from ledger.transport.producer import LedgerProducer
 from ledger.transport.settings import KafkaSettings
 from ledger.wire.codec import encode_event
@@ -26,6 +31,8 @@ from ledger.wire.events import Event, event_from_mapping
 from ledger.wire.keyring import Keyring, Signer, generate_key_files
 
 __all__ = [
+    "DEMO_POLICY",
+    "GATED",
     "LEDGER_KEY_ID",
     "DemoHistory",
     "build_history",
@@ -37,19 +44,49 @@ __all__ = [
 
 # Signing identities and what the keyring lets each of them sign.
 KEY_POLICIES: dict[str, tuple[list[str], list[str]]] = {
-    "ci-github": (["deployment.*", "service.classified"], ["ci/github/*"]),
+    "ci-github": (["deployment.*", "service.classified", "policy.recorded"], ["ci/github/*"]),
     "config-mgmt": (["mutation.applied"], ["ansible/*", "puppet/*", "consul/*"]),
     "ops-break-glass": (["mutation.applied"], ["manual/*"]),
     "change-board": (["approval.*"], ["cab/*"]),
 }
 
-SERVICES: dict[str, tuple[str, str, str]] = {  # service: (state, criticality, model)
-    "checkout": ("stateless", "high", "immutable"),
-    "search": ("stateless", "medium", "immutable"),
-    "inventory": ("stateless", "low", "immutable"),
-    "payments": ("stateful", "high", "mutable"),
-    "sessions": ("stateful", "medium", "mutable"),
-}
+DEMO_POLICY = """\
+# Where each service sits between immutable and mutable, and why (docs/horizon.md).
+environment = "prod"
+preprod = ["staging"]
+
+[[service]]
+name = "checkout"
+state = "stateless"
+criticality = "high"
+why = "Sessions live in Redis: nothing local to lose, so every release replaces the pods."
+
+[[service]]
+name = "search"
+state = "stateless"
+criticality = "medium"
+why = "Rebuilds its index from the catalogue at start-up: replace, never patch."
+
+[[service]]
+name = "inventory"
+state = "stateless"
+criticality = "low"
+why = "The pilot of the immutable pipeline: measured before the others moved."
+
+[[service]]
+name = "payments"
+state = "stateful"
+criticality = "high"
+why = "Holds in-flight authorisations locally; draining costs minutes: in place, canary first."
+
+[[service]]
+name = "sessions"
+state = "stateful"
+criticality = "medium"
+model = "mutable"
+why = "A warm Redis cache: replacing it drains the cache and spikes latency."
+"""
+"""The demo's horizon policy: ``ledger horizon apply --policy`` would record the same."""
 
 
 def _digest(text: str) -> str:
@@ -58,6 +95,11 @@ def _digest(text: str) -> str:
 
 def _image(service: str, version: str) -> str:
     return f"registry.acme.example/{service}@{_digest(service + version)}"
+
+
+GATED = ProposedChange("inventory", "prod", "erin", "CHG-1121",
+                       image=_image("inventory", "2.0.0"))  # fmt: skip
+"""A release about to go out: never approved, never run in staging, so the gate refuses."""
 
 
 @dataclass(frozen=True)
@@ -159,18 +201,15 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
             hour=hour, minute=minute, second=0, microsecond=0
         )
 
-    for service, (state, criticality, model) in SERVICES.items():
+    policy = parse_policy(DEMO_POLICY, "demo-horizon.toml")
+    b.add("ci-github", start + timedelta(minutes=4), "policy.recorded", POLICY_SERVICE, "prod",
+          "ci/github/acme/platform", "platform-bot",
+          policy.policy_data(policy_digest(DEMO_POLICY.encode())))  # fmt: skip
+    for entry in policy.services:
         for env in ("staging", "prod"):
-            b.add(
-                "ci-github",
-                start + timedelta(minutes=5),
-                "service.classified",
-                service,
-                env,
-                f"ci/github/acme/{service}",
-                "platform-bot",
-                {"state": state, "criticality": criticality, "model": model},
-            )
+            b.add("ci-github", start + timedelta(minutes=5), "service.classified", entry.entry,
+                  env, f"ci/github/acme/{entry.entry}", "platform-bot",
+                  entry.classification.as_dict())  # fmt: skip
 
     # Immutable services: regular releases, staging first, then prod with approval.
     change = 1040
@@ -228,9 +267,9 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
             "instances": {"total": 5, "updated": 2},
         },
     )
-    b.add(
+    b.add(  # the on-call engineer was paged at last: a mixed fleet for over an hour
         "ci-github",
-        t + timedelta(minutes=41),
+        t + timedelta(minutes=101),
         "deployment.rolled_back",
         "search",
         "prod",
@@ -244,8 +283,27 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
         },
     )
 
-    # inventory: a prod deploy nobody approved.
+    # inventory: a prod deploy nobody approved, of an image staging never ran.
     b.deploy(day(days - 2, 17, 45), "inventory", "prod", "1.9.1", "erin", "CHG-1120", approve=None)
+    # checkout (immutable): a debug file copied into one running pod, which the next release
+    # replaced; and a feature flag flipped at night, apart from any release.
+    b.add("ops-break-glass", day(days - 6, 15, 20), "mutation.applied", "checkout", "prod",
+          "manual/kubectl", "dave",
+          {"target_kind": "file", "target": "/app/debug.py", "hash": _digest("debug.py"),
+           "tool": "kubectl", "method": "manual", "instance": "checkout-7d9f-2"})  # fmt: skip
+    flag = _digest("one-click:on")
+    b.add("change-board", day(days - 5, 1, 0), "approval.granted", "checkout", "prod",
+          "cab/servicenow", "carol", {"change_ref": "CHG-1150", "approver": "carol",
+                                      "hash": flag})  # fmt: skip
+    b.add("config-mgmt", day(days - 5, 3, 0), "mutation.applied", "checkout", "prod",
+          "consul/kv/checkout", "bob",
+          {"target_kind": "flag", "target": "features/one-click-buy",
+           "hash": flag, "tool": "consul", "method": "pipeline",
+           "change_ref": "CHG-1150"})  # fmt: skip
+    # reports: a new service, released through staging with approval, never classified.
+    b.deploy(day(days - 3, 10), "reports", "staging", "0.1.0", "github-actions", None,
+             approve=None)  # fmt: skip
+    b.deploy(day(days - 3, 15), "reports", "prod", "0.1.0", "erin", "CHG-1160")
 
     # Mutable services: deployed rarely, changed in place often.
     for service in ("payments", "sessions"):
@@ -264,24 +322,21 @@ def build_history(end: datetime, seed: int = 7, days: int = 21) -> DemoHistory:
             "carol",
             {"change_ref": ref, "approver": "carol", "hash": content},
         )
-        b.add(
-            "config-mgmt",
-            when,
-            "mutation.applied",
-            "payments",
-            "prod",
-            "ansible/playbooks/payments",
-            "alice",
-            {
-                "target_kind": "config",
-                "target": "payments.yml",
-                "hash": content,
-                "previous_hash": _digest(f"payments.yml:{n - 1}") if n else None,
-                "tool": "ansible",
-                "method": "pipeline",
-                "change_ref": ref,
-            },
-        )
+        applied = {
+            "target_kind": "config",
+            "target": "payments.yml",
+            "hash": content,
+            "previous_hash": _digest(f"payments.yml:{n - 1}") if n else None,
+            "tool": "ansible",
+            "method": "pipeline",
+            "change_ref": ref,
+        }
+        if n:  # canary first (but not the first time): one instance, then the fleet
+            b.add("config-mgmt", when - timedelta(minutes=30), "mutation.applied", "payments",
+                  "prod", "ansible/playbooks/payments", "alice",
+                  applied | {"instance": "payments-1"})  # fmt: skip
+        b.add("config-mgmt", when, "mutation.applied", "payments", "prod",
+              "ansible/playbooks/payments", "alice", applied)  # fmt: skip
     for n, flag in enumerate(("new-3ds-flow", "retry-budget", "new-3ds-flow")):
         b.add(
             "config-mgmt",

@@ -33,6 +33,18 @@ class QueryError(ConfigurationError):
     reason = "invalid_query"
 
 
+class PolicyFileError(ConfigurationError):
+    """A horizon policy file that cannot be applied: bad TOML, an unknown key, a missing
+    ``why``, a bad value. The message names the file and the line (``source``, ``line``)."""
+
+    reason = "bad_policy"
+
+    def __init__(self, message: str, source: str, line: int) -> None:
+        super().__init__(message)
+        self.source = source
+        self.line = line
+
+
 class ForeignLedgerKeyError(ConfigurationError):
     """A key other than the ledger's pinned key was given to sign as the ledger."""
 

@@ -112,7 +112,8 @@ def _signers() -> tuple[list[Signer], Keyring]:
                                      "ci-next", "ci-retired", "stranger")
     )  # fmt: skip
     ring = Keyring()
-    ring.trust(ci.key_id, ci.public_raw, types=["deployment.*", "mutation.*", "service.*"],
+    ring.trust(ci.key_id, ci.public_raw,
+               types=["deployment.*", "mutation.*", "service.*", "policy.*"],
                sources=["ci/*"])  # fmt: skip
     ring.trust(cab.key_id, cab.public_raw, types=["approval.*"], sources=["cab/*"])
     month = timedelta(days=30)
@@ -127,7 +128,12 @@ def _signers() -> tuple[list[Signer], Keyring]:
 
 
 _KINDS = ["deployment.succeeded", "deployment.failed", "mutation.applied", "approval.granted",
-          "approval.revoked", "service.classified"]  # fmt: skip
+          "approval.revoked", "service.classified", "policy.recorded"]  # fmt: skip
+
+
+_POLICY = {"services": [{"match": "pay*", "preprod": ["staging", "qa"]}],
+           "severity": {"rollback": "low"}, "thresholds": {"late_after": 7200}}  # fmt: skip
+"""A policy record's arrays, nested records and maps, for the decoder to meet mutated."""
 
 
 def _event_record(rng: random.Random) -> dict[str, Any]:
@@ -135,7 +141,8 @@ def _event_record(rng: random.Random) -> dict[str, Any]:
     the event contract."""
     kind = rng.choice(_KINDS)
     source = "cab/servicenow" if kind.startswith("approval.") else "ci/github/acme"
-    event = make_event(kind, source=rng.choice([source, source, "laptop/alice"]))
+    event = make_event(kind, source=rng.choice([source, source, "laptop/alice"]),
+                       **(_POLICY if kind == "policy.recorded" else {}))  # fmt: skip
     record: dict[str, Any] = event.model_dump(mode="python")
     record["data"] = (f"dev.ledger.{type(event.data).__name__}", record["data"])
     roll = rng.random()

@@ -36,6 +36,7 @@ def make_event(kind: str = "deployment.succeeded", **overrides: Any) -> Event:
         "approval.granted": {"change_ref": "CHG-1", "approver": "carol", "image": IMAGE_A},
         "approval.revoked": {"change_ref": "CHG-1", "reason": "superseded"},
         "service.classified": {"state": "stateless", "criticality": "high", "model": "immutable"},
+        "policy.recorded": {"digest": DIGEST_A, "preprod": ["staging"]},
     }
     source = "cab/servicenow" if kind.startswith("approval.") else "ci/github/acme/checkout"
     raw: dict[str, Any] = {

@@ -19,6 +19,7 @@ from ledger.demo import build_history
 from ledger.errors import TransportError
 from ledger.evidence.bundle import verify_bundle
 from ledger.log.checkpoint import TrustedKey, open_checkpoint, split_notes
+from ledger.rules.catalogue import RULES
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.wire.events import ApprovalGrantedEvent
@@ -77,6 +78,11 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     assert partial is not None and json.loads(partial[0])["instances"] == {"total": 5, "updated": 2}
     assert (tmp_path / "demo" / "keyring.json").exists()
     assert (tmp_path / "demo" / "keys" / "ci-github.key").stat().st_mode & 0o777 == 0o600
+    # Its history breaks each rule of `ledger check` at least once, and the gate refuses.
+    checked = summary["check"]
+    assert {rule for rule, n in checked["counts"].items() if n} == set(RULES)
+    assert [e["rule"] for e in checked["examples"]] and "passed" in checked["integrity"]
+    assert summary["gate"]["allowed"] is False and len(summary["gate"]["reasons"]) == 2
 
     # The consumer signed checkpoints with the ledger key and appended them to the witness.
     ledger_pub = load_public_key(tmp_path / "demo" / "keys" / "ledger.pub")

@@ -35,6 +35,7 @@ from ledger.wire.events import (
     EVENT_TYPES,
     ApprovalGrantedData,
     ApprovalRevokedData,
+    ClassificationData,
     DeploymentData,
     DeploymentFailedData,
     RollbackData,
@@ -305,6 +306,8 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
         "high",
         "--model",
         "immutable",
+        "--why",
+        "no local state: rebuilt from the image",
         cwd=tmp_path,
     )
 
@@ -323,7 +326,9 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
         assert message.headers["content-type"] == PAYLOAD_TYPE.encode()
         events.append(event)
 
-    assert sorted(e.type for e in events) == sorted([*EVENT_TYPES, "mutation.applied"])
+    # A policy record has no emit command of its own (`ledger emit file` sends one).
+    by_a_command = [kind for kind in EVENT_TYPES if kind != "policy.recorded"]
+    assert sorted(e.type for e in events) == sorted([*by_a_command, "mutation.applied"])
     by_type = {e.type: e for e in events}
     succeeded = data_of(by_type["deployment.succeeded"], DeploymentData)
     failed = data_of(by_type["deployment.failed"], DeploymentFailedData)
@@ -340,6 +345,8 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
     assert granted.approver == "carol"
     assert granted.valid_until == datetime(2026, 12, 1, tzinfo=UTC)
     assert data_of(by_type["approval.revoked"], ApprovalRevokedData).reason == "superseded"
+    classified = data_of(by_type["service.classified"], ClassificationData)
+    assert classified.why == "no local state: rebuilt from the image"
     # One service/environment stays in one partition, in the order emitted.
     checkout_prod = sorted(
         (m for m in messages if m.key == b"checkout/prod"), key=lambda m: m.offset
@@ -355,6 +362,15 @@ def test_new_user_generates_trusts_emits_and_anyone_verifies_with_the_public_key
         "approval.granted",
         "approval.revoked",
     ]
+
+
+POLICY = {
+    "digest": DIGEST_A,
+    "preprod": ["staging"],
+    "services": [{"match": "payments-*", "preprod": ["staging-eu"]}],
+    "severity": {"rollback": "low"},
+    "thresholds": {"late_after": 7200},
+}
 
 
 def test_emit_file_keeps_given_id_and_time_in_order(tmp_path: Path, kafka: KafkaSettings) -> None:
@@ -398,6 +414,13 @@ def test_emit_file_keeps_given_id_and_time_in_order(tmp_path: Path, kafka: Kafka
             "type": "service.classified",  # no id, no time: generated
             "data": {"state": "stateless", "criticality": "high", "model": "immutable"},
         },
+        base
+        | {
+            "id": "evt-005",
+            "type": "policy.recorded",  # schema v2: arrays, a nested record, maps
+            "time": "2026-11-20T14:20:00Z",
+            "data": POLICY,
+        },
     ]
     events_file = tmp_path / "events.jsonl"
     events_file.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
@@ -419,7 +442,7 @@ def test_emit_file_keeps_given_id_and_time_in_order(tmp_path: Path, kafka: Kafka
 
     deliveries = json.loads(result.stdout)
     assert [d["event_id"] for d in deliveries][:3] == ["evt-001", "evt-002", "evt-003"]
-    messages = sorted(read_topic(kafka, 4), key=lambda m: m.offset)
+    messages = sorted(read_topic(kafka, 5), key=lambda m: m.offset)
     assert {m.key for m in messages} == {b"checkout/prod"}
     assert len({m.partition for m in messages}) == 1  # one key, one partition, file order
     ring = Keyring()
@@ -430,6 +453,8 @@ def test_emit_file_keeps_given_id_and_time_in_order(tmp_path: Path, kafka: Kafka
     assert events[1].time == datetime(2026, 11, 20, 14, 3, tzinfo=UTC)
     assert events[3].id not in {"evt-001", "evt-002", "evt-003"}
     assert events[3].time >= before
+    assert events[4].type == "policy.recorded"
+    assert events[4].to_json_dict()["data"] == POLICY
     for delivery, message in zip(deliveries, messages, strict=True):
         assert (delivery["partition"], delivery["offset"]) == (message.partition, message.offset)
 
@@ -675,6 +700,9 @@ def test_every_event_type_round_trips_through_ledger_producer(
     kafka: KafkaSettings, ci_signer: Signer, approver_signer: Signer, keyring: Keyring
 ) -> None:
     sent = {kind: make_event(kind) for kind in EVENT_TYPES}
+    ci_scope = keyring.keys[ci_signer.key_id]
+    keyring.trust(ci_signer.key_id, ci_signer.public_raw, types=[*ci_scope.types, "policy.*"],
+                  sources=ci_scope.sources)  # fmt: skip
     with LedgerProducer(ci_signer, kafka) as producer:
         for kind, event in sent.items():
             if not kind.startswith("approval."):

@@ -3,9 +3,10 @@ field a producer has to fix."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from helpers import DIGEST_A, DIGEST_B, IMAGE_A, IMAGE_B, data_of, make_event
@@ -13,12 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import InvalidEventError, OversizeError, UnpinnedImageError
+from ledger.rules import catalogue
 from ledger.wire.codec import MAX_PAYLOAD_BYTES, decode_event, encode_event
+from ledger.wire.columns import decoded_columns
 from ledger.wire.events import (
     EVENT_TYPES,
     ApprovalGrantedData,
+    ClassificationData,
     DeploymentData,
     MutationData,
+    PolicyData,
+    ThresholdName,
     event_from_json,
     event_from_mapping,
     with_derived_id,
@@ -74,7 +80,24 @@ FULL_DATA: dict[str, dict[str, Any]] = {
         "valid_until": "2026-11-21T00:00:00+02:00",
     },
     "approval.revoked": {"change_ref": "CHG-1042", "reason": "risk reassessed"},
-    "service.classified": {"state": "stateful", "criticality": "medium", "model": "mutable"},
+    "service.classified": {
+        "state": "stateful",
+        "criticality": "medium",
+        "model": "mutable",
+        "why": "holds sessions; patched in place under change control",
+    },
+    "policy.recorded": {
+        "digest": DIGEST_B,
+        "preprod": ["staging", "qa"],
+        "services": [{"match": "payments-*", "preprod": ["staging-eu"]}],
+        "severity": {"rollback": "low", "no_canary": "high"},
+        "thresholds": {
+            "partial_after": 1800,
+            "late_after": 7200,
+            "canary_window": 86_400,
+            "config_window": 900,
+        },
+    },
 }
 
 
@@ -309,6 +332,7 @@ def test_missing_top_level_field_is_refused(field: str) -> None:
         ("approval.granted", "approver"),
         ("approval.revoked", "change_ref"),
         ("service.classified", "model"),
+        ("policy.recorded", "digest"),
     ],
 )
 def test_missing_data_field_is_refused(kind: str, field: str) -> None:
@@ -462,6 +486,107 @@ def test_several_problems_are_counted() -> None:
 def test_bad_json_line_is_refused(text: str, expected: str) -> None:
     with pytest.raises(InvalidEventError, match=expected):
         event_from_json(text)
+
+
+# --- schema v2: a classification's why, and the policy record ---------------------------------
+
+
+def test_the_threshold_names_of_the_contract_are_the_catalogue_s() -> None:
+    """The wire layer does not import the rules: the two lists are kept in step here."""
+    assert set(get_args(ThresholdName)) == set(catalogue.THRESHOLDS)
+    severities = get_args(PolicyData.model_fields["severity"].annotation)[1]
+    assert set(get_args(severities)) == set(catalogue.SEVERITIES)
+
+
+def test_every_rule_id_of_the_catalogue_is_a_valid_severity_key() -> None:
+    policy = FULL_DATA["policy.recorded"] | {"severity": dict.fromkeys(catalogue.RULES, "info")}
+    event = event_from_mapping(raw_event("policy.recorded", data=policy))
+    assert set(data_of(event, PolicyData).severity) == set(catalogue.RULES)
+
+
+def test_a_policy_record_from_json_keeps_its_lists_and_maps() -> None:
+    """`ledger emit file` reads JSON lines: arrays and objects, as Avro decodes them too."""
+    raw = raw_event("policy.recorded")
+    event = event_from_json(json.dumps(raw))
+    policy = data_of(event, PolicyData)
+    assert policy.model_dump(mode="json") == FULL_DATA["policy.recorded"]
+    assert policy.services[0].match == "payments-*"
+    assert decode_event(encode_event(event)) == event
+
+
+def test_a_policy_record_needs_its_digest_only() -> None:
+    data = {"digest": DIGEST_A}
+    policy = data_of(event_from_mapping(raw_event("policy.recorded", data=data)), PolicyData)
+    assert (policy.preprod, policy.services, policy.severity, policy.thresholds) == ([], [], {}, {})
+    event = event_from_mapping(raw_event("policy.recorded", data=data))
+    assert decode_event(encode_event(event)) == event
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"severity": {"rollback": "critical"}}, "data.severity.rollback", "'info'"),
+        ({"severity": {"rollback": 3}}, "data.severity.rollback", "'info'"),
+        ({"severity": {"no such/rule": "low"}}, "data.severity.no such/rule", "accepted key"),
+        ({"thresholds": {"soon_after": 60}}, "data.thresholds.soon_after", "late_after"),
+        ({"thresholds": {"late_after": 0}}, "data.thresholds.late_after", "greater than"),
+        ({"thresholds": {"late_after": -5}}, "data.thresholds.late_after", "greater than"),
+        ({"thresholds": {"late_after": 31_622_401}}, "data.thresholds.late_after", "less than"),
+        ({"thresholds": {"late_after": "60"}}, "data.thresholds.late_after", "integer"),
+        ({"thresholds": {"late_after": True}}, "data.thresholds.late_after", "integer"),
+        ({"thresholds": {"late_after": 60.0}}, "data.thresholds.late_after", "integer"),
+        ({"colour": "red"}, "data.colour", "not a field"),
+        ({"digest": "sha256:abc"}, "data.digest", "sha256:<64 hex>"),
+        ({"preprod": "staging"}, "data.preprod", "list"),
+        ({"preprod": ["stag ing"]}, "data.preprod.0", "pattern"),
+        ({"preprod": ["staging"] * 33}, "data.preprod", "at most 32"),
+        ({"services": [{"match": "x", "preprod": [], "env": "y"}]}, "data.services.0.env",
+         "not a field"),
+        ({"services": [{"match": "x"}]}, "data.services.0.preprod", "required"),
+        ({"services": [{"match": "", "preprod": []}]}, "data.services.0.match", "at least 1"),
+        ({"services": [{"match": "x", "preprod": []}] * 1001}, "data.services", "at most 1000"),
+        ({"severity": {f"rule{i}": "low" for i in range(65)}}, "data.severity", "at most 64"),
+    ],
+)  # fmt: skip
+def test_invalid_policy_data_is_refused_naming_the_field(
+    change: dict[str, Any], field: str, says: str
+) -> None:
+    error = refusal(raw_event("policy.recorded", data=FULL_DATA["policy.recorded"] | change))
+    assert error.field == field
+    assert error.message.startswith(f"{field}: ")
+    assert says in error.message
+
+
+@pytest.mark.parametrize("why", ["", "x" * 4097, 42, ["a reason"]])
+def test_a_why_is_text_of_1_to_4096_characters(why: Any) -> None:
+    data = FULL_DATA["service.classified"] | {"why": why}
+    assert refusal(raw_event("service.classified", data=data)).field == "data.why"
+
+
+def test_a_classification_without_why_keeps_the_form_it_had_before_the_field() -> None:
+    """A null why is left out of every dump: the ledger's data column of a classification
+    recorded before schema v2, and its derived id, come out the same (pinned from v1)."""
+    event = make_event("service.classified")
+    assert data_of(event, ClassificationData).why is None
+    assert "why" not in event.to_json_dict()["data"]
+    columns = decoded_columns(event, "ci-main")
+    assert columns.data == '{"criticality":"high","model":"immutable","state":"stateless"}'
+    assert with_derived_id(event).id == "01a1f944-8620-7762-87a8-bd76819990b8"
+    bare = {k: v for k, v in FULL_DATA["service.classified"].items() if k != "why"}
+    absent, explicit_null = (
+        event_from_mapping(raw_event("service.classified", data=data))
+        for data in (bare, bare | {"why": None})
+    )
+    assert explicit_null == absent
+    assert encode_event(explicit_null) == encode_event(absent)
+
+
+def test_a_why_given_is_kept_in_every_form() -> None:
+    event = event_from_mapping(raw_event("service.classified"))
+    why = FULL_DATA["service.classified"]["why"]
+    assert event.to_json_dict()["data"]["why"] == why
+    assert json.loads(decoded_columns(event, "ci-main").data)["why"] == why
+    assert data_of(decode_event(encode_event(event)), ClassificationData).why == why
 
 
 # --- size --------------------------------------------------------------------------------------

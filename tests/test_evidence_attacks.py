@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_builders import DEMO_END, entry_hashes, signers, write_demo_ledger, write_ledger
 
-from ledger.demo import SERVICES
+from ledger.demo import build_history
 from ledger.errors import EvidenceError, ForeignLedgerKeyError
 from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import (
@@ -57,6 +57,10 @@ from ledger.wire.keyring import Keyring, Signer
 
 MOMENT = (DEMO_END - timedelta(days=2)).replace(hour=14, minute=3)  # the demo's question
 PAYMENTS = AsOfQuery(kind="asof", service="payments", environment="prod", at=MOMENT)
+
+SERVICES = sorted({event.service for _, event in build_history(DEMO_END).events
+                   if event.type != "policy.recorded"})  # fmt: skip
+"""Every service of the demo history."""
 
 
 @pytest.fixture(scope="module")
@@ -257,11 +261,12 @@ def test_stored_checkpoint_is_used_and_a_fresh_one_signed_when_the_ledger_grew(
     write_ledger(grown, [seal(later, ci)], ring, ledger_key, [], checkpoint=False)
     with LedgerReader(grown) as reader:
         data, report = build_bundle(reader, PAYMENTS, ring, ledger_key)
-        assert report.checkpoint.size == reader.size() == 118
-        assert report.checkpoint.root == root_at(reader.tree(), 118)
-        assert max(size for size, _, _, _ in reader.checkpoints()) == 117  # not stored
+        grown_size = len(build_history(DEMO_END).events) + 1
+        assert report.checkpoint.size == reader.size() == grown_size
+        assert report.checkpoint.root == root_at(reader.tree(), grown_size)
+        assert max(size for size, _, _, _ in reader.checkpoints()) == grown_size - 1  # stored
     note = statement_of(data)["predicate"]["checkpoint"]
-    assert open_checkpoint(note, "ledger", ledger_key.public_raw).size == 118
+    assert open_checkpoint(note, "ledger", ledger_key.public_raw).size == grown_size
     # Another key does not sign for this ledger at all: only the pinned one does.
     other = Signer.generate("ledger-2")
     with LedgerReader(path) as reader, pytest.raises(ForeignLedgerKeyError):
@@ -546,8 +551,8 @@ def test_tampered_checkpoint(bundle: bytes, ledger_key: Signer, trusted: Trusted
     """The note's size edited without the ledger key's signature."""
 
     def edit(statement: Statement) -> None:
-        note = statement["predicate"]["checkpoint"]
-        statement["predicate"]["checkpoint"] = note.replace("\n117\n", "\n116\n")
+        origin, size, rest = statement["predicate"]["checkpoint"].split("\n", 2)
+        statement["predicate"]["checkpoint"] = f"{origin}\n{int(size) - 1}\n{rest}"
 
     error = _caught(resigned(bundle, edit, ledger_key), trusted)
     assert error.check == "checkpoint" and "bad_signature" in error.message
@@ -558,7 +563,8 @@ def test_tampered_checkpoint_resigned_over_another_root(
 ) -> None:
     def edit(statement: Statement) -> None:
         origin = statement["predicate"]["ledger"]["origin"]
-        fake = sign_checkpoint(Checkpoint(origin, 117, bytes(32)), ledger_key)
+        size = int(statement["predicate"]["checkpoint"].split("\n")[1])
+        fake = sign_checkpoint(Checkpoint(origin, size, bytes(32)), ledger_key)
         statement["predicate"]["checkpoint"] = fake
 
     assert _caught(resigned(bundle, edit, ledger_key), trusted).check == "inclusion"

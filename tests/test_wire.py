@@ -12,18 +12,20 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import to_parsing_canonical_form
-from helpers import make_event
+from helpers import data_of, make_event
 
 from ledger.errors import InvalidEventError, MalformedPayloadError, UnknownSchemaError
 from ledger.wire.avro import MAGIC, Schema, SchemaSet, default_schemas
 from ledger.wire.codec import decode_event, encode_event
 from ledger.wire.envelope import Envelope
-from ledger.wire.events import EVENT_TYPES
+from ledger.wire.events import EVENT_TYPES, ClassificationData, Event, PolicyData
 from ledger.wire.keyring import Keyring, Signer
 from ledger.wire.verify import verify_message
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "schemas"
 EVENT_V1 = (SCHEMAS / "Event.v1.avsc").read_text(encoding="utf-8")
+EVENT_V2 = (SCHEMAS / "Event.v2.avsc").read_text(encoding="utf-8")
 ENVELOPE_V1 = (SCHEMAS / "Envelope.v1.avsc").read_text(encoding="utf-8")
 
 
@@ -47,9 +49,10 @@ def fingerprint_of(schema_text: str) -> bytes:
     return crc64_avro(to_parsing_canonical_form(json.loads(schema_text)).encode("utf-8"))
 
 
-def event_v2_text() -> str:
-    """Event.v2: DeploymentData gains an optional field (the one compatible change)."""
-    schema = json.loads(EVENT_V1)
+def event_v3_text() -> str:
+    """A future Event.v3 on top of the newest shipped version: DeploymentData gains an
+    optional field (the one compatible change)."""
+    schema = json.loads(EVENT_V2)
     data_field = next(f for f in schema["fields"] if f["name"] == "data")
     deployment = next(b for b in data_field["type"] if b["name"] == "DeploymentData")
     deployment["fields"].append({"name": "ticket_url", "type": ["null", "string"], "default": None})
@@ -64,24 +67,46 @@ def v1_only() -> SchemaSet:
 
 
 @pytest.fixture
-def v1_and_v2() -> SchemaSet:
+def shipped_and_v3() -> SchemaSet:
+    """Every shipped version, and the future v3 a newer build would ship."""
     return SchemaSet(
         [
             Schema.from_json("Event", 1, EVENT_V1),
-            Schema.from_json("Event", 2, event_v2_text()),
+            Schema.from_json("Event", 2, EVENT_V2),
+            Schema.from_json("Event", 3, event_v3_text()),
             Schema.from_json("Envelope", 1, ENVELOPE_V1),
         ]
     )
 
 
+POLICY = {
+    "digest": "sha256:" + "c" * 64,
+    "preprod": ["staging", "qa"],
+    "services": [
+        {"match": "payments", "preprod": ["staging-eu"]},
+        {"match": "search-*", "preprod": []},
+    ],
+    "severity": {"rollback": "low", "manual_change": "medium"},
+    "thresholds": {"late_after": 7200, "canary_window": 86_400},
+}
+
+
+def v2_events() -> list[Event]:
+    """What only v2 can carry: a policy record, and a classification that says why."""
+    return [
+        make_event("policy.recorded", **POLICY),
+        make_event("service.classified", why="stateless; rebuilt from the image each release"),
+    ]
+
+
 # --- framing -----------------------------------------------------------------------------------
 
 
-def test_event_is_single_object_encoded_with_the_event_schema_fingerprint() -> None:
+def test_event_is_single_object_encoded_with_the_newest_event_schema_fingerprint() -> None:
     payload = encode_event(make_event())
     assert payload[:2] == b"\xc3\x01" == MAGIC
-    assert payload[2:10] == fingerprint_of(EVENT_V1)
-    assert default_schemas().latest("Event").fingerprint == fingerprint_of(EVENT_V1)
+    assert payload[2:10] == fingerprint_of(EVENT_V2)
+    assert default_schemas().latest("Event").fingerprint == fingerprint_of(EVENT_V2)
 
 
 def test_envelope_is_single_object_encoded_with_the_envelope_schema_fingerprint() -> None:
@@ -92,10 +117,15 @@ def test_envelope_is_single_object_encoded_with_the_envelope_schema_fingerprint(
 
 @pytest.mark.parametrize("kind", EVENT_TYPES)
 def test_body_is_plain_avro_readable_by_any_avro_library(kind: str) -> None:
-    """A third party needs only the .avsc file and the 10-byte header to read an event."""
+    """A third party needs only the .avsc files and the 10-byte header to read an event:
+    the fingerprint names the file."""
     event = make_event(kind)
     payload = encode_event(event)
-    record: Any = schemaless_reader(BytesIO(payload[10:]), parse_schema(json.loads(EVENT_V1)))
+    by_fingerprint = {fingerprint_of(text): text for text in (EVENT_V1, EVENT_V2)}
+    writer = parse_schema(json.loads(by_fingerprint[payload[2:10]]))
+    body = BytesIO(payload[10:])
+    record: Any = schemaless_reader(body, writer)
+    assert body.tell() == len(payload) - 10
     assert record["id"] == event.id
     assert record["type"] == kind
     assert record["time"] == event.time
@@ -104,43 +134,162 @@ def test_body_is_plain_avro_readable_by_any_avro_library(kind: str) -> None:
 
 def test_shipped_schemas_are_the_repository_files() -> None:
     shipped = default_schemas()
-    assert shipped.latest("Event").version == 1
+    assert shipped.latest("Event").version == 2
+    assert shipped.latest("Event").fingerprint == fingerprint_of(EVENT_V2)
     assert shipped.latest("Envelope").fingerprint == fingerprint_of(ENVELOPE_V1)
+
+
+def test_the_fingerprints_in_the_formats_doc_are_the_computed_ones() -> None:
+    """docs/formats.md §2 is what a third party checks the 8 header bytes against."""
+    doc = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+    for name, version, text in (
+        ("Event", 1, EVENT_V1),
+        ("Event", 2, EVENT_V2),
+        ("Envelope", 1, ENVELOPE_V1),
+    ):
+        computed = Schema.from_json(name, version, text).fingerprint
+        assert computed == fingerprint_of(text)  # the library agrees with the spec
+        row = f"| `dev.ledger.{name}` v{version} | `schemas/{name}.v{version}.avsc` |"
+        assert f"{row} `{computed.hex()}` |" in doc, row
+
+
+def test_v2_is_v1_with_an_optional_why_and_a_policy_branch_appended() -> None:
+    """Only compatible changes: v1 stays a prefix of v2, so v1 bytes resolve into v2."""
+    v1, v2 = json.loads(EVENT_V1), json.loads(EVENT_V2)
+    branches_v1 = next(f for f in v1["fields"] if f["name"] == "data")["type"]
+    branches_v2 = next(f for f in v2["fields"] if f["name"] == "data")["type"]
+    assert [b["name"] for b in branches_v2] == [b["name"] for b in branches_v1] + ["PolicyData"]
+    for old, new in zip(branches_v1, branches_v2, strict=False):
+        added = new["fields"][len(old["fields"]) :]
+        assert new["fields"][: len(old["fields"])] == old["fields"], old["name"]
+        assert all(f.get("default", "missing") is None for f in added), old["name"]
+    classification = branches_v2[len(branches_v1) - 1]
+    assert [f["name"] for f in classification["fields"]][-1] == "why"
+    policy = branches_v2[-1]
+    assert [f["name"] for f in policy["fields"]] == list(PolicyData.model_fields)
 
 
 # --- evolution ---------------------------------------------------------------------------------
 
 
-def test_v2_differs_from_v1_only_by_an_optional_field(v1_and_v2: SchemaSet) -> None:
-    assert v1_and_v2.latest("Event").version == 2
-    assert v1_and_v2.latest("Event").fingerprint != fingerprint_of(EVENT_V1)
+V1_TYPES = [kind for kind in EVENT_TYPES if kind != "policy.recorded"]
+"""The types v1 can carry: all but those schema v2 added."""
 
 
-@pytest.mark.parametrize("kind", EVENT_TYPES)
-def test_v1_event_decodes_with_a_v2_reader(
-    kind: str, v1_only: SchemaSet, v1_and_v2: SchemaSet
+@pytest.mark.parametrize("kind", V1_TYPES)
+def test_every_event_written_under_v1_decodes_under_the_shipped_schemas_to_the_same_event(
+    kind: str, v1_only: SchemaSet
 ) -> None:
     event = make_event(kind)
     old_payload = encode_event(event, v1_only)
     assert old_payload[2:10] == fingerprint_of(EVENT_V1)
-    assert decode_event(old_payload, v1_and_v2) == event
+    decoded = decode_event(old_payload)  # the default set: v1 and v2
+    assert decoded == event
+    assert decoded.to_json_dict() == event.to_json_dict()
 
 
-def test_v2_reader_writes_v2(v1_and_v2: SchemaSet) -> None:
+@pytest.mark.parametrize("kind", V1_TYPES)
+def test_every_event_signed_under_v1_still_verifies_under_the_shipped_schemas(
+    kind: str, v1_only: SchemaSet, ci_signer: Signer, approver_signer: Signer, keyring: Keyring
+) -> None:
+    event = make_event(kind)
+    payload = encode_event(event, v1_only)
+    signer = approver_signer if kind.startswith("approval.") else ci_signer
+    data = Envelope.sign(payload, signer).to_bytes(v1_only)
+
+    verified = verify_message(data, keyring, datetime.now(UTC))
+
+    assert verified.event == event
+    assert verified.key_id == signer.key_id
+    assert verified.envelope == data  # the exact bytes received are kept ...
+    assert verified.payload == payload  # ... and the payload is the exact bytes signed
+    assert verified.payload[2:10] == fingerprint_of(EVENT_V1)
+
+
+def test_a_v1_classification_reads_with_no_why_and_keeps_its_stored_form(
+    v1_only: SchemaSet,
+) -> None:
+    """Resolution fills the new field with null; the null is left out of the JSON form
+    (and so of the ledger's data column and the derived id), as it was before v2."""
+    event = make_event("service.classified")
+    decoded = decode_event(encode_event(event, v1_only))
+    assert data_of(decoded, ClassificationData).why is None
+    assert decoded.to_json_dict()["data"] == {
+        "state": "stateless",
+        "criticality": "high",
+        "model": "immutable",
+    }
+
+
+@pytest.mark.parametrize("event", v2_events(), ids=lambda e: e.type)
+def test_a_v2_event_round_trips_byte_for_byte(event: Event) -> None:
+    payload = encode_event(event)
+    assert payload[2:10] == fingerprint_of(EVENT_V2)
+    decoded = decode_event(payload)
+    assert decoded == event
+    assert decoded.to_json_dict() == event.to_json_dict()
+    assert encode_event(decoded) == payload
+
+
+def test_a_policy_record_keeps_every_value_through_avro() -> None:
+    decoded = decode_event(encode_event(make_event("policy.recorded", **POLICY)))
+    assert data_of(decoded, PolicyData).model_dump(mode="json") == POLICY
+
+
+@pytest.mark.parametrize("event", v2_events(), ids=lambda e: e.type)
+def test_a_v2_event_is_refused_by_a_v1_reader_never_misdecoded(
+    event: Event, v1_only: SchemaSet
+) -> None:
+    with pytest.raises(UnknownSchemaError) as caught:
+        decode_event(encode_event(event), v1_only)
+    assert caught.value.reason == "unknown_schema"
+    assert fingerprint_of(EVENT_V2).hex() in caught.value.message
+    assert fingerprint_of(EVENT_V1).hex() in caught.value.message  # what it does know
+
+
+def test_a_v2_event_signed_is_refused_by_a_v1_verifier_as_an_unknown_schema(
+    v1_only: SchemaSet, ci_signer: Signer, keyring: Keyring
+) -> None:
+    data = Envelope.sign(encode_event(v2_events()[0]), ci_signer).to_bytes()
+    with pytest.raises(UnknownSchemaError):
+        verify_message(data, keyring, datetime.now(UTC), schemas=v1_only)
+
+
+# A future version on top of the newest: what the next schema change must keep working.
+
+
+def test_v3_differs_from_v2_only_by_an_optional_field(shipped_and_v3: SchemaSet) -> None:
+    assert shipped_and_v3.latest("Event").version == 3
+    assert shipped_and_v3.latest("Event").fingerprint != fingerprint_of(EVENT_V2)
+
+
+@pytest.mark.parametrize("kind", EVENT_TYPES)
+def test_a_shipped_event_decodes_with_a_v3_reader(
+    kind: str, v1_only: SchemaSet, shipped_and_v3: SchemaSet
+) -> None:
+    event = make_event(kind)
+    payloads = [encode_event(event)]
+    if kind in V1_TYPES:
+        payloads.append(encode_event(event, v1_only))
+    for payload in payloads:
+        assert decode_event(payload, shipped_and_v3) == event
+
+
+def test_v3_reader_writes_v3(shipped_and_v3: SchemaSet) -> None:
     event = make_event()
-    payload = encode_event(event, v1_and_v2)
-    assert payload[2:10] == fingerprint_of(event_v2_text())
-    assert decode_event(payload, v1_and_v2) == event
+    payload = encode_event(event, shipped_and_v3)
+    assert payload[2:10] == fingerprint_of(event_v3_text())
+    assert decode_event(payload, shipped_and_v3) == event
 
 
-def test_v1_event_signed_under_v1_verifies_under_v2(
-    v1_only: SchemaSet, v1_and_v2: SchemaSet, ci_signer: Signer, keyring: Keyring
+def test_an_event_signed_under_v1_verifies_under_v3(
+    v1_only: SchemaSet, shipped_and_v3: SchemaSet, ci_signer: Signer, keyring: Keyring
 ) -> None:
     event = make_event("deployment.succeeded")
     payload = encode_event(event, v1_only)
     data = Envelope.sign(payload, ci_signer).to_bytes(v1_only)
 
-    verified = verify_message(data, keyring, datetime.now(UTC), schemas=v1_and_v2)
+    verified = verify_message(data, keyring, datetime.now(UTC), schemas=shipped_and_v3)
 
     assert verified.event == event
     assert verified.key_id == ci_signer.key_id
@@ -149,25 +298,23 @@ def test_v1_event_signed_under_v1_verifies_under_v2(
     assert verified.payload[2:10] == fingerprint_of(EVENT_V1)
 
 
-def test_v2_event_is_refused_by_a_v1_reader_not_guessed(
-    v1_only: SchemaSet, v1_and_v2: SchemaSet
-) -> None:
-    payload = encode_event(make_event(), v1_and_v2)
+def test_v3_event_is_refused_by_a_shipped_reader_not_guessed(shipped_and_v3: SchemaSet) -> None:
+    payload = encode_event(make_event(), shipped_and_v3)
     with pytest.raises(UnknownSchemaError) as caught:
-        decode_event(payload, v1_only)
+        decode_event(payload)
     assert caught.value.reason == "unknown_schema"
-    assert fingerprint_of(event_v2_text()).hex() in caught.value.message
+    assert fingerprint_of(event_v3_text()).hex() in caught.value.message
 
 
 def test_a_non_null_field_the_model_does_not_know_is_still_refused(
-    v1_and_v2: SchemaSet,
+    shipped_and_v3: SchemaSet,
 ) -> None:
     """Evolution tolerates absent optional fields, not unknown facts."""
     record: dict[str, Any] = make_event().model_dump(mode="python")
     record["data"] = ("dev.ledger.DeploymentData", record["data"] | {"ticket_url": "x"})
-    payload = v1_and_v2.encode("Event", record)
+    payload = shipped_and_v3.encode("Event", record)
     with pytest.raises(InvalidEventError) as caught:
-        decode_event(payload, v1_and_v2)
+        decode_event(payload, shipped_and_v3)
     assert caught.value.field == "data.ticket_url"
 
 

@@ -34,10 +34,13 @@ from ledger.errors import ConfigurationError, EvidenceError
 from ledger.evidence.build import build_bundle, evidence_query
 from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
+from ledger.rules.policy import parse_duration
 from ledger.rules.questions import parse_instant, search_terms
 from ledger.store.backup import backup_to
+from ledger.store.check import CheckReport, check
 from ledger.store.gate import ProposedChange, gate
 from ledger.store.keyrings import recorded_keyrings
+from ledger.store.policy import horizon_report
 from ledger.store.query import (
     asof,
     diff,
@@ -47,6 +50,7 @@ from ledger.store.query import (
 )
 from ledger.store.reader import LedgerReader
 from ledger.store.reports import quarantine_report, status_report, verification_report
+from ledger.store.verified import read_record
 from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["create_app"]
@@ -116,13 +120,15 @@ def create_app(
     bundles: tuple[Keyring, Signer] | None = None,
     max_queries: int | None = None,
     health: Health | None = None,
+    db: Path | None = None,
 ) -> FastAPI:
     """An app reading through ``cursor()`` (one per request), guarded by ``tokens`` (a
     string: the one shared token); with
     ``bundles`` (the producers' keyring and the ledger key), it also signs evidence. At most
     ``max_queries`` requests are answered at once (default ``LEDGER_API_QUERIES``, else 8).
     With ``health``, it serves the health routes too (ledger.api.health), and counts its
-    requests by outcome."""
+    requests by outcome; ``db`` (the ledger's path) is where the last recorded verification
+    is read from, which `/v1/check` states."""
     if isinstance(tokens, str):
         tokens = ApiTokens.shared(tokens)
     router = APIRouter(dependencies=[Depends(_authorized)])
@@ -138,6 +144,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.cursor = cursor
+    app.state.db = db
     app.state.tokens = tokens
     admitted = threading.BoundedSemaphore(
         max_queries or int(os.environ.get("LEDGER_API_QUERIES", "8"))
@@ -255,6 +262,50 @@ def create_app(
         proposed = ProposedChange(service, env, actor, change_ref, image, target_kind, target,
                                   hash)  # fmt: skip
         return asdict(gate(reader, proposed, preprod))
+
+    @router.get("/v1/horizon")
+    def get_horizon(reader: Reader, env: Env) -> dict[str, Any]:
+        """What the ledger records of the horizon policy of an environment (as `ledger
+        horizon plan --api` reads it): each service's latest classification, the latest
+        policy record (or null), and the services any event names there."""
+        return horizon_report(reader, env)
+
+    @router.get("/v1/check", responses=_REFUSED)
+    def get_check(
+        request: Request,
+        reader: Reader,
+        env: Annotated[str, Query(description="The production environment to check.")],
+        from_: From,
+        to: To = "now",
+        service: Annotated[str | None, Query(description="Only this service's changes.")] = None,
+        partial_after: Annotated[
+            str | None,
+            Query(description="A mixed fleet longer than this is a finding, e.g. 1h, 30m."),
+        ] = None,
+        after: Annotated[
+            str, Query(description="Only the findings after this many: `next_after` of a page.")
+        ] = "",
+        limit: Limit = MAX_PAGE,
+    ) -> CheckReport:
+        """A period's production changes checked against the process and the horizon
+        policy (as `ledger check --json`), the findings a page at a time."""
+        thresholds = {}
+        if partial_after is not None:
+            try:
+                thresholds["partial_after"] = parse_duration(partial_after)
+            except ValueError:
+                raise HTTPException(400, f"partial_after: {partial_after!r} is not a duration "
+                                    "such as 90s, 15m, 1h or 2d") from None  # fmt: skip
+        skip = int(after) if after.isdigit() else 0
+        db: Path | None = request.app.state.db
+        verified = None if db is None else read_record(db)
+        report = check(reader, env, _when(from_, "from"), _when(to, "to"), service,
+                       thresholds=thresholds, verified=verified)  # fmt: skip
+        page = report.findings[skip : skip + limit]
+        more = skip + limit < len(report.findings)
+        return report.model_copy(
+            update={"findings": page, "next_after": str(skip + limit) if more else None}
+        )
 
     @router.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
     def get_keyring(reader: Reader) -> dict[str, Any]:

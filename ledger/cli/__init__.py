@@ -64,6 +64,12 @@ COMMANDS = (
     Command("gate", "ledger.cli.gate:gate",
             "Would this change be approved if it were made now? Exit 0 if so, 1 with every "
             "reason."),
+    Command("horizon", "ledger.cli.horizon:app",
+            "Keep the horizon policy (where each service sits, and why) in the ledger: plan, "
+            "then apply."),
+    Command("check", "ledger.cli.check:check",
+            "Check a period's production changes against the process and the horizon "
+            "policy."),
     Command("proof", "ledger.cli.proof:app",
             "Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162)."),
     Command("evidence", "ledger.cli.evidence:evidence",

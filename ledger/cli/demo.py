@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from ledger.cli._terminal import styled, table
 from ledger.cli.evidence import check_bundle_file, report_json
 from ledger.cli.query import print_asof, print_diff
 from ledger.demo import (
+    GATED,
     KEY_POLICIES,
     LEDGER_KEY_ID,
     build_history,
@@ -36,9 +38,13 @@ from ledger.demo import (
 from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import AsOfQuery
 from ledger.log.checkpoint import TrustedKey
+from ledger.rules.catalogue import severity_rank
+from ledger.store.check import check
+from ledger.store.gate import gate
 from ledger.store.integrity import verify_ledger
 from ledger.store.query import asof, diff, snapshot
 from ledger.store.reader import LedgerReader
+from ledger.store.verified import record_path, write_record
 from ledger.transport.broker import LocalBroker
 from ledger.transport.settings import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_TOPIC, KafkaSettings
 from ledger.transport.topics import ensure_topics
@@ -104,6 +110,7 @@ def _reset(db: Path, workdir: Path) -> None:
         workdir / "keyring.json",
         _witness(db),
         _bundle(db),
+        record_path(db),
     ):
         path.unlink(missing_ok=True)
     for key_id in (*KEY_POLICIES, LEDGER_KEY_ID):
@@ -159,6 +166,9 @@ def _run(
     with LedgerReader(db) as reader:
         trusted = TrustedKey(LEDGER_KEY_ID, ledger_signer.public_raw)
         report = verify_ledger(reader, keyring, trusted=trusted, workers=1).check()
+        verified = write_record(db, {"size": report.size, "ok": True, "check": None,
+                                     "signatures_checked": report.signatures_checked,
+                                     "first_bad_seq": None})  # fmt: skip
         by_type = reader.con.execute(
             "SELECT type, count(*) FROM entries GROUP BY type ORDER BY type"
         ).fetchall()
@@ -176,6 +186,10 @@ def _run(
         # ...and the answer as evidence an auditor checks without the ledger.
         query = AsOfQuery(kind="asof", service="payments", environment="prod", at=moment)
         bundle, _ = build_bundle(reader, query, keyring, ledger_signer)
+        # The period against the team's process and policy; then a change about to be made.
+        checked_period = check(reader, "prod", history.start, datetime.now(UTC),
+                               verified=verified)  # fmt: skip
+        refused = gate(reader, GATED)
     _bundle(db).write_bytes(bundle)
     pub = workdir / "keys" / f"{LEDGER_KEY_ID}.pub"
     checked = check_bundle_file(_bundle(db), pub)
@@ -205,8 +219,21 @@ def _run(
         "asof": answer,
         "diff": week.model_dump(mode="json"),
         "witness": str(_witness(db)),
+        "check": _check_summary(checked_period.model_dump(mode="json")),
+        "gate": {"change": asdict(GATED), **asdict(refused)},
         "evidence": {"path": str(_bundle(db)), "trusted_key": str(pub)} | report_json(checked),
     }
+
+
+def _check_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The counts, the first finding of each rule, and the integrity statement."""
+    first: dict[str, Any] = {}
+    for finding in report["findings"]:
+        first.setdefault(finding["rule"], finding)
+    ranked = sorted(first.values(), key=lambda f: -severity_rank(f["severity"]))
+    integrity = report["integrity"]["statement"]
+    return {"from": report["from"], "to": report["to"], "counts": report["counts"],
+            "examples": ranked, "integrity": integrity}  # fmt: skip
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -246,6 +273,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                " ledger diff --env prod --from '1 week ago'")
     )  # fmt: skip
     print_diff(summary["diff"])
+    _print_check(summary["check"], summary["gate"])
     evidence = summary["evidence"]
     out.print(
         styled("\n", ("Evidence, checked offline:", "bold"),
@@ -261,3 +289,26 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"ledger verify-bundle {evidence['path']} "
         f"--trusted-key {evidence['trusted_key']}"
     )
+
+
+def _print_check(checked: dict[str, Any], gated: dict[str, Any]) -> None:
+    out.print(
+        styled("\n", ("Did prod follow the process and the horizon policy?", "bold"),
+               f" ledger check --env prod --from {checked['from'][:16]}")
+    )  # fmt: skip
+    grid = table("rule", "findings", "severity", "for example", "entries")
+    for example in checked["examples"]:
+        seqs = ", ".join(str(c["seq"]) for c in example["entries"][:4])
+        grid.add_row(example["rule"], str(checked["counts"][example["rule"]]),
+                     example["severity"], example["message"], seqs or "-")  # fmt: skip
+    out.print(grid)
+    out.print(f"integrity: {checked['integrity']}")
+    change = gated["change"]
+    out.print(
+        styled("\n", ("May this change go out?", "bold"),
+               f" ledger gate --service {change['service']} --env {change['environment']} "
+               f"--actor {change['actor']} --image {short_image(change['image'])} "
+               f"--change-ref {change['change_ref']}")
+    )  # fmt: skip
+    for reason in gated["reasons"]:
+        out.print(styled(("refused", "red"), f": {reason}"))

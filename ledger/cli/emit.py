@@ -235,6 +235,12 @@ def _build(
 
 
 def _send(options: Emit, events: list[Event]) -> None:
+    _report(options, _deliver(options, events), [])
+
+
+def _deliver(options: Emit, events: list[Event]) -> list[Delivery]:
+    """Sign and send ``events`` (checked first under --keyring or --api when given); every
+    one acknowledged, or exit 3 naming those that were not (``ledger horizon apply`` too)."""
     from ledger.errors import PartialDeliveryError
     from ledger.transport.producer import LedgerProducer
 
@@ -252,7 +258,7 @@ def _send(options: Emit, events: list[Event]) -> None:
         except PartialDeliveryError as exc:
             _report(options, exc.delivered, exc.failed)  # --json: every id not delivered
             fail(exc.message, Exit.UNREACHABLE)
-    _report(options, deliveries, [])
+    return deliveries
 
 
 def _file_keyring(path: Path) -> tuple[Keyring, str]:
@@ -457,10 +463,15 @@ def classify(
     state: Annotated[str, typer.Option(help="stateless | stateful.")],
     criticality: Annotated[str, typer.Option(help="low | medium | high.")],
     model: Annotated[str, typer.Option(help="immutable | mutable.")],
+    why: Annotated[
+        str | None,
+        typer.Option(help="Why the team drew the horizon here (the framework asks for it)."),
+    ] = None,
 ) -> None:
     """Record the service's deployment model, as the team decided it.
 
     Example: `ledger emit classify --service checkout --env prod --state stateless --criticality
-    high --model immutable --key keys/ci-github.key`"""
-    data = {"state": state, "criticality": criticality, "model": model}
+    high --model immutable --why "no local state; rebuilt from the image" --key
+    keys/ci-github.key`"""
+    data = {"state": state, "criticality": criticality, "model": model, "why": why}
     _send(options, [_build(options, "service.classified", service, env, data)])

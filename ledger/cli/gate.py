@@ -39,7 +39,8 @@ def gate(
         list[str] | None,
         typer.Option(
             help="A pre-production environment the image must have succeeded in "
-            "(repeatable); none: the promotion path is not checked."
+            "(repeatable); default: those the horizon policy in force names for the service "
+            "(none recorded: not checked)."
         ),
     ] = None,
     db: DbPath = DEFAULT_DB,
@@ -49,8 +50,10 @@ def gate(
     """Would this change be approved if it were made now? Exit 0 if so, 1 with every reason.
 
     Judged by the point-in-time rules as if it were the ledger's next entry (a valid grant
-    already recorded, by someone other than the actor, for this image or hash), and, with
-    --preprod, the image seen succeeding there first. Emits nothing.
+    already recorded, by someone other than the actor, for this image or hash). Emits nothing.
+
+    The image must have succeeded in pre-production first: --preprod, else the environments
+    the horizon policy in force names.
 
     Example: `ledger gate --service checkout --env prod --actor alice --image
     registry.example/checkout@sha256:<64 hex> --change-ref CHG-1042 --preprod staging`"""
@@ -63,7 +66,7 @@ def gate(
         query = {k: v for k, v in asdict(proposed).items() if v is not None}
         path = "/v1/gate?" + urlencode(query | {"preprod": preprod or []}, doseq=True)
         answer: dict[str, Any] = local_or_remote(
-            db, api, path, lambda r: asdict(judge(r, proposed, preprod))
+            db, api, path, lambda r: asdict(judge(r, proposed, preprod or None))
         )
     if json_out:
         print_json(answer)

@@ -41,6 +41,7 @@ __all__ = [
     "INSTANCE_LOCAL_KINDS",
     "RULES_VERSION",
     "Approval",
+    "Approvals",
     "AsOf",
     "Classification",
     "Compromised",
@@ -50,6 +51,8 @@ __all__ = [
     "LiveMutation",
     "Partial",
     "UnapprovedReason",
+    "Verdict",
+    "judge",
     "reconstruct",
 ]
 
@@ -177,7 +180,10 @@ class AsOf(_Answer):
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class Verdict:
+    """Rule 4's answer for one change: the grant that approves it, or why none does, and
+    the entries that say so."""
+
     approval: Fact | None
     reason: UnapprovedReason | None
     evidence: tuple[int, ...]
@@ -189,37 +195,42 @@ _ORDER = attrgetter("time", "seq")
 
 
 @dataclass
-class _Approvals:
+class Approvals:
     """The grants and revocations of one change ref, each in (time, seq) order."""
 
     grants: list[Fact] = field(default_factory=list)
     revocations: list[Fact] = field(default_factory=list)
 
 
-def _judge(
-    change: Fact, scope: tuple[str, str | None], approvals: dict[str, _Approvals], rules: int
-) -> _Verdict:
-    """Rule 4 for one change; ``scope`` is ("image" | "hash", the change's value)."""
+def judge(
+    change: Fact,
+    scope: tuple[str, str | None],
+    approvals: dict[str, Approvals],
+    rules: int = RULES_VERSION,
+) -> Verdict:
+    """Rule 4 for one change; ``scope`` is ("image" | "hash", the change's value);
+    ``approvals`` the grants and revocations of its stream by change ref (``ledger check``
+    judges every change of a period by this, as :func:`reconstruct` judges the live ones)."""
     ref = change.data.get("change_ref")
     found = approvals.get(ref) if ref else None
     if found is None or not found.grants:
-        return _Verdict(None, "missing", ())
+        return Verdict(None, "missing", ())
     grants, revocations = found.grants, found.revocations
     before = [g for g in grants if g.time <= change.time]
     if not before:
-        return _Verdict(None, "after_change", tuple(g.seq for g in grants))
+        return Verdict(None, "after_change", tuple(g.seq for g in grants))
     if rules >= 2:  # and recorded before the change, in the ledger's order
         recorded = [g for g in before if g.seq < change.seq]
         if not recorded:
-            return _Verdict(None, "recorded_late", tuple(g.seq for g in before))
+            return Verdict(None, "recorded_late", tuple(g.seq for g in before))
         before = recorded
-    failures: list[_Verdict] = []
+    failures: list[Verdict] = []
     for grant in reversed(before):  # the latest first
         revoked_by = tuple(r.seq for r in revocations if _between(grant, r, change, rules))
         reason = _grant_failure(change, scope, grant, revoked_by, rules)
         if reason is None:
-            return _Verdict(grant, None, (grant.seq,))
-        failures.append(_Verdict(None, reason, (grant.seq, *revoked_by)))
+            return Verdict(grant, None, (grant.seq,))
+        failures.append(Verdict(None, reason, (grant.seq, *revoked_by)))
     return failures[0]  # the latest grant's reason
 
 
@@ -255,7 +266,7 @@ def _grant_failure(
     return None
 
 
-def _status(verdict: _Verdict) -> dict[str, Any]:
+def _status(verdict: Verdict) -> dict[str, Any]:
     """The approval fields of a judged change (deployment or mutation)."""
     grant = verdict.approval
     approval = (
@@ -296,7 +307,7 @@ def reconstruct(
     failures: list[Fact] = []
     latest: dict[tuple[str, str, str | None], Fact] = {}
     classified: Fact | None = None
-    approvals: defaultdict[str, _Approvals] = defaultdict(_Approvals)
+    approvals: defaultdict[str, Approvals] = defaultdict(Approvals)
     kept = (f for f in facts if f.time <= at or (rules >= 2 and f.type == "approval.revoked"))
     for fact in sorted(kept, key=_ORDER):
         kind = fact.type
@@ -317,7 +328,7 @@ def reconstruct(
     evidence: set[int] = set()
     deployment = None
     if live is not None:
-        verdict = _judge(live, ("image", live.data["image"]), approvals, rules)
+        verdict = judge(live, ("image", live.data["image"]), approvals, rules)
         evidence.update((live.seq, *verdict.evidence))
         deployment = {
             "image": live.data["image"],
@@ -351,7 +362,7 @@ def reconstruct(
             continue  # removed
         if kind in INSTANCE_LOCAL_KINDS and live is not None and live.order > fact.order:
             continue  # wiped: the instances were replaced after the change
-        verdict = _judge(fact, ("hash", fact.data["hash"]), approvals, rules)
+        verdict = judge(fact, ("hash", fact.data["hash"]), approvals, rules)
         evidence.update((fact.seq, *verdict.evidence))
         mutations.append(
             {

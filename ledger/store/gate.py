@@ -6,7 +6,8 @@ the gate can never disagree with what ``asof`` would say once the change is reco
 grant already in the ledger (recorded before the change, in the ledger's order), by
 someone other than the actor, for this image or hash, unexpired and not revoked. And,
 when pre-production environments are named, the image must have been witnessed
-succeeding in one of them (the promotion path; compared by digest, not by name).
+succeeding in one of them (the promotion path; compared by digest, not by name): those
+given, else those the horizon policy in force names for the service (ledger horizon).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.errors import QueryError
+from ledger.rules.findings import PolicyInForce
 from ledger.rules.pointintime import Fact, reconstruct
+from ledger.store.policy import policy_records
 from ledger.store.query import approvals_for, candidates
 from ledger.store.reader import LedgerReader
 
@@ -58,8 +61,17 @@ class GateAnswer:
 def gate(
     reader: LedgerReader, change: ProposedChange, preprod: list[str] | None = None
 ) -> GateAnswer:
-    """Judge ``change`` as the ledger's next entry, now; and its promotion path."""
+    """Judge ``change`` as the ledger's next entry, now; and its promotion path through
+    ``preprod`` (None: the environments the policy in force names)."""
     now = datetime.now(UTC)
+    policy = None
+    if preprod is None:
+        records = policy_records(reader, change.environment)
+        if records:
+            latest = records[-1]
+            policy = latest.seq
+            in_force = PolicyInForce.from_record(latest.seq, latest.event_id, latest.data)
+            preprod = list(in_force.preprod_for(change.service))
     facts = candidates(reader, change.service, change.environment, now)
     if change.change_ref:
         known = {f.seq for f in facts}
@@ -78,7 +90,7 @@ def gate(
     if not judged.approved:
         reasons.append(f"not approved: {judged.unapproved_reason} (change ref "
                        f"{change.change_ref or 'none'})")  # fmt: skip
-    promotion = _promotion(reader, change, preprod)
+    promotion = _promotion(reader, change, preprod) | {"policy": policy}
     if promotion["checked"] and not promotion["entries"]:
         reasons.append(f"{change.image} was never witnessed succeeding in "
                        f"{', '.join(promotion['environments'])}")  # fmt: skip

@@ -27,6 +27,7 @@ __all__ = [
     "Revocation",
     "compromised",
     "compromised_counts",
+    "compromised_in",
     "recorded_keyrings",
     "revocations",
 ]
@@ -98,6 +99,20 @@ def _params(revoked: dict[str, Revocation]) -> dict[str, object]:
     }
 
 
+def _mark(
+    revoked: dict[str, Revocation], seq: int, key_id: str, witnessed: datetime
+) -> Compromised:
+    """The mark on entry ``seq``, which key ``key_id`` signed, witnessed at ``witnessed``."""
+    revocation = revoked[key_id]
+    return Compromised(
+        seq=seq,
+        key_id=key_id,
+        witnessed_at=witnessed,
+        revoked_at=revocation.revoked_at,
+        recorded_seq=revocation.recorded_seq,
+    )
+
+
 def compromised(
     con: duckdb.DuckDBPyConnection, revoked: dict[str, Revocation], seqs: Iterable[int]
 ) -> list[Compromised]:
@@ -110,16 +125,7 @@ def compromised(
         "ORDER BY e.seq",
         _params(revoked) | {"seqs": wanted},
     ).fetchall()
-    return [
-        Compromised(
-            seq=seq,
-            key_id=key_id,
-            witnessed_at=witnessed,
-            revoked_at=revoked[key_id].revoked_at,
-            recorded_seq=revoked[key_id].recorded_seq,
-        )
-        for seq, key_id, witnessed in rows
-    ]
+    return [_mark(revoked, *row) for row in rows]
 
 
 def compromised_counts(
@@ -135,3 +141,28 @@ def compromised_counts(
         _params(revoked) | {"below": below},
     ).fetchall()
     return [(revoked[key_id], int(count), int(first)) for key_id, count, first in rows]
+
+
+def compromised_in(
+    con: duckdb.DuckDBPyConnection,
+    revoked: dict[str, Revocation],
+    environment: str,
+    start: datetime,
+    end: datetime,
+    service: str | None = None,
+) -> list[tuple[Compromised, str, str, datetime]]:
+    """The entries of an environment (of one service, if given) claiming a time in [start,
+    end] that a revoked key signed after its revocation: each mark, with the entry's event
+    id, service and time, by seq."""
+    if not revoked:
+        return []
+    rows = con.execute(
+        f"SELECT e.seq, e.key_id, {_WITNESSED}, e.event_id, e.service, e.time {_MARKED} "
+        "AND e.environment = $env AND ($service IS NULL OR e.service = $service) "
+        "AND e.time BETWEEN $start AND $end ORDER BY e.seq",
+        _params(revoked) | {"env": environment, "service": service, "start": start, "end": end},
+    ).fetchall()
+    return [
+        (_mark(revoked, seq, key_id, witnessed), event_id, service_name, time)
+        for seq, key_id, witnessed, event_id, service_name, time in rows
+    ]

@@ -26,6 +26,7 @@ from ledger.store.reader import LedgerReader
 from ledger.wire.records import LEDGER_ENVIRONMENT
 
 __all__ = [
+    "FACT_COLUMNS",
     "approvals_for",
     "asof",
     "candidates",
@@ -34,6 +35,7 @@ __all__ = [
     "snapshot",
     "streams",
     "timeline",
+    "to_facts",
 ]
 
 _T = TypeVar("_T")
@@ -44,10 +46,10 @@ _WIDE = """seq, event_id, type, time, actor, service, change_ref, image, target_
     instance, content_hash, tool, method, approver, valid_until, updated, total, state,
     criticality, model, ingested_at"""
 
-_SELECTED = """seq, event_id, type, epoch_us(time), actor, service, change_ref, image, target_kind,
-       target, instance, content_hash, tool, method, approver, epoch_us(valid_until),
-       updated, total, state, criticality, model, epoch_us(ingested_at)"""
-"""What :func:`_facts` reads of each candidate."""
+FACT_COLUMNS = """seq, event_id, type, epoch_us(time), actor, service, change_ref, image,
+       target_kind, target, instance, content_hash, tool, method, approver,
+       epoch_us(valid_until), updated, total, state, criticality, model, epoch_us(ingested_at)"""
+"""What :func:`to_facts` reads of each fact (the service is the sixth column)."""
 
 _CANDIDATES = f"""
 WITH base AS {{materialized}} (
@@ -93,13 +95,13 @@ approvals AS (
 -- Revocations that claim a time after the instant: the rules place them by the ledger's
 -- order, so one recorded before a change it revokes counts (docs/queries.md, rule 4).
 late AS (
-    SELECT {_SELECTED} FROM facts f
+    SELECT {FACT_COLUMNS} FROM facts f
     SEMI JOIN changes c ON f.service = c.service AND f.change_ref = c.change_ref
     WHERE f.environment = $env {{late_stream}} AND f.type = 'approval.revoked' AND f.time > $at
       AND ($known_at IS NULL OR f.ingested_at <= $known_at)
 )
 SELECT * FROM (
-    SELECT {_SELECTED} FROM {{wide}} seq IN (
+    SELECT {FACT_COLUMNS} FROM {{wide}} seq IN (
         SELECT seq FROM latest WHERE type <> 'mutation.applied'
         UNION ALL SELECT seq FROM failed UNION ALL SELECT seq FROM mutations
         UNION ALL SELECT seq FROM approvals
@@ -170,7 +172,7 @@ def _answers(
     ).fetchall()
     with _without_cyclic_gc():
         return [
-            reconstruct(svc, environment, at, _facts(group), ledger_size, known_at)
+            reconstruct(svc, environment, at, to_facts(group), ledger_size, known_at)
             for svc, group in groupby(rows, key=itemgetter(5))
         ]
 
@@ -193,7 +195,7 @@ def _without_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
+def to_facts(rows: Iterable[tuple[Any, ...]]) -> list[Fact]:
     """Facts from the query index's columns: the event data the rules read, by type."""
     facts = []
     for (seq, event_id, kind, micros, actor, _, change_ref, image, target_kind, target,
@@ -237,11 +239,11 @@ def approvals_for(
     """The grants and revocations of one change ref in one service and environment: what
     decides the approval of a change that names it (``ledger gate``'s question)."""
     rows = reader.con.execute(
-        f"SELECT {_SELECTED} FROM facts WHERE environment = $env AND service = $service "
+        f"SELECT {FACT_COLUMNS} FROM facts WHERE environment = $env AND service = $service "
         "AND change_ref = $ref AND type IN ('approval.granted', 'approval.revoked')",
         {"env": environment, "service": service, "ref": change_ref},
     ).fetchall()
-    return _facts(rows)
+    return to_facts(rows)
 
 
 def candidates(
@@ -257,7 +259,7 @@ def candidates(
         _SERVICE_CANDIDATES,
         {"env": environment, "service": service, "at": at, "known_at": known_at},
     ).fetchall()
-    return _facts(rows)
+    return to_facts(rows)
 
 
 def asof(

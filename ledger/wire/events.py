@@ -1,4 +1,5 @@
-"""The event contract: strict pydantic models for deployment, mutation and approval events.
+"""The event contract: strict pydantic models for deployment, mutation, approval, classification
+and policy events.
 
 Field names here are a public contract (producers, stored payloads and third-party
 verifiers rely on them): fields may be added, never renamed. Validation is strict, so a
@@ -51,8 +52,12 @@ __all__ = [
     "Instances",
     "MutationData",
     "MutationEvent",
+    "PolicyData",
+    "PolicyRecordedEvent",
     "RollbackData",
     "RollbackEvent",
+    "ServicePreprod",
+    "ThresholdName",
     "derived_event_id",
     "event_from_json",
     "event_from_mapping",
@@ -150,6 +155,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "approval.granted",
     "approval.revoked",
     "service.classified",
+    "policy.recorded",
 )
 
 
@@ -219,6 +225,38 @@ class ClassificationData(_Strict):
     state: Literal["stateless", "stateful"]
     criticality: Literal["low", "medium", "high"]
     model: Literal["immutable", "mutable"]
+    # Schema v2. Left out of every dump when null, so a classification without one keeps
+    # the data column, JSON form and derived id it had before the field existed.
+    why: LongText | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Why the team drew the horizon here.",
+    )
+
+
+ThresholdName: TypeAlias = Literal["partial_after", "late_after", "canary_window", "config_window"]
+"""The thresholds a policy may set: ledger.rules.catalogue.THRESHOLDS names them (the wire
+layer does not import the rules; tests/test_events.py keeps the two in step)."""
+
+Seconds = Annotated[int, Field(ge=1, le=31_622_400)]
+"""A threshold: one second to 366 days."""
+
+
+class ServicePreprod(_Strict):
+    match: Text = Field(description="A service name or an fnmatch pattern.")
+    preprod: list[Name] = Field(max_length=32)
+
+
+class PolicyData(_Strict):
+    """The horizon policy in force for an environment (schema v2)."""
+
+    digest: Digest = Field(description="sha256:<64 hex> of the policy file as applied.")
+    preprod: list[Name] = Field(default=[], max_length=32)
+    services: list[ServicePreprod] = Field(default=[], max_length=1000)
+    severity: dict[Name, Literal["info", "low", "medium", "high"]] = Field(
+        default={}, max_length=64
+    )
+    thresholds: dict[ThresholdName, Seconds] = Field(default={})
 
 
 class _EventBase(_Strict):
@@ -275,6 +313,11 @@ class ClassificationEvent(_EventBase):
     data: ClassificationData
 
 
+class PolicyRecordedEvent(_EventBase):
+    type: Literal["policy.recorded"]
+    data: PolicyData
+
+
 Event: TypeAlias = Annotated[
     DeploymentEvent
     | DeploymentFailedEvent
@@ -282,7 +325,8 @@ Event: TypeAlias = Annotated[
     | MutationEvent
     | ApprovalGrantedEvent
     | ApprovalRevokedEvent
-    | ClassificationEvent,
+    | ClassificationEvent
+    | PolicyRecordedEvent,
     Field(discriminator="type"),
 ]
 
@@ -344,9 +388,13 @@ def _domain_error(exc: ValidationError) -> InvalidEventError:
     first = exc.errors(include_url=False)[0]
     # Skip the discriminator tag (e.g. 'deployment.succeeded') that pydantic puts in the path.
     parts = [str(p) for p in first["loc"] if not (isinstance(p, str) and p in EVENT_TYPES)]
-    field = ".".join(parts) or None
+    # A refused key of a map (a policy's severity or thresholds): pydantic adds '[key]'.
+    bad_key = parts[-1:] == ["[key]"]
+    field = ".".join(parts[:-1] if bad_key else parts) or None
     message = first["msg"]
-    if first["type"] == "union_tag_invalid":
+    if bad_key:
+        message = f"is not an accepted key ({message[:1].lower()}{message[1:]})"
+    elif first["type"] == "union_tag_invalid":
         field = "type"
         message = f"unknown event type; expected one of: {', '.join(EVENT_TYPES)}"
     elif first["type"] == "union_tag_not_found":
