@@ -448,3 +448,14 @@ def test_the_integrity_statement_proves_the_checkpoint_extends_the_verified_ledg
     assert report.integrity.checkpoint["size"] == len(HISTORY)
     assert report.integrity.consistency == {"from": 10, "to": len(HISTORY), "verified": True}
     assert "extends the verified 10 entries" in report.integrity.statement
+
+
+def test_entries_witnessed_when_they_claim_are_no_late_arrivals(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    fresh = [classify("checkout", "stateless", "high", "immutable"),
+             grant("checkout", now - timedelta(minutes=2), "CHG-1", image=A),
+             deploy("checkout", now - timedelta(minutes=1), A, "CHG-1")]  # fmt: skip
+    db = build(tmp_path / "ledger.duckdb", fresh)
+    with LedgerReader(db) as reader:
+        report = check(reader, "prod", now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert [f.rule for f in report.findings] == []  # classified, approved, on time

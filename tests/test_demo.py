@@ -101,6 +101,9 @@ def test_demo_runs_end_to_end_on_the_embedded_broker(tmp_path: Path) -> None:
     assert report.checkpoint == last
     assert report.entries == evidence["entries"]
     assert set(summary["asof"]["evidence"]["entries"]) <= set(report.entries)
+    # ...and the auditor's report of the history, beside the ledger.
+    assert summary["report"] == "demo-report.html"
+    assert "Deployment audit report: prod" in (tmp_path / "demo-report.html").read_text()
 
 
 def test_demo_prints_the_offline_check_of_its_evidence(tmp_path: Path) -> None:

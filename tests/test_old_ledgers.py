@@ -12,15 +12,20 @@ from pathlib import Path
 import pytest
 from consumer_helpers import ledger_cli
 from helpers import IMAGE_A, make_event
-from ledger_builders import append
+from ledger_builders import accepted, append, signers
 
 from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import AsOfQuery, verify_bundle
+from ledger.log.chain import Witness
 from ledger.log.checkpoint import TrustedKey, split_notes
+from ledger.store.batch import Received
 from ledger.store.integrity import verify_ledger
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
+from ledger.wire.avro import Schema, SchemaSet
+from ledger.wire.codec import encode_event
+from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import Keyring, Signer, load_public_key
 
 DATA = Path(__file__).resolve().parent / "data" / "ledger-v1"
@@ -115,3 +120,26 @@ def test_a_writer_extends_it_in_format_2_without_rehashing(v1_ledger: Path) -> N
     assert (report.size, report.signatures_verified, report.checkpoints_stored) == (8, 8, 3)
     assert checked.rules == 2 and checked.answer["rules"] == 2
     assert verify_bundle(bundle, TrustedKey("ledger", ledger_key.public_raw)).rules == 2
+
+
+def test_an_event_sent_again_by_an_upgraded_producer_is_a_duplicate(tmp_path: Path) -> None:
+    """A file re-sent after the producer moved to a newer schema version carries the same
+    events in other bytes: each is recorded once, the first envelope standing, and none is
+    quarantined as a conflicting duplicate."""
+    schemas = Path(__file__).resolve().parent.parent / "schemas"
+    v1_only = SchemaSet([Schema.from_json(name, 1, (schemas / f"{name}.v1.avsc").read_text())
+                         for name in ("Event", "Envelope")])  # fmt: skip
+    ci, _, ring = signers()
+    event = make_event(image=IMAGE_A)
+    old = Envelope.sign(encode_event(event, v1_only), ci).to_bytes(v1_only)
+    new = seal(event, ci)
+    assert old != new
+    writer = LedgerWriter(tmp_path / "ledger.duckdb")
+    try:
+        append(writer, ring, [old], 0)
+        again = accepted(writer, ring, new, Received("ledger.events", 0, 1, b"k", new, 0,
+                                                    Witness.CONSUMER))  # fmt: skip
+        plan = writer.prepare([again], {("ledger.events", 0): 2})
+    finally:
+        writer.close()
+    assert (plan.duplicates, plan.entries, plan.quarantined) == (1, [], [])

@@ -18,7 +18,7 @@ from ledger.errors import InvalidEventError, MalformedPayloadError, UnknownSchem
 from ledger.wire.avro import MAGIC, Schema, SchemaSet, default_schemas
 from ledger.wire.codec import decode_event, encode_event
 from ledger.wire.envelope import Envelope
-from ledger.wire.events import EVENT_TYPES, ClassificationData, Event, PolicyData
+from ledger.wire.events import EVENT_TYPES, ClassificationData, DeploymentData, Event, PolicyData
 from ledger.wire.keyring import Keyring, Signer
 from ledger.wire.verify import verify_message
 
@@ -92,10 +92,12 @@ POLICY = {
 
 
 def v2_events() -> list[Event]:
-    """What only v2 can carry: a policy record, and a classification that says why."""
+    """What only v2 can carry: a policy record, a classification that says why, and a
+    deployment that says when its commit was made."""
     return [
         make_event("policy.recorded", **POLICY),
         make_event("service.classified", why="stateless; rebuilt from the image each release"),
+        make_event(commit="4f1c2b3", commit_time="2026-11-20T09:12:00Z"),
     ]
 
 
@@ -219,6 +221,16 @@ def test_a_v1_classification_reads_with_no_why_and_keeps_its_stored_form(
         "criticality": "high",
         "model": "immutable",
     }
+
+
+def test_a_v1_deployment_reads_with_no_commit_time_and_keeps_its_stored_form(
+    v1_only: SchemaSet,
+) -> None:
+    event = make_event(commit="4f1c2b3")
+    decoded = decode_event(encode_event(event, v1_only))
+    assert data_of(decoded, DeploymentData).commit_time is None
+    assert "commit_time" not in decoded.to_json_dict()["data"]
+    assert decoded.to_json_dict() == event.to_json_dict()
 
 
 @pytest.mark.parametrize("event", v2_events(), ids=lambda e: e.type)

@@ -36,6 +36,7 @@ from ledger.rules.answers import Diff, SearchHit, Snapshot, TimelineEntry
 from ledger.rules.pointintime import AsOf
 from ledger.rules.policy import parse_duration
 from ledger.rules.questions import parse_instant, search_terms
+from ledger.rules.stats import Stats
 from ledger.store.backup import backup_to
 from ledger.store.check import CheckReport, check
 from ledger.store.gate import ProposedChange, gate
@@ -50,7 +51,8 @@ from ledger.store.query import (
 )
 from ledger.store.reader import LedgerReader
 from ledger.store.reports import quarantine_report, status_report, verification_report
-from ledger.store.verified import read_record
+from ledger.store.stats import stats
+from ledger.store.verified import VerificationRecord, read_record
 from ledger.wire.keyring import Keyring, Signer
 
 __all__ = ["create_app"]
@@ -109,9 +111,15 @@ AfterService = Annotated[
     str, Query(description="Only the services after this one (by name): `next_after` of a page.")
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"At most this many (≤ {MAX_PAGE}).")]
+OnlyService = Annotated[str | None, Query(description="Only this service's changes.")]
+PartialAfter = Annotated[
+    str | None, Query(description="A mixed fleet longer than this is a finding, e.g. 1h, 30m.")
+]
 _REFUSED: dict[int | str, dict[str, Any]] = {
     400: {"description": "A question that cannot be asked, named in `detail`."}
 }
+_REPORT_TYPES = ("text/html", "text/markdown", "text/csv", "application/json")
+"""What `/v1/report` answers in, by its `format` (ledger.report.formats.CONTENT_TYPES)."""
 
 
 def create_app(
@@ -277,11 +285,8 @@ def create_app(
         env: Annotated[str, Query(description="The production environment to check.")],
         from_: From,
         to: To = "now",
-        service: Annotated[str | None, Query(description="Only this service's changes.")] = None,
-        partial_after: Annotated[
-            str | None,
-            Query(description="A mixed fleet longer than this is a finding, e.g. 1h, 30m."),
-        ] = None,
+        service: OnlyService = None,
+        partial_after: PartialAfter = None,
         after: Annotated[
             str, Query(description="Only the findings after this many: `next_after` of a page.")
         ] = "",
@@ -289,23 +294,75 @@ def create_app(
     ) -> CheckReport:
         """A period's production changes checked against the process and the horizon
         policy (as `ledger check --json`), the findings a page at a time."""
-        thresholds = {}
-        if partial_after is not None:
-            try:
-                thresholds["partial_after"] = parse_duration(partial_after)
-            except ValueError:
-                raise HTTPException(400, f"partial_after: {partial_after!r} is not a duration "
-                                    "such as 90s, 15m, 1h or 2d") from None  # fmt: skip
         skip = int(after) if after.isdigit() else 0
-        db: Path | None = request.app.state.db
-        verified = None if db is None else read_record(db)
         report = check(reader, env, _when(from_, "from"), _when(to, "to"), service,
-                       thresholds=thresholds, verified=verified)  # fmt: skip
+                       thresholds=_thresholds(partial_after),
+                       verified=_verified(request))  # fmt: skip
         page = report.findings[skip : skip + limit]
         more = skip + limit < len(report.findings)
         return report.model_copy(
             update={"findings": page, "next_after": str(skip + limit) if more else None}
         )
+
+    @router.get("/v1/stats", responses=_REFUSED)
+    def get_stats(
+        reader: Reader,
+        env: Annotated[str, Query(description="The production environment to measure.")],
+        from_: From,
+        to: To = "now",
+        by: Annotated[
+            str,
+            Query(
+                description="One group per deployment model (as classified at the time of "
+                "each change) or per service: model | service."
+            ),
+        ] = "model",
+        service: OnlyService = None,
+    ) -> Stats:
+        """Deployment frequency, lead time, change failure rate, time to restore, mixed
+        fleets, unapproved and manual changes of a period, by deployment model or service
+        (as `ledger stats --json`)."""
+        return stats(reader, env, _when(from_, "from"), _when(to, "to"), by=by,
+                     service=service)  # fmt: skip
+
+    @router.get(
+        "/v1/report",
+        response_class=Response,
+        responses={200: {"content": {kind: {} for kind in _REPORT_TYPES},
+                         "description": "The document, as `ledger report --format` writes it."},
+                   **_REFUSED},
+    )  # fmt: skip
+    def get_report(
+        request: Request,
+        reader: Reader,
+        env: Annotated[str, Query(description="The production environment to report on.")],
+        from_: From,
+        to: To = "now",
+        fmt: Annotated[
+            str,
+            Query(
+                alias="format",
+                description="html (one self-contained file) | md | csv | json (the whole "
+                "document: findings, numbers, timelines).",
+            ),
+        ] = "html",
+        service: OnlyService = None,
+        partial_after: PartialAfter = None,
+    ) -> Response:
+        """The auditor's report of a period (as `ledger report`): findings by requirement,
+        the pilot numbers, a timeline per service, the ledger's identity and integrity."""
+        from ledger.report.collect import gather
+        from ledger.report.formats import CONTENT_TYPES, render, truncated
+
+        if fmt not in CONTENT_TYPES:
+            raise HTTPException(400, f"format: {fmt!r} is not one of {', '.join(CONTENT_TYPES)}")
+        document = gather(reader, env, _when(from_, "from"), _when(to, "to"), service,
+                          thresholds=_thresholds(partial_after),
+                          verified=_verified(request))  # fmt: skip
+        full = "this report's CSV and JSON forms (the same request, format=csv or format=json)"
+        full_needed = fmt == "html" and truncated(document)
+        return Response(render(document, fmt, full=full if full_needed else None),
+                        media_type=CONTENT_TYPES[fmt])  # fmt: skip
 
     @router.get("/v1/keyring", responses={404: {"description": "No keyring recorded yet."}})
     def get_keyring(reader: Reader) -> dict[str, Any]:
@@ -445,6 +502,23 @@ def _count(health: Health | None, status_code: int) -> None:
 def _when(value: str, name: str) -> datetime:
     """A time as the CLI reads it, with the same defaults and refusals (400)."""
     return parse_instant(value, name, datetime.now(UTC))
+
+
+def _thresholds(partial_after: str | None) -> dict[str, int]:
+    """The thresholds a question sets (``partial_after``), as the CLI reads them (400)."""
+    if partial_after is None:
+        return {}
+    try:
+        return {"partial_after": parse_duration(partial_after)}
+    except ValueError:
+        raise HTTPException(400, f"partial_after: {partial_after!r} is not a duration such as "
+                            "90s, 15m, 1h or 2d") from None  # fmt: skip
+
+
+def _verified(request: Request) -> VerificationRecord | None:
+    """The last recorded verification of the ledger this API serves (ledger verify --record)."""
+    db: Path | None = request.app.state.db
+    return None if db is None else read_record(db)
 
 
 def _maybe(value: str | None, name: str) -> datetime | None:

@@ -70,6 +70,12 @@ COMMANDS = (
     Command("check", "ledger.cli.check:check",
             "Check a period's production changes against the process and the horizon "
             "policy."),
+    Command("report", "ledger.cli.report:report",
+            "Write the auditor's report of a period: findings by requirement, numbers, "
+            "timelines."),
+    Command("stats", "ledger.cli.stats:stats",
+            "Measure deployment frequency, lead time, failure rate and time to restore, by "
+            "deployment model."),
     Command("proof", "ledger.cli.proof:app",
             "Inclusion and consistency proofs of the ledger's Merkle tree (RFC 9162)."),
     Command("evidence", "ledger.cli.evidence:evidence",

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
@@ -106,6 +107,51 @@ LedgerKeyPath = Annotated[
         help="The ledger's own private key: signs as the ledger (checkpoints, bundles).",
     ),
 ]
+
+
+PeriodFrom = Annotated[
+    str, typer.Option("--from", help="Start of the period: RFC 3339, 'now' or '30 days ago'.")
+]
+PeriodTo = Annotated[str, typer.Option("--to", help="End of the period.")]
+OnlyService = Annotated[str | None, typer.Option("--service", help="Only this service's changes.")]
+PartialAfter = Annotated[
+    str | None,
+    typer.Option(
+        "--partial-after",
+        help="A mixed fleet longer than this is a finding, e.g. 1h, 30m (default: the "
+        "policy's, else 1h).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PeriodQuestion:
+    """A question about a period of an environment (check, stats, report), as options
+    give it: its instants, the thresholds it sets, and the API query that asks the same."""
+
+    start: datetime
+    end: datetime
+    thresholds: dict[str, int]
+    query: dict[str, str]
+
+
+def period_question(
+    env: str, from_: str, to: str, service: str | None, partial_after: str | None = None
+) -> PeriodQuestion:
+    from ledger.rules.policy import parse_duration
+
+    start, end = parse_time(from_, "--from"), parse_time(to, "--to")
+    query = {"env": env, "from": start.isoformat(), "to": end.isoformat()}
+    query |= {"service": service} if service else {}
+    thresholds = {}
+    if partial_after is not None:
+        try:
+            thresholds["partial_after"] = parse_duration(partial_after)
+        except ValueError:
+            fail(f"--partial-after: {partial_after!r} is not a duration such as 90s, 15m, 1h "
+                 "or 2d")  # fmt: skip
+        query["partial_after"] = partial_after
+    return PeriodQuestion(start, end, thresholds, query)
 
 
 def new_app(help: str) -> typer.Typer:

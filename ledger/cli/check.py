@@ -13,11 +13,15 @@ from ledger.cli._common import (
     DbPath,
     Exit,
     JsonFlag,
+    OnlyService,
+    PartialAfter,
+    PeriodFrom,
+    PeriodTo,
     console,
     fail,
     local_or_remote,
     out,
-    parse_time,
+    period_question,
     print_json,
     reporting_errors,
     short_time,
@@ -30,25 +34,16 @@ _COLOURS = {"high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 def check(
     env: Annotated[str, typer.Option("--env", help="The production environment to check.")],
-    from_: Annotated[
-        str, typer.Option("--from", help="Start of the period: RFC 3339, 'now' or '30 days ago'.")
-    ],
-    to: Annotated[str, typer.Option("--to", help="End of the period.")] = "now",
-    service: Annotated[
-        str | None, typer.Option("--service", help="Only this service's changes.")
-    ] = None,
+    from_: PeriodFrom,
+    to: PeriodTo = "now",
+    service: OnlyService = None,
     fail_on: Annotated[
         str,
         typer.Option(
             "--fail-on", help="Exit 1 when a finding is at or above this severity: "
             "info | low | medium | high."),
     ] = "high",
-    partial_after: Annotated[
-        str | None,
-        typer.Option(
-            "--partial-after", help="A mixed fleet longer than this is a finding, e.g. 1h, 30m "
-            "(default: the policy's, else 1h)."),
-    ] = None,
+    partial_after: PartialAfter = None,
     db: DbPath = DEFAULT_DB,
     api: ApiUrl = None,
     json_out: JsonFlag = False,
@@ -67,17 +62,12 @@ def check(
     with reporting_errors():
         if fail_on not in SEVERITIES:
             fail(f"--fail-on: {fail_on!r} is not one of {', '.join(SEVERITIES)}")
-        start, end = parse_time(from_, "--from"), parse_time(to, "--to")
-        thresholds = {} if partial_after is None else {
-            "partial_after": _duration(partial_after)}  # fmt: skip
-        query = {"env": env, "from": start.isoformat(), "to": end.isoformat()}
-        query |= {"service": service} if service else {}
-        query |= {"partial_after": partial_after} if partial_after else {}
+        asked = period_question(env, from_, to, service, partial_after)
         report: dict[str, Any] = local_or_remote(
-            db, api, "/v1/check?" + urlencode(query),
-            lambda r: run_check(r, env, start, end, service, thresholds=thresholds,
-                                verified=read_record(db), progress=_progress).model_dump(
-                mode="json"),
+            db, api, "/v1/check?" + urlencode(asked.query),
+            lambda r: run_check(r, env, asked.start, asked.end, service,
+                                thresholds=asked.thresholds, verified=read_record(db),
+                                progress=_progress).model_dump(mode="json"),
             paged="findings",
         )  # fmt: skip
     if json_out:
@@ -86,15 +76,6 @@ def check(
         _print(report)
     if failing(report, fail_on):
         raise typer.Exit(Exit.CHECK_FAILED)
-
-
-def _duration(value: str) -> int:
-    from ledger.rules.policy import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError:
-        fail(f"--partial-after: {value!r} is not a duration such as 90s, 15m, 1h or 2d")
 
 
 def _progress(stage: str) -> None:

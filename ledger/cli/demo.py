@@ -38,6 +38,8 @@ from ledger.demo import (
 from ledger.evidence.build import build_bundle
 from ledger.evidence.bundle import AsOfQuery
 from ledger.log.checkpoint import TrustedKey
+from ledger.report.collect import gather
+from ledger.report.formats import render, sidecars, truncated
 from ledger.rules.catalogue import severity_rank
 from ledger.store.check import check
 from ledger.store.gate import gate
@@ -64,7 +66,8 @@ def demo(
     """Run the whole flow end to end, on a local broker unless one is given.
 
     Broker, keys, three weeks of signed events, consume with signed checkpoints, verify,
-    ask, then write an evidence bundle and check it offline.
+    ask, then write an evidence bundle and check it offline, and the auditor's report of
+    the three weeks (an HTML file named after --db: demo-report.html).
 
     Without --bootstrap (or LEDGER_BOOTSTRAP) it starts the bundled local broker on a free
     loopback port and stops it at the end.
@@ -102,6 +105,10 @@ def _bundle(db: Path) -> Path:
     return db.with_name(f"{db.stem}-evidence.json")  # demo.duckdb: demo-evidence.json
 
 
+def _report(db: Path) -> Path:
+    return db.with_name(f"{db.stem}-report.html")  # demo.duckdb: demo-report.html
+
+
 def _reset(db: Path, workdir: Path) -> None:
     """Remove what an earlier demo run wrote (and only that)."""
     for path in (
@@ -110,6 +117,8 @@ def _reset(db: Path, workdir: Path) -> None:
         workdir / "keyring.json",
         _witness(db),
         _bundle(db),
+        _report(db),
+        *sidecars(_report(db)),
         record_path(db),
     ):
         path.unlink(missing_ok=True)
@@ -190,6 +199,9 @@ def _run(
         checked_period = check(reader, "prod", history.start, datetime.now(UTC),
                                verified=verified)  # fmt: skip
         refused = gate(reader, GATED)
+        # ...and the period as a document an auditor reads and prints.
+        document = gather(reader, "prod", history.start, history.end, verified=verified)
+    _write_report(_report(db), document)
     _bundle(db).write_bytes(bundle)
     pub = workdir / "keys" / f"{LEDGER_KEY_ID}.pub"
     checked = check_bundle_file(_bundle(db), pub)
@@ -222,7 +234,19 @@ def _run(
         "check": _check_summary(checked_period.model_dump(mode="json")),
         "gate": {"change": asdict(GATED), **asdict(refused)},
         "evidence": {"path": str(_bundle(db)), "trusted_key": str(pub)} | report_json(checked),
+        "report": str(_report(db)),
     }
+
+
+def _write_report(path: Path, document: dict[str, Any]) -> None:
+    """The HTML report; every finding beside it too when it lists only the top of a rule."""
+    full = None
+    if truncated(document):
+        beside = sidecars(path)
+        for extra, kind in zip(beside, ("csv", "json"), strict=True):
+            extra.write_text(render(document, kind), encoding="utf-8")
+        full = f"{beside[0].name} and {beside[1].name}, beside this file"
+    path.write_text(render(document, "html", full=full), encoding="utf-8")
 
 
 def _check_summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +304,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
                f" {evidence['path']}: {len(evidence['entries'])} signed entries, each proven "
                f"in the checkpoint of size {evidence['checkpoint']['size']}; answer re-derived "
                f"for {short_image(evidence['subjects'][0])} ", ("OK", "green"))
+    )  # fmt: skip
+    out.print(
+        styled("\n", ("The auditor's report:", "bold"),
+               f" {summary['report']}: the period's findings by requirement, the pilot "
+               "numbers and a timeline per service, in one self-contained HTML file")
     )  # fmt: skip
     keys = Path(evidence["trusted_key"]).parent
     console.print(

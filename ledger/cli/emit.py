@@ -329,6 +329,10 @@ def deployment(
     ] = "succeeded",
     change_ref: ChangeRefOpt = None,
     commit: Annotated[str | None, typer.Option(help="Commit SHA; default from CI.")] = None,
+    commit_time: Annotated[
+        str | None,
+        typer.Option(help="When that commit was made (RFC 3339): lead time to production."),
+    ] = None,
     run_url: Annotated[str | None, typer.Option(help="CI run URL; default from CI.")] = None,
     strategy: Annotated[
         str | None, typer.Option(help="blue_green | rolling | canary | recreate.")
@@ -354,6 +358,7 @@ def deployment(
     instances = {"total": total, "updated": updated} if total is not None else None
     if kind in ("deployment.started", "deployment.succeeded"):
         data |= {"commit": commit, "run_url": run_url, "strategy": strategy, "instances": instances}
+        data |= {"commit_time": commit_time} if commit_time is not None else {}
     elif kind == "deployment.failed":
         data |= {"reason": reason, "instances": instances}
     else:

@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from ledger.rules.catalogue import RULES, SEVERITIES, THRESHOLDS, Severity
 from ledger.rules.pointintime import INSTANCE_LOCAL_KINDS, Approvals, Fact, judge
 
@@ -34,6 +32,8 @@ __all__ = [
     "PolicyInForce",
     "evaluate",
     "finding",
+    "human_duration",
+    "mixed_fleet",
     "sort_findings",
 ]
 
@@ -41,19 +41,21 @@ MAX_CITED = 100
 """The most entries one finding cites; a finding about more says how many (``more``)."""
 
 
-class Cited(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Cited:
     """A ledger entry a finding rests on: ``ledger proof inclusion --seq`` proves it."""
-
-    model_config = ConfigDict(frozen=True)
 
     seq: int
     event_id: str
 
 
-class Finding(BaseModel):
-    """One departure from the process; ``entries`` begins with the entry it is about."""
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One departure from the process; ``entries`` begins with the entry it is about.
 
-    model_config = ConfigDict(frozen=True)
+    A dataclass rather than a validated model: every value comes from the verified ledger
+    and the rules here, and a period of the benchmark ledger makes tens of thousands
+    (validating them took half the time of a check). Answers carry it as is."""
 
     rule: str
     severity: Severity
@@ -186,11 +188,13 @@ def finding(
     severity = severity or policy.severity_of(rule)
     if lower:
         severity = SEVERITIES[max(SEVERITIES.index(severity) - 1, 0)]
-    entries = list(dict.fromkeys(Cited(seq=c.seq, event_id=c.event_id) for c in cited))
+    by_seq: dict[int, str] = {}  # each entry once, in the order given
+    for c in cited:
+        by_seq.setdefault(c.seq, c.event_id)
     extra = dict(details or {})
-    if len(entries) > MAX_CITED:
-        extra["more"] = len(entries) - MAX_CITED
-        entries = entries[:MAX_CITED]
+    if len(by_seq) > MAX_CITED:
+        extra["more"] = len(by_seq) - MAX_CITED
+    entries = [Cited(seq, event_id) for seq, event_id in list(by_seq.items())[:MAX_CITED]]
     return Finding(
         rule=rule,
         severity=severity,
@@ -210,6 +214,12 @@ def sort_findings(found: Iterable[Finding]) -> list[Finding]:
         found,
         key=lambda f: (f.time, f.rule, f.service or "", f.entries[0].seq if f.entries else 0),
     )
+
+
+def mixed_fleet(instances: Mapping[str, int] | None) -> bool:
+    """Whether a failed deployment left a mixed fleet: ``0 < updated < total`` instances
+    (the point-in-time rules' rule 2; ``partial_fleet`` and ``ledger stats`` read it so)."""
+    return bool(instances and 0 < instances["updated"] < instances["total"])
 
 
 def _seconds(delta: timedelta) -> int:
@@ -356,7 +366,9 @@ class _Stream:
     def _rollback(self, fact: Fact) -> None:
         failed = self.failures[0].fact if self.failures else None
         restore = None if failed is None else _seconds(fact.time - failed.time)
-        after = "" if restore is None else f", {_duration(restore)} after the failed deployment"
+        after = (
+            "" if restore is None else f", {human_duration(restore)} after the failed deployment"
+        )
         self.add(
             "rollback",
             fact,
@@ -370,8 +382,7 @@ class _Stream:
         )
 
     def _failed(self, fact: Fact, inside: bool) -> None:
-        instances = fact.data.get("instances")
-        partial = bool(instances and 0 < instances["updated"] < instances["total"])
+        partial = mixed_fleet(fact.data.get("instances"))
         if inside and partial:
             self._change(fact, ("image", _image(fact)))
         self.failures.append(_Failure(fact, partial))
@@ -395,10 +406,10 @@ class _Stream:
         )
         cited = [fact] if by is None else [fact, by]
         how = (
-            f"not restored by the end of the period ({_duration(lasted)} later)"
+            f"not restored by the end of the period ({human_duration(lasted)} later)"
             if by is None
             else f"{'rolled back' if by.type == 'deployment.rolled_back' else 'restored'} "
-            f"{_duration(lasted)} later"
+            f"{human_duration(lasted)} later"
         )
         self.add(
             "failed_change",
@@ -416,7 +427,8 @@ class _Stream:
                 "partial_fleet",
                 fact,
                 f"{i['updated']} of {i['total']} instances ran {_image(fact)} for "
-                f"{_duration(lasted)}{'' if by else ' (still mixed at the end of the period)'}",
+                f"{human_duration(lasted)}"
+                f"{'' if by else ' (still mixed at the end of the period)'}",
                 cited,
                 {
                     "image": _image(fact),
@@ -502,7 +514,7 @@ class _Stream:
             "config_not_tied_to_release",
             fact,
             f"{_target(fact)} changed on {self.service} (immutable) with no deployment sharing "
-            f"its change ref nor one in the {_duration(_seconds(window))} before it",
+            f"its change ref nor one in the {human_duration(_seconds(window))} before it",
             [fact],
             {
                 "target_kind": fact.data["target_kind"],
@@ -518,7 +530,7 @@ class _Stream:
             "manual_change",
             fact,
             f"{fact.actor} changed {_target(fact)} by hand; the pipeline restored it "
-            f"{_duration(_seconds(by.time - fact.time))} later",
+            f"{human_duration(_seconds(by.time - fact.time))} later",
             [fact, by],
             {
                 "target_kind": key[0],
@@ -560,7 +572,7 @@ class _Stream:
             )
 
 
-def _duration(seconds: int) -> str:
+def human_duration(seconds: int) -> str:
     """A person's reading of a duration: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
     if seconds < 120:
         return f"{seconds} s"

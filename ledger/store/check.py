@@ -12,8 +12,10 @@ that covers the period extends it, and checks afresh the signatures of what it c
 
 from __future__ import annotations
 
-from collections import defaultdict
+import os
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
 from operator import itemgetter
@@ -26,6 +28,7 @@ from ledger.log.chain import NO_KEYRING, Origin
 from ledger.log.proof import b64, check_consistency
 from ledger.rules.catalogue import RULES, severity_rank
 from ledger.rules.findings import (
+    MAX_CITED,
     Cited,
     Finding,
     Period,
@@ -37,7 +40,7 @@ from ledger.rules.findings import (
 )
 from ledger.rules.pointintime import RULES_VERSION
 from ledger.rules.questions import check_window
-from ledger.store.integrity import ENTRIES_SQL
+from ledger.store.integrity import BATCH_ROWS, entry_checks
 from ledger.store.keyrings import compromised_in, recorded_keyrings, revocations
 from ledger.store.policy import policy_records
 from ledger.store.prove import build_consistency
@@ -45,9 +48,8 @@ from ledger.store.query import FACT_COLUMNS, to_facts
 from ledger.store.reader import LedgerReader
 from ledger.store.verified import VerificationRecord
 from ledger.wire.keyring import Keyrings
-from ledger.workers import check_entries
 
-__all__ = ["CheckReport", "Integrity", "check", "failing"]
+__all__ = ["CheckReport", "Integrity", "PeriodFindings", "check", "failing", "findings"]
 
 _CHANGES = (
     "'deployment.succeeded', 'deployment.rolled_back', 'deployment.failed', 'mutation.applied'"
@@ -100,12 +102,22 @@ WHERE environment = $env AND type IN ('deployment.started', 'deployment.succeede
 """The deployment change refs that the period's configuration changes name."""
 
 _LATE = """
-SELECT seq, event_id, service, time, witnessed_at FROM entries
-WHERE environment = $env AND ($service IS NULL OR service = $service)
-  AND time BETWEEN $start AND $end AND format = 2 AND origin IS DISTINCT FROM $ledger
-  AND witnessed_at - time > $shortest
-ORDER BY service, seq
+WITH thresholds AS (SELECT unnest($after_seq) AS seq, unnest($late_us) AS late_us),
+late AS (
+    SELECT e.seq, e.event_id, e.service, e.time,
+           epoch_us(e.witnessed_at) - epoch_us(e.time) AS late_us
+    FROM entries e ASOF JOIN thresholds t ON e.seq > t.seq
+    WHERE e.environment = $env AND ($service IS NULL OR e.service = $service)
+      AND e.time BETWEEN $start AND $end AND e.format = 2 AND e.origin IS DISTINCT FROM $ledger
+      AND epoch_us(e.witnessed_at) - epoch_us(e.time) > t.late_us
+)
+SELECT service, count(*), max(late_us), min(seq), arg_min(time, seq),
+       list(seq ORDER BY seq)[1:$cited], list(event_id ORDER BY seq)[1:$cited]
+FROM late GROUP BY service ORDER BY service
 """
+"""Per service, its entries of the period that claim a time further before the ledger
+witnessed them than the policy in force for each allows (the ASOF join: the latest policy
+record before the entry)."""
 
 _QUARANTINED = """
 SELECT reason, count(*), min(received_at), max(received_at), list(id ORDER BY id)[1:$cited]
@@ -151,7 +163,18 @@ class CheckReport(BaseModel):
 Progress = Callable[[str], None]
 
 
-def check(
+@dataclass(frozen=True)
+class PeriodFindings:
+    """What the rules found in a period, before anything is said of the ledger's integrity:
+    ``ledger stats`` reads the findings, ``ledger check`` adds the statement."""
+
+    period: Period
+    findings: list[Finding]
+    policies: list[dict[str, Any]]
+    notes: list[str]
+
+
+def findings(
     reader: LedgerReader,
     environment: str,
     start: datetime,
@@ -159,12 +182,10 @@ def check(
     service: str | None = None,
     *,
     thresholds: Mapping[str, int] | None = None,
-    verified: VerificationRecord | None = None,
     progress: Progress | None = None,
-) -> CheckReport:
+) -> PeriodFindings:
     """Every finding of the period [start, end] (valid time) in ``environment``, sorted by
-    time, and the integrity statement; ``thresholds`` (seconds, by name) override the
-    policy's, ``verified`` is the last recorded verification."""
+    time; ``thresholds`` (seconds, by name) override the policy's."""
     check_window(start, end)
     if end < start:
         raise QueryError("--from must not be after --to")
@@ -186,20 +207,41 @@ def check(
     found += _late(reader, policies, period, params)
     found += _compromised(reader, policies, period, service)
     found += _quarantined(reader, policies, period)
-    found = sort_findings(found)
-    say("checking the integrity of what the findings cite")
-    integrity = _integrity(reader, found, period, service, verified)
+    return PeriodFindings(
+        period, sort_findings(found), _in_force(policies, records, period),
+        _notes(policies, period, streams),
+    )  # fmt: skip
+
+
+def check(
+    reader: LedgerReader,
+    environment: str,
+    start: datetime,
+    end: datetime,
+    service: str | None = None,
+    *,
+    thresholds: Mapping[str, int] | None = None,
+    verified: VerificationRecord | None = None,
+    progress: Progress | None = None,
+) -> CheckReport:
+    """:func:`findings`, counted, and the integrity statement; ``verified`` is the last
+    recorded verification."""
+    found = findings(reader, environment, start, end, service, thresholds=thresholds,
+                     progress=progress)  # fmt: skip
+    counted = Counter(f.rule for f in found.findings)
+    if progress is not None:
+        progress("checking the integrity of what the findings cite")
     return CheckReport(
         environment=environment,
         from_=start,
         to=end,
         service=service,
         rules=RULES_VERSION,
-        policies=_in_force(policies, records, period),
-        counts={rule: sum(f.rule == rule for f in found) for rule in RULES},
-        findings=found,
-        integrity=integrity,
-        notes=_notes(policies, period, streams),
+        policies=found.policies,
+        counts={rule: counted[rule] for rule in RULES},
+        findings=found.findings,
+        integrity=_integrity(reader, found.findings, found.period, service, verified),
+        notes=found.notes,
     )
 
 
@@ -240,40 +282,32 @@ def _late(
 ) -> list[Finding]:
     """One finding per service: its entries of the period that claim a time further before
     the ledger witnessed them than the policy in force allows (a backfill, or back-dating)."""
-    shortest = policies.shortest("late_after")
-    rows = reader.con.execute(
-        _LATE, params | {"shortest": shortest, "ledger": int(Origin.LEDGER)}
-    ).fetchall()
+    limits = [(0, policies.default), *((p.seq, p) for p in policies.records)]
+    rows = reader.con.execute(_LATE, params | {
+        "after_seq": [seq for seq, _ in limits],
+        "late_us": [p.threshold("late_after") // timedelta(microseconds=1) for _, p in limits],
+        "ledger": int(Origin.LEDGER), "cited": MAX_CITED,
+    }).fetchall()  # fmt: skip
     found = []
-    for svc, group in groupby(rows, key=itemgetter(2)):
-        late = [
-            (seq, event_id, time, witnessed)
-            for seq, event_id, _, time, witnessed in group
-            if witnessed - time > policies.at(seq).threshold("late_after")
-        ]
-        if not late:
-            continue
-        worst = max(witnessed - time for _, _, time, witnessed in late)
-        first = late[0]
-        policy = policies.at(first[0])
+    for svc, count, worst_us, first_seq, first_time, seqs, event_ids in rows:
+        policy = policies.at(first_seq)
+        worst = timedelta(microseconds=worst_us)
+        cited = [Cited(s, e) for s, e in zip(seqs, event_ids, strict=True)]
+        details = {"entries": count, "max_late_s": int(worst.total_seconds()), "compromised": False}
         found.append(
             finding(
                 "late_arrival",
                 policy,
                 period.environment,
                 svc,
-                first[2],
-                f"{len(late)} {'entry' if len(late) == 1 else 'entries'} of {svc} "
-                f"claim{'s' if len(late) == 1 else ''} a time "
-                f"before the ledger witnessed them by more than "
+                first_time,
+                f"{count} {'entry' if count == 1 else 'entries'} of {svc} "
+                f"claim{'s' if count == 1 else ''} a time before the ledger witnessed "
+                f"{'it' if count == 1 else 'them'} by more than "
                 f"{_hours(policy.threshold('late_after'))} (up to {_hours(worst)}): a backfill, "
                 "or a history written after the fact",
-                [Cited(seq=s, event_id=e) for s, e, _, _ in late],
-                {
-                    "entries": len(late),
-                    "max_late_s": int(worst.total_seconds()),
-                    "compromised": False,
-                },
+                cited,
+                details | ({"more": count - len(cited)} if count > len(cited) else {}),
             )
         )
     return found
@@ -416,23 +450,32 @@ def _integrity(
 
 def _signatures(reader: LedgerReader, seqs: list[int]) -> tuple[int, str | None]:
     """Checks 6-8 of ``ledger verify`` on exactly these entries, each under the keyring it
-    was judged under: how many were checked, and the first failure."""
+    was judged under, one process per core when there are many: how many were checked, and
+    the first failure."""
     if not seqs:
         return 0, None
     recorded = {ring.digest().hex(): ring for _, ring in recorded_keyrings(reader.con)}
-    sql = ENTRIES_SQL.replace("WHERE seq < $bound", "WHERE list_contains($seqs, seq)")
-    batches = reader.con.sql(sql, params={"seqs": seqs}).to_arrow_reader(10_000)
-    failure = None
-    for batch in batches:
-        found = check_entries(batch, Keyrings(recorded=recorded))
-        if found is not None and failure is None:
-            failure = found[2]
+    # A semi-join, not list_contains (which scans the whole list for every row); the range
+    # lets DuckDB skip the row groups outside it.
+    where = "WHERE seq BETWEEN $first AND $last AND seq IN (SELECT unnest($seqs))"
+    params = {"seqs": seqs, "first": seqs[0], "last": seqs[-1]}
     row = reader.one(
-        "SELECT count(*) FROM entries WHERE list_contains($seqs, seq) AND format = 2 "
+        f"SELECT count(*) FROM entries {where} AND format = 2 "
         "AND (origin = $ledger OR keyring IS DISTINCT FROM $none)",
-        {"seqs": seqs, "ledger": int(Origin.LEDGER), "none": NO_KEYRING},
+        params | {"ledger": int(Origin.LEDGER), "none": NO_KEYRING},
     )
-    return (int(row[0]) if row else 0), failure
+    checkable = int(row[0]) if row else 0  # those judged under a keyring the ledger recorded
+    if not checkable:
+        return 0, None
+    workers = (os.cpu_count() or 1) if checkable >= _POOLED else 1
+    failure = entry_checks(reader.con, Keyrings(recorded=recorded), where, params, workers,
+                           BATCH_ROWS, lambda *_: None)  # fmt: skip
+    return checkable, None if failure is None else failure.message
+
+
+_POOLED = 5_000
+"""From this many cited entries, their signatures are checked in worker processes (one per
+core, as ``ledger verify`` does): below it, starting the workers costs more than it saves."""
 
 
 def _last_entry(reader: LedgerReader, period: Period, service: str | None) -> int:

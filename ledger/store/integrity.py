@@ -61,7 +61,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.errors import (
     ChainBrokenError,
@@ -86,7 +86,15 @@ if TYPE_CHECKING:
     from ledger.log.checkpoint import TrustedKey
     from ledger.store.reader import LedgerReader
 
-__all__ = ["CHECKS", "ENTRIES_SQL", "LedgerReport", "Progress", "verify_ledger"]
+__all__ = [
+    "CHECKS",
+    "ENTRIES_SELECT",
+    "ENTRIES_SQL",
+    "LedgerReport",
+    "Progress",
+    "entry_checks",
+    "verify_ledger",
+]
 
 CHECKS = (
     "sequence", "link", "entry_hash", "ingestion_order", "duplicate_event", "tree",
@@ -188,13 +196,15 @@ ORDER BY p.last, p.level LIMIT 1
 _ENTRY_COLUMNS = ", ".join(
     "epoch_us(time) AS time_us" if name == "time_us" else name for name in DecodedColumns._fields
 )
-ENTRIES_SQL = (
+ENTRIES_SELECT = (
     "SELECT seq, envelope, CASE WHEN format = 2 THEN epoch_us(witnessed_at) END, "
     "CASE WHEN format = 2 THEN keyring END, CASE WHEN format = 2 THEN origin END, "
-    f"{_ENTRY_COLUMNS} FROM entries WHERE seq < $bound"
+    f"{_ENTRY_COLUMNS} FROM entries"
 )
-"""The batches :func:`ledger.workers.check_entries` takes: every entry below ``$bound``, in
-storage order."""
+"""The batches :func:`ledger.workers.check_entries` takes, of the entries a WHERE clause
+appended to it selects, in storage order."""
+ENTRIES_SQL = f"{ENTRIES_SELECT} WHERE seq < $bound"
+"""Every entry below ``$bound``: what ``ledger verify`` checks."""
 
 
 @dataclass
@@ -337,7 +347,8 @@ def _verify(
     if signatures and (recorded or keyring is not None):
         start = perf_counter()
         keyrings = Keyrings(recorded=recorded, default=keyring)
-        entry_failure = _entry_checks(reader.con, keyrings, bound, workers, batch_rows, progress)
+        entry_failure = entry_checks(reader.con, keyrings, "WHERE seq < $bound", {"bound": bound},
+                                     workers, batch_rows, progress)  # fmt: skip
         report.timings["signatures"] = round(perf_counter() - start, 3)
         upto = bound if entry_failure is None else min(bound, entry_failure.seq)
         events, unnamed = _events_below(reader.con, upto)
@@ -451,22 +462,24 @@ def _tree_failures(con: duckdb.DuckDBPyConnection, size: int) -> list[ChainBroke
 # --- 6-8: each entry's envelope (ledger.wire.verify.verify_entry, in worker processes) -----
 
 
-def _entry_checks(
+def entry_checks(
     con: duckdb.DuckDBPyConnection,
     keyrings: Keyrings,
-    bound: int,
+    where: str,
+    params: dict[str, Any],
     workers: int,
     batch_rows: int,
     progress: Progress,
 ) -> ChainBrokenError | None:
-    """Checks 6-8 on every entry below ``bound`` (:func:`ledger.workers.check_entries`):
-    the lowest failure.
+    """Checks 6-8 on the entries ``where`` selects (:func:`ledger.workers.check_entries`):
+    the lowest failure. ``ledger verify`` checks every entry; ``ledger check`` those its
+    findings cite.
 
     The main process reads Arrow batches in storage order and keeps a few in flight per
     worker; each worker answers the lowest failing seq of its batch. Once a failure is
     known, batches wholly above it are skipped.
     """
-    row = con.execute("SELECT count(*) FROM entries WHERE seq < $bound", {"bound": bound})
+    row = con.execute(f"SELECT count(*) FROM entries {where}", params)
     total = int(row.fetchall()[0][0])
     workers = min(workers, -(-total // batch_rows))  # a process per batch at most
     pool = spawn_pool(keyrings, workers) if workers > 1 else None
@@ -489,7 +502,7 @@ def _entry_checks(
 
     progress("signatures", 0, total)
     try:
-        batches = con.sql(ENTRIES_SQL, params={"bound": bound}).to_arrow_reader(batch_rows)
+        batches = con.sql(f"{ENTRIES_SELECT} {where}", params=params).to_arrow_reader(batch_rows)
         for batch in batches:
             if first is not None and min(batch.column(0).to_pylist()) > first[0]:
                 settle(None, batch.num_rows)

@@ -33,6 +33,7 @@ from ledger.store.identity import pin_ledger_key
 from ledger.store.index import QueryIndex
 from ledger.store.schema import ENTRY_COLUMNS, connect, create_or_upgrade, refuse_other_databases
 from ledger.store.tree import Node, completed, insert_nodes, load_tree
+from ledger.wire.codec import decode_event
 from ledger.wire.envelope import Envelope
 from ledger.wire.keyring import Keyring, Signer
 from ledger.wire.records import (
@@ -373,11 +374,14 @@ class LedgerWriter:
 
 
 def _same_payload(a: bytes, b: bytes) -> bool:
-    """Same signed event content (signatures may differ, e.g. a re-signed retry)."""
+    """Same signed event content: signatures may differ (a re-signed retry), and so may the
+    payload's encoding (the same event sent again by a producer that writes a newer schema
+    version); the envelope chained first stands either way."""
     if a == b:
         return True
     try:
-        return Envelope.from_bytes(a).payload == Envelope.from_bytes(b).payload
+        first, second = Envelope.from_bytes(a).payload, Envelope.from_bytes(b).payload
+        return first == second or decode_event(first) == decode_event(second)
     except Exception:
         return False
 

@@ -181,6 +181,12 @@ class DeploymentData(_Strict):
     run_url: LongText | None = None
     strategy: Literal["blue_green", "rolling", "canary", "recreate"] | None = None
     instances: Instances | None = None
+    # Schema v2. Left out of every dump when null, as ClassificationData.why is.
+    commit_time: UtcTime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="When the commit deployed was made: lead time from commit to production.",
+    )
 
 
 class DeploymentFailedData(_Strict):
