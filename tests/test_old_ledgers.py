@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,9 @@ from ledger.evidence.bundle import AsOfQuery, verify_bundle
 from ledger.log.chain import Witness
 from ledger.log.checkpoint import TrustedKey, split_notes
 from ledger.store.batch import Received
+from ledger.store.check import check
 from ledger.store.integrity import verify_ledger
+from ledger.store.query import asof
 from ledger.store.reader import LedgerReader
 from ledger.store.writer import LedgerWriter
 from ledger.transport.producer import seal
@@ -143,3 +145,32 @@ def test_an_event_sent_again_by_an_upgraded_producer_is_a_duplicate(tmp_path: Pa
     finally:
         writer.close()
     assert (plan.duplicates, plan.entries, plan.quarantined) == (1, [], [])
+
+
+DATA_V2 = Path(__file__).resolve().parent / "data" / "ledger-v2"
+
+
+def test_a_ledger_written_with_schema_v2_still_verifies_and_reads(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.duckdb"
+    with gzip.open(DATA_V2 / "ledger.duckdb.gz", "rb") as packed, db.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    witness = ("--trusted-key", str(DATA_V2 / "ledger.pub"), "--checkpoint",
+               str(DATA_V2 / "ledger.witness"))  # fmt: skip
+    verified = ledger_cli("verify", "--db", str(db), "--keyring", str(DATA_V2 / "keyring.json"),
+                          *witness)  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    checked = ledger_cli("verify-bundle", str(DATA_V2 / "bundle.json"), "--trusted-key",
+                         str(DATA_V2 / "ledger.pub"))  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    at = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    with LedgerReader(db) as reader:
+        live = asof(reader, "checkout", "prod", at)
+        report = check(reader, "prod", at - timedelta(days=2), at)
+        data = reader.con.execute(
+            "SELECT data FROM entries WHERE type = 'deployment.succeeded' AND environment = 'prod'"
+        ).fetchall()
+    assert live.deployment is not None and live.deployment.approved
+    assert live.classification is not None and live.classification.model == "immutable"
+    assert '"commit_time":"2026-11-20T07:00:00Z"' in data[0][0]
+    assert report.policies and report.policies[0]["seq"] == 2
+    assert {f.rule for f in report.findings} == {"late_arrival"}  # honest, only backfilled
