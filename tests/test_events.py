@@ -339,7 +339,7 @@ def test_missing_data_field_is_refused(kind: str, field: str) -> None:
     data = {k: v for k, v in FULL_DATA[kind].items() if k != field}
     error = refusal(raw_event(kind, data=data))
     assert error.field == f"data.{field}"
-    assert error.message == f"data.{field}: is required"
+    assert error.message.startswith(f"data.{field}: is required")
 
 
 def test_extra_data_field_is_refused() -> None:

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
 EVENT_V1 = (SCHEMAS / "Event.v1.avsc").read_text(encoding="utf-8")
 EVENT_V2 = (SCHEMAS / "Event.v2.avsc").read_text(encoding="utf-8")
+EVENT_V3 = (SCHEMAS / "Event.v3.avsc").read_text(encoding="utf-8")
+NEWEST = EVENT_V3
 ENVELOPE_V1 = (SCHEMAS / "Envelope.v1.avsc").read_text(encoding="utf-8")
 
 
@@ -49,10 +51,10 @@ def fingerprint_of(schema_text: str) -> bytes:
     return crc64_avro(to_parsing_canonical_form(json.loads(schema_text)).encode("utf-8"))
 
 
-def event_v3_text() -> str:
-    """A future Event.v3 on top of the newest shipped version: DeploymentData gains an
+def event_next_text() -> str:
+    """A future Event.v4 on top of the newest shipped version: DeploymentData gains an
     optional field (the one compatible change)."""
-    schema = json.loads(EVENT_V2)
+    schema = json.loads(EVENT_V3)
     data_field = next(f for f in schema["fields"] if f["name"] == "data")
     deployment = next(b for b in data_field["type"] if b["name"] == "DeploymentData")
     deployment["fields"].append({"name": "ticket_url", "type": ["null", "string"], "default": None})
@@ -67,13 +69,14 @@ def v1_only() -> SchemaSet:
 
 
 @pytest.fixture
-def shipped_and_v3() -> SchemaSet:
-    """Every shipped version, and the future v3 a newer build would ship."""
+def shipped_and_next() -> SchemaSet:
+    """Every shipped version, and the future v4 a newer build would ship."""
     return SchemaSet(
         [
             Schema.from_json("Event", 1, EVENT_V1),
             Schema.from_json("Event", 2, EVENT_V2),
-            Schema.from_json("Event", 3, event_v3_text()),
+            Schema.from_json("Event", 3, EVENT_V3),
+            Schema.from_json("Event", 4, event_next_text()),
             Schema.from_json("Envelope", 1, ENVELOPE_V1),
         ]
     )
@@ -107,8 +110,8 @@ def v2_events() -> list[Event]:
 def test_event_is_single_object_encoded_with_the_newest_event_schema_fingerprint() -> None:
     payload = encode_event(make_event())
     assert payload[:2] == b"\xc3\x01" == MAGIC
-    assert payload[2:10] == fingerprint_of(EVENT_V2)
-    assert default_schemas().latest("Event").fingerprint == fingerprint_of(EVENT_V2)
+    assert payload[2:10] == fingerprint_of(NEWEST)
+    assert default_schemas().latest("Event").fingerprint == fingerprint_of(NEWEST)
 
 
 def test_envelope_is_single_object_encoded_with_the_envelope_schema_fingerprint() -> None:
@@ -123,7 +126,7 @@ def test_body_is_plain_avro_readable_by_any_avro_library(kind: str) -> None:
     the fingerprint names the file."""
     event = make_event(kind)
     payload = encode_event(event)
-    by_fingerprint = {fingerprint_of(text): text for text in (EVENT_V1, EVENT_V2)}
+    by_fingerprint = {fingerprint_of(text): text for text in (EVENT_V1, EVENT_V2, EVENT_V3)}
     writer = parse_schema(json.loads(by_fingerprint[payload[2:10]]))
     body = BytesIO(payload[10:])
     record: Any = schemaless_reader(body, writer)
@@ -136,8 +139,8 @@ def test_body_is_plain_avro_readable_by_any_avro_library(kind: str) -> None:
 
 def test_shipped_schemas_are_the_repository_files() -> None:
     shipped = default_schemas()
-    assert shipped.latest("Event").version == 2
-    assert shipped.latest("Event").fingerprint == fingerprint_of(EVENT_V2)
+    assert shipped.latest("Event").version == 3
+    assert shipped.latest("Event").fingerprint == fingerprint_of(NEWEST)
     assert shipped.latest("Envelope").fingerprint == fingerprint_of(ENVELOPE_V1)
 
 
@@ -147,6 +150,7 @@ def test_the_fingerprints_in_the_formats_doc_are_the_computed_ones() -> None:
     for name, version, text in (
         ("Event", 1, EVENT_V1),
         ("Event", 2, EVENT_V2),
+        ("Event", 3, EVENT_V3),
         ("Envelope", 1, ENVELOPE_V1),
     ):
         computed = Schema.from_json(name, version, text).fingerprint
@@ -169,6 +173,36 @@ def test_v2_is_v1_with_an_optional_why_and_a_policy_branch_appended() -> None:
     assert [f["name"] for f in classification["fields"]][-1] == "why"
     policy = branches_v2[-1]
     assert [f["name"] for f in policy["fields"]] == list(PolicyData.model_fields)
+
+
+def test_v3_is_v2_with_an_optional_artifact_and_image_made_optional() -> None:
+    """Only compatible changes: v2 bytes resolve into v3 (a string read into a union that
+    holds it; fields appended with a null default)."""
+    v2, v3 = json.loads(EVENT_V2), json.loads(EVENT_V3)
+    branches_v2 = next(f for f in v2["fields"] if f["name"] == "data")["type"]
+    branches_v3 = next(f for f in v3["fields"] if f["name"] == "data")["type"]
+    assert [b["name"] for b in branches_v3] == [b["name"] for b in branches_v2]
+    gained = {"DeploymentData", "DeploymentFailedData", "RollbackData", "ApprovalGrantedData"}
+    for old, new in zip(branches_v2, branches_v3, strict=True):
+        if old["name"] not in gained:
+            assert new == old, old["name"]
+            continue
+        names = [f["name"] for f in new["fields"]]
+        assert names == [f["name"] for f in old["fields"]] + ["artifact"], old["name"]
+        assert new["fields"][-1]["default"] is None
+        for was, now in zip(old["fields"], new["fields"], strict=False):
+            if was["name"] == "image" and was["type"] == "string":
+                assert (now["type"], now["default"]) == (["null", "string"], None)
+            else:
+                assert now == was, (old["name"], was["name"])
+
+
+@pytest.mark.parametrize("event", v2_events(), ids=lambda e: e.type)
+def test_every_event_written_under_v2_decodes_under_v3_to_the_same_event(event: Event) -> None:
+    v2_only = SchemaSet([Schema.from_json("Event", 2, EVENT_V2)])
+    old_payload = encode_event(event, v2_only)
+    assert old_payload[2:10] == fingerprint_of(EVENT_V2)
+    assert decode_event(old_payload) == event
 
 
 # --- evolution ---------------------------------------------------------------------------------
@@ -236,7 +270,7 @@ def test_a_v1_deployment_reads_with_no_commit_time_and_keeps_its_stored_form(
 @pytest.mark.parametrize("event", v2_events(), ids=lambda e: e.type)
 def test_a_v2_event_round_trips_byte_for_byte(event: Event) -> None:
     payload = encode_event(event)
-    assert payload[2:10] == fingerprint_of(EVENT_V2)
+    assert payload[2:10] == fingerprint_of(NEWEST)
     decoded = decode_event(payload)
     assert decoded == event
     assert decoded.to_json_dict() == event.to_json_dict()
@@ -255,7 +289,7 @@ def test_a_v2_event_is_refused_by_a_v1_reader_never_misdecoded(
     with pytest.raises(UnknownSchemaError) as caught:
         decode_event(encode_event(event), v1_only)
     assert caught.value.reason == "unknown_schema"
-    assert fingerprint_of(EVENT_V2).hex() in caught.value.message
+    assert fingerprint_of(NEWEST).hex() in caught.value.message
     assert fingerprint_of(EVENT_V1).hex() in caught.value.message  # what it does know
 
 
@@ -270,38 +304,38 @@ def test_a_v2_event_signed_is_refused_by_a_v1_verifier_as_an_unknown_schema(
 # A future version on top of the newest: what the next schema change must keep working.
 
 
-def test_v3_differs_from_v2_only_by_an_optional_field(shipped_and_v3: SchemaSet) -> None:
-    assert shipped_and_v3.latest("Event").version == 3
-    assert shipped_and_v3.latest("Event").fingerprint != fingerprint_of(EVENT_V2)
+def test_the_next_differs_from_v3_only_by_an_optional_field(shipped_and_next: SchemaSet) -> None:
+    assert shipped_and_next.latest("Event").version == 4
+    assert shipped_and_next.latest("Event").fingerprint != fingerprint_of(NEWEST)
 
 
 @pytest.mark.parametrize("kind", EVENT_TYPES)
-def test_a_shipped_event_decodes_with_a_v3_reader(
-    kind: str, v1_only: SchemaSet, shipped_and_v3: SchemaSet
+def test_a_shipped_event_decodes_with_the_next_reader(
+    kind: str, v1_only: SchemaSet, shipped_and_next: SchemaSet
 ) -> None:
     event = make_event(kind)
     payloads = [encode_event(event)]
     if kind in V1_TYPES:
         payloads.append(encode_event(event, v1_only))
     for payload in payloads:
-        assert decode_event(payload, shipped_and_v3) == event
+        assert decode_event(payload, shipped_and_next) == event
 
 
-def test_v3_reader_writes_v3(shipped_and_v3: SchemaSet) -> None:
+def test_the_next_reader_writes_the_next(shipped_and_next: SchemaSet) -> None:
     event = make_event()
-    payload = encode_event(event, shipped_and_v3)
-    assert payload[2:10] == fingerprint_of(event_v3_text())
-    assert decode_event(payload, shipped_and_v3) == event
+    payload = encode_event(event, shipped_and_next)
+    assert payload[2:10] == fingerprint_of(event_next_text())
+    assert decode_event(payload, shipped_and_next) == event
 
 
-def test_an_event_signed_under_v1_verifies_under_v3(
-    v1_only: SchemaSet, shipped_and_v3: SchemaSet, ci_signer: Signer, keyring: Keyring
+def test_an_event_signed_under_v1_verifies_under_the_next(
+    v1_only: SchemaSet, shipped_and_next: SchemaSet, ci_signer: Signer, keyring: Keyring
 ) -> None:
     event = make_event("deployment.succeeded")
     payload = encode_event(event, v1_only)
     data = Envelope.sign(payload, ci_signer).to_bytes(v1_only)
 
-    verified = verify_message(data, keyring, datetime.now(UTC), schemas=shipped_and_v3)
+    verified = verify_message(data, keyring, datetime.now(UTC), schemas=shipped_and_next)
 
     assert verified.event == event
     assert verified.key_id == ci_signer.key_id
@@ -310,23 +344,25 @@ def test_an_event_signed_under_v1_verifies_under_v3(
     assert verified.payload[2:10] == fingerprint_of(EVENT_V1)
 
 
-def test_v3_event_is_refused_by_a_shipped_reader_not_guessed(shipped_and_v3: SchemaSet) -> None:
-    payload = encode_event(make_event(), shipped_and_v3)
+def test_a_next_event_is_refused_by_a_shipped_reader_not_guessed(
+    shipped_and_next: SchemaSet,
+) -> None:
+    payload = encode_event(make_event(), shipped_and_next)
     with pytest.raises(UnknownSchemaError) as caught:
         decode_event(payload)
     assert caught.value.reason == "unknown_schema"
-    assert fingerprint_of(event_v3_text()).hex() in caught.value.message
+    assert fingerprint_of(event_next_text()).hex() in caught.value.message
 
 
 def test_a_non_null_field_the_model_does_not_know_is_still_refused(
-    shipped_and_v3: SchemaSet,
+    shipped_and_next: SchemaSet,
 ) -> None:
     """Evolution tolerates absent optional fields, not unknown facts."""
     record: dict[str, Any] = make_event().model_dump(mode="python")
     record["data"] = ("dev.ledger.DeploymentData", record["data"] | {"ticket_url": "x"})
-    payload = shipped_and_v3.encode("Event", record)
+    payload = shipped_and_next.encode("Event", record)
     with pytest.raises(InvalidEventError) as caught:
-        decode_event(payload, shipped_and_v3)
+        decode_event(payload, shipped_and_next)
     assert caught.value.field == "data.ticket_url"
 
 

@@ -33,7 +33,14 @@ COMMANDS = (
     Command("keys", "ledger.cli.keys:app",
             "Generate signing keys and manage the keyring that authorizes them."),
     Command("emit", "ledger.cli.emit:app",
-            "Sign events and put them on the Kafka topic (delivery confirmed, or exit 3)."),
+            "Sign events and put them on the Kafka topic (delivery confirmed; else exit 3, or 5 "
+            "when spooled)."),
+    Command("ingest", "ledger.cli.ingest:app",
+            "Record what a tool says about a change: its output in, signed ledger events "
+            "out."),
+    Command("spool", "ledger.cli.spool:app",
+            "Send the events a producer spooled when Kafka did not take them, or say what is "
+            "pending."),
     Command("consume", "ledger.cli.consume:consume",
             "Verify signed events from Kafka and chain them into the ledger (runs until "
             "stopped)."),

@@ -109,6 +109,15 @@ LedgerKeyPath = Annotated[
 ]
 
 
+DeliveryTimeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=1,
+        envvar="LEDGER_EMIT_TIMEOUT",
+        help="Seconds to wait for the broker to acknowledge every event.",
+    ),
+]
 PeriodFrom = Annotated[
     str, typer.Option("--from", help="Start of the period: RFC 3339, 'now' or '30 days ago'.")
 ]
@@ -242,10 +251,13 @@ def short_time(value: str, *, seconds: bool = True) -> str:
 
 
 def short_image(image: str | None) -> str:
-    """``registry/path/name@sha256:<hex>`` as ``name@<12 hex>``; the JSON keeps it whole."""
+    """``registry/path/name@sha256:<hex>`` as ``name@<12 hex>`` (an artifact's reference
+    likewise, or whole when it has no digest); the JSON keeps it whole."""
     if not image:
         return "-"
-    name, _, digest = image.partition("@")
+    name, at, digest = image.partition("@")
+    if not at:  # an artifact with no digest (ami:ami-…): its reference is its identity
+        return image
     return f"{name.rsplit('/', 1)[-1]}@{short_digest(digest)}"
 
 

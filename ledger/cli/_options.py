@@ -173,7 +173,8 @@ CONNECTION: OptionSet[Connection] = OptionSet(
 
 @dataclass(frozen=True)
 class Producer:
-    """How a producer command signs and delivers: key, identity, topic, connection."""
+    """How a producer command signs and delivers: key, identity, topic, connection, and
+    the spool that keeps what the broker did not acknowledge (None: exit 3 instead)."""
 
     connection: Connection
     topic: str
@@ -181,6 +182,7 @@ class Producer:
     key_id: str | None
     source: str | None
     actor: str | None
+    spool: Path | None = None
 
     def signer(self) -> Signer:
         if self.key is None:
@@ -197,9 +199,10 @@ def _producer(
     key_id: str | None,
     source: str | None,
     actor: str | None,
+    spool: Path | None,
     **connection: Any,
 ) -> Producer:
-    return Producer(Connection(**connection), topic, key, key_id, source, actor)
+    return Producer(Connection(**connection), topic, key, key_id, source, actor, spool)
 
 
 PRODUCER: OptionSet[Producer] = OptionSet(
@@ -220,6 +223,11 @@ PRODUCER: OptionSet[Producer] = OptionSet(
         ("topic", Annotated[str, _option(
             "--topic", panel=_PRODUCER, envvar="LEDGER_TOPIC", help="Event topic.")],
          DEFAULT_TOPIC),
+        ("spool", Annotated[Path | None, _option(
+            "--spool", panel=_PRODUCER, envvar="LEDGER_SPOOL",
+            help="Directory to keep the signed events the broker did not acknowledge in "
+                 "(exit 5), for `ledger spool flush` to send later; without it, exit 3.")],
+         None),
         *CONNECTION.params,
     ),
     _producer,

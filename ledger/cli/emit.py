@@ -8,11 +8,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from ledger.cli._common import (
+    DeliveryTimeout,
     Exit,
     console,
     fail,
@@ -24,13 +25,15 @@ from ledger.cli._common import (
 from ledger.cli._options import PRODUCER, OptionSet, Producer, shared
 
 if TYPE_CHECKING:
+    from ledger.errors import TransportError
     from ledger.integrations.ci_env import CiContext
     from ledger.transport.producer import Delivery
     from ledger.wire.events import Event
     from ledger.wire.keyring import Keyring, Signer
 
 app = new_app(
-    "Sign events and put them on the Kafka topic (delivery confirmed, or exit 3).\n\n"
+    "Sign events and put them on the Kafka topic (delivery confirmed; else exit 3, or 5 "
+    "when spooled).\n\n"
     "Producer options go after the event kind (`ledger emit deployment --key keys/ci.key "
     "…`) or before it (`ledger emit --key keys/ci.key deployment …`)."
 )
@@ -77,9 +80,7 @@ EMIT: OptionSet[Emit] = OptionSet(
         ("api", Annotated[str | None, typer.Option(
             "--api", help="Check as --keyring does, under the keyring this running consumer "
                           "(its API's URL) recorded last.")], None),
-        ("timeout", Annotated[float, typer.Option(
-            "--timeout", min=1, envvar="LEDGER_EMIT_TIMEOUT",
-            help="Seconds to wait for the broker to acknowledge every event.")], 120.0),
+        ("timeout", DeliveryTimeout, 120.0),
         ("json_out", Annotated[bool, typer.Option(
             "--json", help="Machine-readable JSON output.")], False),
     ),
@@ -93,10 +94,44 @@ ChangeRefOpt = Annotated[
 ]
 
 
+ArtifactOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The unit, when it is no image, as answers show it: ami:ami-<hex>, "
+        "lambda:<function>:<version>@sha256:<hex>, generic:<name>@sha256:<hex>, or "
+        "ecs-task-definition:<family>:<revision> with --container."
+    ),
+]
+ContainerOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="An ECS task definition's container: NAME=IMAGE (repeatable)."),
+]
+
+
+def _unit(image: str | None, artifact: str | None, containers: list[str] | None) -> dict[str, Any]:
+    """The data naming the deployed unit: the image, or the artifact its reference names."""
+    if (image is None) == (artifact is None):
+        fail("give --image, or --artifact when the unit is no image")
+    if artifact is None:
+        if containers:
+            fail("--container belongs to an --artifact ecs-task-definition:…")
+        return {"image": image}
+    kind, colon, rest = artifact.partition(":")
+    if not colon or not rest:
+        fail(f"--artifact {artifact!r}: expected KIND:ID[@sha256:<hex>], e.g. ami:ami-0abc12345")
+    unit_id, _, digest = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    pairs = [c.partition("=") for c in containers or []]
+    if any(not name or not sep or not ref for name, sep, ref in pairs):
+        fail("--container: expected NAME=IMAGE, e.g. web=registry.example/web@sha256:<64 hex>")
+    return {"artifact": {"kind": kind, "id": unit_id, "digest": digest or None,
+                         "containers": [{"name": n, "image": r} for n, _, r in pairs]}}  # fmt: skip
+
+
 @app.callback()
 @shared("options", EMIT)
 def emit(options: Emit) -> None:
-    """Sign events and put them on the Kafka topic (delivery confirmed, or exit 3).
+    """Sign events and put them on the Kafka topic (delivery confirmed; else exit 3, or 5
+    when spooled).
 
     The options given here apply to the event kind that follows them.
     """
@@ -235,14 +270,17 @@ def _build(
 
 
 def _send(options: Emit, events: list[Event]) -> None:
-    _report(options, _deliver(options, events), [])
+    _report(options, deliver_or_spool(options, events), [])
 
 
-def _deliver(options: Emit, events: list[Event]) -> list[Delivery]:
-    """Sign and send ``events`` (checked first under --keyring or --api when given); every
-    one acknowledged, or exit 3 naming those that were not (``ledger horizon apply`` too)."""
-    from ledger.errors import PartialDeliveryError
-    from ledger.transport.producer import LedgerProducer
+def deliver_or_spool(options: Emit, events: list[Event]) -> list[Delivery]:
+    """Sign and send ``events`` (checked first under --keyring or --api when given); their
+    deliveries when the broker acknowledged every one. Otherwise the command ends: with a
+    spool (--spool, LEDGER_SPOOL) the events not acknowledged are written to it, exact
+    signed bytes, and it exits 5 naming the file; without one it exits 3 naming them.
+    Every producer command sends this way (``ledger emit``, ``ledger horizon apply``)."""
+    from ledger.errors import PartialDeliveryError, TransportError
+    from ledger.transport.producer import LedgerProducer, seal
 
     with reporting_errors():
         signer = options.producer.signer()
@@ -250,15 +288,73 @@ def _deliver(options: Emit, events: list[Event]) -> list[Delivery]:
             _precheck(events, signer, *_file_keyring(options.keyring))
         elif options.api is not None:
             _precheck(events, signer, *_recorded_keyring(options.api))
+        settings = options.producer.settings()
+        sealed = [(event, seal(event, signer)) for event in events]  # what is sent, or spooled
+        deliveries: list[Delivery] = []
         try:
-            with LedgerProducer(signer, options.producer.settings()) as producer:
-                for event in events:
-                    producer.emit(event)
+            with LedgerProducer(signer, settings) as producer:
+                for event, envelope in sealed:
+                    producer.send_sealed(event, envelope)
                 deliveries = producer.flush(options.timeout)
-        except PartialDeliveryError as exc:
-            _report(options, exc.delivered, exc.failed)  # --json: every id not delivered
-            fail(exc.message, Exit.UNREACHABLE)
+        except TransportError as exc:
+            if isinstance(exc, PartialDeliveryError):
+                deliveries = exc.delivered
+            acknowledged = {d.event_id for d in deliveries}
+            rest = [(event, envelope) for event, envelope in sealed if event.id not in acknowledged]
+            if not rest:
+                raise
+            if options.producer.spool is None:
+                if isinstance(exc, PartialDeliveryError):
+                    _report(options, exc.delivered, exc.failed)  # --json: every id not delivered
+                raise
+            _spool(options, exc, deliveries, rest, len(sealed))
     return deliveries
+
+
+_deliver = deliver_or_spool  # the name `ledger horizon apply` imports
+
+
+def _spool(
+    options: Emit,
+    exc: TransportError,
+    deliveries: list[Delivery],
+    rest: list[tuple[Event, bytes]],
+    total: int,
+) -> NoReturn:
+    """Write the events the broker did not acknowledge to the spool, say where, and exit 5;
+    exit 3 if the spool would not take them either."""
+    from ledger.errors import PartialDeliveryError
+    from ledger.transport import spool
+
+    directory = options.producer.spool
+    assert directory is not None
+    bootstrap = options.producer.connection.bootstrap
+    reason = (
+        f"{len(rest)} of {total} event(s) not acknowledged by {bootstrap} within "
+        f"{options.timeout:.0f} s"
+        if isinstance(exc, PartialDeliveryError)
+        else exc.message
+    )
+    try:
+        path = spool.append(directory, options.producer.topic, rest)
+    except OSError as error:
+        if isinstance(exc, PartialDeliveryError):
+            _report(options, deliveries, [event.id for event, _ in rest])
+        fail(f"{reason}; and the spool {directory} could not keep them ({error.strerror or error})"
+             ": nothing was spooled", Exit.UNREACHABLE)  # fmt: skip
+    ids = [event.id for event, _ in rest]
+    if options.json_out:
+        print_json({"delivered": [d.__dict__ for d in deliveries], "not_delivered": ids,
+                    "spooled": {"file": str(path), "events": len(rest)}})  # fmt: skip
+    elif deliveries:
+        _report(options, deliveries, ids)
+    console.print(f"not delivered: {reason}")
+    console.print(
+        f"spooled: {len(rest)} signed event(s) written to {path}; send them with "
+        f"`ledger spool flush {directory}` once the broker answers",
+        style="yellow",
+    )
+    raise typer.Exit(Exit.SPOOLED)
 
 
 def _file_keyring(path: Path) -> tuple[Keyring, str]:
@@ -323,7 +419,11 @@ def deployment(
     options: Emit,
     service: ServiceOpt,
     env: EnvOpt,
-    image: Annotated[str, typer.Option(help="Image pinned by digest: name@sha256:<64 hex>.")],
+    image: Annotated[
+        str | None, typer.Option(help="Image pinned by digest: name@sha256:<64 hex>.")
+    ] = None,
+    artifact: ArtifactOpt = None,
+    container: ContainerOpt = None,
     status: Annotated[
         str, typer.Option(help="started | succeeded | failed | rolled_back.")
     ] = "succeeded",
@@ -346,6 +446,10 @@ def deployment(
 ) -> None:
     """A deployment started, succeeded, failed (maybe partly) or was rolled back.
 
+    The unit is an image (--image) or, when it is none, an artifact (--artifact): an AMI, a
+    Lambda function version with its code digest, an ECS task definition (--container for
+    each of its images), or any unit with a digest.
+
     Example: `ledger emit deployment --service checkout --env prod --image
     registry.example/checkout@sha256:<64 hex> --change-ref CHG-1042 --key keys/ci-github.key`"""
     kinds = {"started", "succeeded", "failed", "rolled_back", "rolled-back"}
@@ -354,7 +458,7 @@ def deployment(
     kind = "deployment." + status.replace("-", "_")
     if (total is None) != (updated is None):
         fail("--total and --updated go together")
-    data: dict[str, Any] = {"image": image, "change_ref": change_ref}
+    data: dict[str, Any] = {"change_ref": change_ref} | _unit(image, artifact, container)
     instances = {"total": total, "updated": updated} if total is not None else None
     if kind in ("deployment.started", "deployment.succeeded"):
         data |= {"commit": commit, "run_url": run_url, "strategy": strategy, "instances": instances}
@@ -426,6 +530,8 @@ def approval(
     change_ref: Annotated[str, typer.Option("--change-ref", help="The change approved.")],
     approver: Annotated[str | None, typer.Option(help="Who approved; default the actor.")] = None,
     image: Annotated[str | None, typer.Option(help="The exact image approved.")] = None,
+    artifact: ArtifactOpt = None,
+    container: ContainerOpt = None,
     content_hash: Annotated[
         str | None, typer.Option("--hash", help="The exact content digest approved.")
     ] = None,
@@ -451,10 +557,10 @@ def approval(
             {
                 "change_ref": change_ref,
                 "approver": who,
-                "image": image,
                 "hash": content_hash,
                 "valid_until": valid_until,
-            },
+            }
+            | (_unit(image, artifact, container) if image or artifact else {}),
         )
     _send(options, [event])
 

@@ -63,7 +63,9 @@ def gate(
     with reporting_errors():
         proposed = ProposedChange(service, env, actor, change_ref, image, target_kind, target,
                                   content_hash)  # fmt: skip
-        query = {k: v for k, v in asdict(proposed).items() if v is not None}
+        fields = asdict(proposed) | {"env": proposed.environment}
+        # the API's parameters are the options' names (docs/cli.md): env, not environment
+        query = {k: v for k, v in fields.items() if v is not None and k != "environment"}
         path = "/v1/gate?" + urlencode(query | {"preprod": preprod or []}, doseq=True)
         answer: dict[str, Any] = local_or_remote(
             db, api, path, lambda r: asdict(judge(r, proposed, preprod or None))

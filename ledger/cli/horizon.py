@@ -15,6 +15,7 @@ from ledger.cli._common import (
     DEFAULT_DB,
     ApiUrl,
     DbPath,
+    DeliveryTimeout,
     JsonFlag,
     console,
     fail,
@@ -119,15 +120,7 @@ def apply_command(
             "--time again sends the same events, with the same ids (a retry after exit 3).",
         ),
     ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=1,
-            envvar="LEDGER_EMIT_TIMEOUT",
-            help="Seconds to wait for the broker to acknowledge every event.",
-        ),
-    ] = 120.0,
+    timeout: DeliveryTimeout = 120.0,
     json_out: JsonFlag = False,
 ) -> None:
     """Plan, then sign and send what differs: a service.classified (with its why) for each

@@ -39,6 +39,7 @@ later deployment): that needs the whole ledger and ``ledger verify``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -64,7 +65,7 @@ from ledger.rules.answers import TimelineEntry
 from ledger.rules.pointintime import RULES_VERSION, AsOf, Fact, reconstruct
 from ledger.wire.codec import decode_event
 from ledger.wire.envelope import Envelope, pae
-from ledger.wire.events import Event
+from ledger.wire.events import Event, unit_reference
 from ledger.wire.keyring import Keyring, Signer, ed25519_verify
 from ledger.wire.records import open_keyring_record
 from ledger.wire.verify import VerifiedEvent, verify_message
@@ -224,6 +225,8 @@ class BundleReport:
 def _fact(entry: StoredEntry, event: Event) -> Fact:
     """The rules' view of an entry: its event data, as decoded from the signed payload."""
     data: dict[str, Any] = event.data.model_dump(mode="json")
+    if data.get("artifact") is not None:  # the rules read the unit's reference as its image
+        data["image"] = unit_reference(event.data)
     if data.get("valid_until") is not None:
         data["valid_until"] = datetime.fromisoformat(data["valid_until"])
     recorded = _EPOCH + timedelta(microseconds=entry.ingested_at_us)
@@ -276,7 +279,9 @@ def derive_answer(
 
 
 def subjects_of(answer: Any) -> list[Subject]:
-    """Every image reference the answer names (``image``, ``from_image``), one subject each."""
+    """Every unit the answer names (``image``, ``from_image``), one subject each: an image or
+    an artifact by its content digest; an AMI, which has none, by the SHA-256 of its
+    reference (``ami:ami-…``), its id being its identity (docs/formats.md §9)."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
@@ -293,9 +298,12 @@ def subjects_of(answer: Any) -> list[Subject]:
     walk(answer)
     subjects = []
     for reference in sorted(found):
-        match = _IMAGE.match(reference)
+        match = _IMAGE.match(reference)  # an image, or an artifact with a content digest
         if match is not None:
             subjects.append(Subject(name=reference, digest=DigestSet(sha256=match.group("hex"))))
+        elif reference.startswith("ami:"):  # no content digest: the id is the identity
+            named = hashlib.sha256(reference.encode()).hexdigest()
+            subjects.append(Subject(name=reference, digest=DigestSet(sha256=named)))
     return subjects
 
 

@@ -90,11 +90,17 @@ class ImagePattern:
 
 @dataclass(frozen=True)
 class SearchTerms:
-    """Exactly one of: an image pattern, a commit prefix, a change ref."""
+    """Exactly one of: an image pattern, an artifact reference, a commit prefix, a change
+    ref."""
 
     image: ImagePattern | None = None
     commit: str | None = None
     change_ref: str | None = None
+    artifact: str | None = None
+    """``kind:id``, with or without its ``@digest``: as answers show the unit."""
+
+
+_ARTIFACT_KINDS = ("ami:", "lambda:", "ecs-task-definition:", "generic:")
 
 
 _DIGEST_PREFIX = re.compile(r"^(?:[a-z0-9]+:)?[0-9a-f]+$")
@@ -109,8 +115,8 @@ def _image_pattern(image: str) -> ImagePattern:
     if not _DIGEST_PREFIX.match(digest):
         raise QueryError(
             f"--image {image!r}: give a digest or its first hex digits (sha256:4f1c…, "
-            "4f1c2b3a), optionally after the repository and '@' (checkout@4f1c2b3a); tags "
-            "are not evidence"
+            "4f1c2b3a), optionally after the repository and '@' (checkout@4f1c2b3a), or an "
+            "artifact as answers show it (ami:ami-0abc…); tags are not evidence"
         )
     return ImagePattern(repo=(repo or None) if at else None, digest=digest, algorithm=":" in digest)
 
@@ -121,6 +127,8 @@ def search_terms(
     """The terms of a search, or :class:`QueryError` naming what is wrong with them."""
     if sum(term is not None for term in (image, commit, change_ref)) != 1:
         raise QueryError("give exactly one of --image, --commit or --change-ref")
+    if image is not None and image.strip().startswith(_ARTIFACT_KINDS):
+        return SearchTerms(artifact=image.strip())
     if image is not None:
         return SearchTerms(image=_image_pattern(image))
     if commit is not None:

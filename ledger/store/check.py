@@ -44,7 +44,7 @@ from ledger.store.integrity import BATCH_ROWS, entry_checks
 from ledger.store.keyrings import compromised_in, recorded_keyrings, revocations
 from ledger.store.policy import policy_records
 from ledger.store.prove import build_consistency
-from ledger.store.query import FACT_COLUMNS, to_facts
+from ledger.store.query import FACT_COLUMNS, to_facts, unit_identity
 from ledger.store.reader import LedgerReader
 from ledger.store.verified import VerificationRecord
 from ledger.wire.keyring import Keyrings
@@ -78,11 +78,11 @@ ORDER BY service COLLATE C, epoch_us(time), seq
 """
 """Every fact the rules read, by service (byte order, as groupby needs) then (time, seq)."""
 
-_PROMOTED = """
-SELECT split_part(image, '@', 2) AS digest, environment, min(seq) FROM facts
+_PROMOTED = f"""
+SELECT {unit_identity("image")} AS digest, environment, min(seq) FROM facts
 WHERE type = 'deployment.succeeded' AND list_contains($preprod, environment)
-  AND split_part(image, '@', 2) IN (
-    SELECT split_part(image, '@', 2) FROM facts
+  AND {unit_identity("image")} IN (
+    SELECT {unit_identity("image")} FROM facts
     WHERE environment = $env AND ($service IS NULL OR service = $service)
       AND type = 'deployment.succeeded' AND time BETWEEN $start AND $end)
 GROUP BY ALL

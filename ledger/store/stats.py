@@ -20,11 +20,12 @@ from ledger.rules.findings import Finding, Period
 from ledger.rules.questions import check_window
 from ledger.rules.stats import GROUPINGS, Change, Stats, summarize
 from ledger.store.check import findings
+from ledger.store.query import unit_identity
 from ledger.store.reader import LedgerReader
 
 __all__ = ["stats"]
 
-_CHANGES = """
+_CHANGES = f"""
 WITH changes AS (
     SELECT seq, type, service, time, image, updated, total FROM facts
     WHERE environment = $env AND ($service IS NULL OR service = $service)
@@ -43,9 +44,9 @@ commits AS (
       AND type = 'deployment.succeeded' AND time BETWEEN $start AND $end
 ),
 sightings AS (
-    SELECT split_part(image, '@', 2) AS digest, time, seq FROM facts
-    WHERE image IS NOT NULL AND split_part(image, '@', 2) IN (
-        SELECT split_part(image, '@', 2) FROM changes WHERE type = 'deployment.succeeded')
+    SELECT {unit_identity("image")} AS digest, time, seq FROM facts
+    WHERE image IS NOT NULL AND {unit_identity("image")} IN (
+        SELECT {unit_identity("image")} FROM changes WHERE type = 'deployment.succeeded')
 )
 SELECT c.seq, c.type, c.service, epoch_us(c.time), c.updated, c.total,
     (SELECT arg_max(k.model, (k.time, k.seq)) FROM classified k
@@ -53,7 +54,7 @@ SELECT c.seq, c.type, c.service, epoch_us(c.time), c.updated, c.total,
     epoch_us(m.commit_time),
     CASE WHEN c.type = 'deployment.succeeded' THEN (
         SELECT epoch_us(min(s.time)) FROM sightings s
-        WHERE s.digest = split_part(c.image, '@', 2) AND s.seq <> c.seq AND s.time <= c.time)
+        WHERE s.digest = {unit_identity("c.image")} AND s.seq <> c.seq AND s.time <= c.time)
     END
 FROM changes c LEFT JOIN commits m USING (seq)
 ORDER BY c.service COLLATE C, c.time, c.seq

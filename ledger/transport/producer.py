@@ -39,9 +39,14 @@ class Delivery:
 
 
 class LedgerProducer:
-    """Signs with one key and produces to one topic; use as a context manager."""
+    """Signs with one key and produces to one topic (:meth:`send_sealed`: envelopes signed
+    before, to the topic they name); use as a context manager."""
 
-    def __init__(self, signer: Signer, settings: KafkaSettings, **client_options: Any) -> None:
+    def __init__(
+        self, signer: Signer | None, settings: KafkaSettings, **client_options: Any
+    ) -> None:
+        """``signer`` None: a producer that only sends envelopes sealed before
+        (:meth:`send_sealed`, as `ledger spool flush` does)."""
         self.signer = signer
         self.settings = settings
         # Tuning a caller may override; the delivery guarantees (acks, idempotence, retries)
@@ -66,7 +71,14 @@ class LedgerProducer:
 
     def emit(self, event: Event) -> None:
         """Queue one signed event; delivery is confirmed (or refused) by :meth:`flush`."""
-        value = seal(event, self.signer)
+        if self.signer is None:
+            raise ConfigurationError("no signing key: pass --key keys/ID.key or set LEDGER_KEY")
+        self.send_sealed(event, seal(event, self.signer))
+
+    def send_sealed(self, event: Event, envelope: bytes, topic: str | None = None) -> None:
+        """Queue ``envelope``, the exact bytes :func:`seal` made of ``event``, with the event's
+        Kafka key, to ``topic`` (default the settings' topic); confirmed by :meth:`flush`."""
+        topic = topic or self.settings.topic
         headers = [
             ("ce_specversion", b"1.0"),
             ("ce_id", event.id.encode()),
@@ -76,14 +88,14 @@ class LedgerProducer:
         ]
         try:
             future = self._producer.send(
-                self.settings.topic, key=event.partition_key, value=value, headers=headers
+                topic, key=event.partition_key, value=envelope, headers=headers
             )
         except KafkaError as exc:
             raise TransportError(
-                f"cannot send {event.id} ({event.type}) to {self.settings.topic}: {exc}"
+                f"cannot send {event.id} ({event.type}) to {topic}: {exc}"
             ) from None
         except ValueError as exc:  # kafka-python refuses an illegal topic name this way
-            raise ConfigurationError(f"topic {self.settings.topic!r}: {exc}") from None
+            raise ConfigurationError(f"topic {topic!r}: {exc}") from None
         self._pending.append((event, future))
 
     def flush(self, timeout: float = 120.0) -> list[Delivery]:

@@ -10,7 +10,7 @@ import json
 from typing import NamedTuple
 
 from ledger.log.chain import micros
-from ledger.wire.events import Event
+from ledger.wire.events import Event, unit_reference
 
 __all__ = ["DecodedColumns", "decoded_columns"]
 
@@ -45,7 +45,7 @@ def decoded_columns(event: Event, key_id: str) -> DecodedColumns:
         source=event.source,
         key_id=key_id,
         change_ref=data.get("change_ref"),
-        image=data.get("image"),
+        image=unit_reference(event.data),
         target_kind=data.get("target_kind"),
         target=data.get("target"),
         instance=data.get("instance"),

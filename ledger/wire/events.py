@@ -42,8 +42,11 @@ __all__ = [
     "ApprovalGrantedEvent",
     "ApprovalRevokedData",
     "ApprovalRevokedEvent",
+    "Artifact",
+    "ArtifactKind",
     "ClassificationData",
     "ClassificationEvent",
+    "Container",
     "DeploymentData",
     "DeploymentEvent",
     "DeploymentFailedData",
@@ -62,6 +65,7 @@ __all__ = [
     "event_from_json",
     "event_from_mapping",
     "new_event_id",
+    "unit_reference",
     "with_derived_id",
 ]
 
@@ -174,8 +178,85 @@ class Instances(_Strict):
         return self
 
 
-class DeploymentData(_Strict):
+ArtifactKind: TypeAlias = Literal["ami", "lambda", "ecs-task-definition", "generic"]
+_AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_ARTIFACT_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/+=,-]*$"
+"""An artifact id names the unit (no ``@``, no space): the reference appends its digest."""
+
+
+class Container(_Strict):
+    name: Name
     image: Image
+
+
+class Artifact(_Strict):
+    """A deployable unit that is not an OCI image (schema v3): what a deployment replaced.
+
+    Its :attr:`reference` stands where an image would in every answer (the ledger's
+    ``image`` column, the point-in-time rules, search, check, gate): ``kind:id``, and
+    ``@sha256:<hex>`` after it when the unit has a content digest, which is then its
+    identity across environments (an AMI's id is its identity already)."""
+
+    kind: ArtifactKind
+    id: Annotated[str, StringConstraints(pattern=_ARTIFACT_ID_RE, min_length=1, max_length=512)]
+    digest: Digest | None = Field(default=None, exclude_if=lambda value: value is None)
+    containers: list[Container] = Field(
+        default_factory=list, max_length=64, exclude_if=lambda value: not value
+    )
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> Artifact:
+        kind, named = self.kind, {c.name for c in self.containers}
+        if kind == "ami" and not _AMI_RE.fullmatch(self.id):
+            raise ValueError(f"an AMI id is ami-<8 to 17 hex>, not {self.id!r}")
+        if kind in ("lambda", "generic") and self.digest is None:
+            raise ValueError(f"a {kind} artifact needs the digest of its content")
+        if kind in ("ami", "ecs-task-definition") and self.digest is not None:
+            raise ValueError(f"a {kind} artifact takes no digest (its identity is "
+                             f"{'its id' if kind == 'ami' else 'its containers'})")  # fmt: skip
+        if (kind == "ecs-task-definition") != bool(self.containers):
+            raise ValueError("containers belong to an ecs-task-definition, which needs one")
+        if len(named) != len(self.containers):
+            raise ValueError("two containers share a name")
+        return self
+
+    @property
+    def identity(self) -> str | None:
+        """The content digest: given, or (a task definition) of its containers' images."""
+        if self.kind != "ecs-task-definition":
+            return self.digest
+        lines = "".join(f"{c.name}={c.image}\n" for c in sorted(self.containers, key=_by_name))
+        return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+    @property
+    def reference(self) -> str:
+        identity = self.identity
+        return f"{self.kind}:{self.id}" + (f"@{identity}" if identity else "")
+
+
+def _by_name(container: Container) -> str:
+    return container.name
+
+
+def _one_unit(image: str | None, artifact: Artifact | None) -> None:
+    """Exactly one names the unit; the refusal names the field (``_domain_error``)."""
+    if image is None and artifact is None:
+        raise PydanticCustomError("unit_missing", "is required (or artifact, when the unit is "
+                                  "no OCI image)")  # fmt: skip
+    if image is not None and artifact is not None:
+        raise PydanticCustomError("unit_twice", "give the image, or the artifact when the unit "
+                                  "is no OCI image: not both")  # fmt: skip
+
+
+_Unit = Image | None
+_NoneLeftOut = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class DeploymentData(_Strict):
+    # Schema v3: an image or an artifact; each left out of every dump when null, so an
+    # event without an artifact keeps the form it had before the field existed.
+    image: _Unit = _NoneLeftOut
+    artifact: Artifact | None = _NoneLeftOut
     change_ref: Text | None = None
     commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{7,64}$")] | None = None
     run_url: LongText | None = None
@@ -188,19 +269,46 @@ class DeploymentData(_Strict):
         description="When the commit deployed was made: lead time from commit to production.",
     )
 
+    @model_validator(mode="after")
+    def _one_unit(self) -> DeploymentData:
+        _one_unit(self.image, self.artifact)
+        return self
+
 
 class DeploymentFailedData(_Strict):
-    image: Image
+    image: _Unit = _NoneLeftOut
     change_ref: Text | None = None
     reason: LongText | None = None
     instances: Instances | None = None
+    artifact: Artifact | None = _NoneLeftOut
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> DeploymentFailedData:
+        _one_unit(self.image, self.artifact)
+        return self
 
 
 class RollbackData(_Strict):
-    image: Image
+    image: _Unit = _NoneLeftOut
     from_image: Image | None = None
     change_ref: Text | None = None
     reason: LongText | None = None
+    artifact: Artifact | None = _NoneLeftOut
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> RollbackData:
+        _one_unit(self.image, self.artifact)
+        return self
+
+
+def unit_reference(data: BaseModel) -> str | None:
+    """What stands for the deployed unit in every answer (an event's data): its image, or
+    its artifact's :attr:`Artifact.reference`; None for events that deploy nothing."""
+    image = getattr(data, "image", None)
+    if image is not None:
+        return str(image)
+    artifact = getattr(data, "artifact", None)
+    return None if artifact is None else str(artifact.reference)
 
 
 class MutationData(_Strict):
@@ -220,6 +328,14 @@ class ApprovalGrantedData(_Strict):
     image: Image | None = None
     hash: Digest | None = None
     valid_until: UtcTime | None = None
+    artifact: Artifact | None = _NoneLeftOut
+    """Schema v3: the unit approved, when it is no OCI image (instead of ``image``)."""
+
+    @model_validator(mode="after")
+    def _one_unit_at_most(self) -> ApprovalGrantedData:
+        if self.image is not None and self.artifact is not None:
+            raise ValueError("an approval names the image or the artifact, not both")
+        return self
 
 
 class ApprovalRevokedData(_Strict):
@@ -410,6 +526,8 @@ def _domain_error(exc: ValidationError) -> InvalidEventError:
         message = "is required"
     elif first["type"] == "extra_forbidden":
         message = "is not a field of this event type"
+    elif first["type"] in ("unit_missing", "unit_twice"):  # raised for the data as a whole
+        field = f"{field or 'data'}.{'image' if first['type'] == 'unit_missing' else 'artifact'}"
     elif first["type"] == "timezone_aware":
         message = "needs an explicit UTC offset (RFC 3339), e.g. 2026-11-20T14:03:00Z"
     text = f"{field}: {message}" if field else message
