@@ -781,3 +781,20 @@ def test_the_browser_checks_catch_a_page_that_asks_or_talks(
         browser.open(page)
         with pytest.raises(AssertionError):
             _quiet(browser)
+
+
+def test_many_services_are_tabled_and_the_most_eventful_charted(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every service is a row; only the first few by unapproved changes and findings get a
+    chart (a page of hundreds is unread), the HTML says so, and the JSON beside keeps all."""
+    from ledger.report import formats
+
+    monkeypatch.setattr(formats, "CHARTS_TOP", 2)
+    html = render(document, "html", full="report.json, beside this file")
+    rows = re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">", html.split('id="services"')[1])
+    charted = re.findall(r'<figure class="timeline" data-service="([^"]+)"', html)
+    assert len(rows) == len(document["timelines"]) > 2 and len(charted) == 2
+    assert "checkout" in charted  # the unapproved deployment by the hostile actor
+    assert 'id="charts-truncated"' in html and "report.json, beside this file" in html
+    assert truncated(document)

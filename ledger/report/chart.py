@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
+    "COUNTED",
     "HEIGHT",
     "LANES",
     "WIDTH",
@@ -28,9 +29,11 @@ __all__ = [
     "Mark",
     "Tick",
     "chart",
+    "counts",
     "parse_time",
     "short_image",
     "ticks",
+    "unapproved_entries",
     "x_of",
 ]
 
@@ -249,6 +252,37 @@ def _merged(marks: Iterable[Mark]) -> list[Mark]:
     return sorted(merged, key=lambda m: ("unapproved" in m.classes, m.classes, m.x))
 
 
+def unapproved_entries(findings: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """The entries ``unapproved_change`` findings are about, with their reasons."""
+    return {
+        f["entries"][0]["seq"]: f["details"].get("reason") or "unapproved"
+        for f in findings
+        if f["rule"] == "unapproved_change" and f["entries"]
+    }
+
+
+def counts(timeline: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """What one service's timeline holds, by kind: the row of the report's services table."""
+    unapproved = unapproved_entries(findings)
+    found = dict.fromkeys(COUNTED, 0)
+    for entry in timeline["entries"]:
+        kind = _COUNTED_AS.get(entry["type"])
+        if kind is not None:
+            found[kind] += 1
+        found["manual"] += entry["type"] == "mutation.applied" and entry.get("method") == "manual"
+        found["unapproved"] += entry["seq"] in unapproved
+    return found
+
+
+COUNTED = ("deployments", "failures", "rollbacks", "mutations", "manual", "approvals",
+           "unapproved")  # fmt: skip
+_COUNTED_AS = {
+    "deployment.succeeded": "deployments", "deployment.failed": "failures",
+    "deployment.rolled_back": "rollbacks", "mutation.applied": "mutations",
+    "approval.granted": "approvals",
+}  # fmt: skip
+
+
 def chart(
     timeline: Mapping[str, Any],
     findings: Sequence[Mapping[str, Any]],
@@ -261,10 +295,7 @@ def chart(
     def x(value: str) -> float:
         return x_of(parse_time(value), start, end)
 
-    unapproved: dict[int, str] = {}
-    for f in findings:
-        if f["rule"] == "unapproved_change" and f["entries"]:
-            unapproved[f["entries"][0]["seq"]] = f["details"].get("reason") or "unapproved"
+    unapproved = unapproved_entries(findings)
     colours: dict[str, str] = {}
 
     def colour(image: str) -> str:
@@ -336,21 +367,11 @@ def chart(
 
     marks: list[Mark] = []
     alarms: list[Mark] = []
-    counts = {
-        "deployments": 0,
-        "failures": 0,
-        "rollbacks": 0,
-        "mutations": 0,
-        "manual": 0,
-        "approvals": 0,
-        "unapproved": 0,
-    }
     for entry in entries:
         kind, seq, at = entry["type"], entry["seq"], x(entry["time"])
         title = _describe(entry)
         flagged = seq in unapproved
         if flagged:
-            counts["unapproved"] += 1
             title += f" - UNAPPROVED ({unapproved[seq]})"
             alarms.append(_mark("changes", at, "circle", 0, "alarm", [seq], title))
         red = " unapproved" if flagged else ""
@@ -360,26 +381,20 @@ def chart(
             open_mixed = None
             current = (at, entry.get("image") or "", seq, title, flagged)
             if kind == "deployment.rolled_back":
-                counts["rollbacks"] += 1
                 marks.append(_mark("changes", at, "circle", 5.5, "rollback" + red, [seq], title))
             else:
-                counts["deployments"] += 1
                 marks.append(_mark("changes", at, "triangle", 5.5, "deploy" + red, [seq], title))
         elif kind == "deployment.failed":
-            counts["failures"] += 1
             marks.append(_mark("changes", at, "down", 6.5, "failed" + red, [seq], title))
             total, updated = entry.get("total") or 0, entry.get("updated") or 0
             if total and 0 < updated < total:
                 close_mixed(at, entry)
                 open_mixed = (at, entry)
         elif kind == "mutation.applied":
-            counts["mutations"] += 1
             manual = entry.get("method") == "manual"
-            counts["manual"] += manual
             classes = "mutation" + (" manual" if manual else "") + red
             marks.append(_mark("changes", at, "diamond", 5.5, classes, [seq], title))
         elif kind == "approval.granted":
-            counts["approvals"] += 1
             marks.append(_mark("approvals", at, "circle", 4.5, "approval", [seq], title))
         elif kind == "approval.revoked":
             marks.append(_mark("approvals", at, "square", 4.0, "revoked", [seq], title))
@@ -411,7 +426,7 @@ def chart(
         marks=_merged(marks),
         alarms=_merged(alarms),
         ticks=ticks(start, end),
-        counts=counts,
+        counts=counts(timeline, findings),
     )
 
 

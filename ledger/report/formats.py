@@ -28,7 +28,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from ledger.report.chart import Chart, chart, parse_time, short_image
+from ledger.report.chart import Chart, chart, counts, parse_time, short_image
 from ledger.rules.catalogue import RULES, SEVERITIES, severity_rank
 
 __all__ = [
@@ -136,8 +136,26 @@ def sidecars(out: Path) -> tuple[Path, Path]:
 
 
 def truncated(document: Mapping[str, Any], top: int = TOP_PER_RULE) -> bool:
-    """Whether the HTML shows fewer findings than the document holds."""
-    return any(rule["hidden"] for group in _groups(document, top) for rule in group["rules"])
+    """Whether the HTML shows fewer findings or timelines than the document holds."""
+    return len(document["timelines"]) > CHARTS_TOP or any(
+        rule["hidden"] for group in _groups(document, top) for rule in group["rules"]
+    )
+
+
+CHARTS_TOP = 40
+"""The HTML charts this many services' timelines (those with the most unapproved changes,
+then findings, then entries); every service is in its table, every timeline in the JSON.
+Five hundred charts made a 43 MB page at the benchmark's scale, which no one reads."""
+
+
+def _most_eventful(
+    rows: Sequence[tuple[str, Mapping[str, int]]],
+    by_service: Mapping[str | None, Sequence[Any]],
+    most: int,
+) -> list[str]:
+    ranked = sorted(rows, key=lambda r: (-r[1]["unapproved"], -len(by_service.get(r[0], ())),
+                                         -sum(r[1].values()), r[0]))  # fmt: skip
+    return [name for name, _ in ranked[:most]]
 
 
 def render(
@@ -397,9 +415,13 @@ def _view(document: Mapping[str, Any], top: int, full: str | None) -> dict[str, 
     by_service: defaultdict[str | None, list[Mapping[str, Any]]] = defaultdict(list)
     for f in findings:
         by_service[f["service"]].append(f)
+    timelines = document["timelines"]
+    rows = [(t["service"], counts(t, by_service.get(t["service"], []))) for t in timelines]
+    charted = set(_most_eventful(rows, by_service, CHARTS_TOP))
     charts: list[Chart] = [
         chart(timeline, by_service.get(timeline["service"], []), start, end)
-        for timeline in document["timelines"]
+        for timeline in timelines
+        if timeline["service"] in charted
     ]
     groups = _groups(document, top)
     hidden = sum(rule["hidden"] for group in groups for rule in group["rules"])
@@ -430,5 +452,7 @@ def _view(document: Mapping[str, Any], top: int, full: str | None) -> dict[str, 
         "stats": _stats_table(document.get("stats")),
         "stats_missing": document.get("stats") is None,
         "charts": charts,
+        "services": [{"service": name, "counts": row} for name, row in rows],
+        "charts_hidden": len(rows) - len(charts),
         "severity_order": list(reversed(SEVERITIES)),
     }

@@ -37,6 +37,7 @@ __all__ = [
     "timeline",
     "to_facts",
     "unit_identity",
+    "without_cyclic_gc",
 ]
 
 _T = TypeVar("_T")
@@ -178,7 +179,7 @@ def _answers(
         _ENVIRONMENT_CANDIDATES,
         {"env": environment, "at": at, "known_at": known_at, "after": after},
     ).fetchall()
-    with _without_cyclic_gc():
+    with without_cyclic_gc():
         return [
             reconstruct(svc, environment, at, to_facts(group), ledger_size, known_at)
             for svc, group in groupby(rows, key=itemgetter(5))
@@ -186,7 +187,7 @@ def _answers(
 
 
 @contextmanager
-def _without_cyclic_gc() -> Iterator[None]:
+def without_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while a snapshot's answers are built.
 
     The tens of thousands of rows, facts and models alive at once make it walk the young
