@@ -152,9 +152,6 @@ class Policies:
         """A threshold's longest value under any record: how far back context must reach."""
         return max(p.threshold(name) for p in (self.default, *self.records))
 
-    def shortest(self, name: str) -> timedelta:
-        return min(p.threshold(name) for p in (self.default, *self.records))
-
 
 _REASONS = {
     "missing": "no approval names its change ref",

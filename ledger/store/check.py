@@ -42,7 +42,7 @@ from ledger.rules.pointintime import RULES_VERSION
 from ledger.rules.questions import check_window
 from ledger.store.integrity import BATCH_ROWS, entry_checks
 from ledger.store.keyrings import compromised_in, recorded_keyrings, revocations
-from ledger.store.policy import policy_records
+from ledger.store.policy import RecordedPolicy, policy_records
 from ledger.store.prove import build_consistency
 from ledger.store.query import FACT_COLUMNS, to_facts, unit_identity, without_cyclic_gc
 from ledger.store.reader import LedgerReader
@@ -204,7 +204,7 @@ def _findings(
     reader: LedgerReader,
     period: Period,
     policies: Policies,
-    records: Sequence[Any],
+    records: Sequence[RecordedPolicy],
     service: str | None,
     say: Callable[[str], None],
 ) -> PeriodFindings:
@@ -221,7 +221,7 @@ def _findings(
     found += _compromised(reader, policies, period, service)
     found += _quarantined(reader, policies, period)
     return PeriodFindings(
-        period, sort_findings(found), _in_force(policies, records, period),
+        period, sort_findings(found), _in_force(records, period),
         _notes(policies, period, streams),
     )  # fmt: skip
 
@@ -391,7 +391,7 @@ def _quarantined(reader: LedgerReader, policies: Policies, period: Period) -> li
     ]
 
 
-def _in_force(policies: Policies, records: Sequence[Any], period: Period) -> list[dict[str, Any]]:
+def _in_force(records: Sequence[RecordedPolicy], period: Period) -> list[dict[str, Any]]:
     """The records in force during the period: the last recorded before it starts (by
     claimed time) and every one recorded within it."""
     before = [r for r in records if r.time < period.start]
